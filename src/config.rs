@@ -1,0 +1,230 @@
+//! Node configuration: one struct, safe defaults, chainable setters, validation.
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Everything a [`Node`](crate::Node) can be tuned with.
+///
+/// Start from [`Config::default()`] and change what you need with the chainable
+/// setters; each field's documentation gives its default and the reason for it.
+/// [`Node::bind`](crate::Node::bind) validates the whole and refuses nonsense with
+/// [`Error::Config`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use wirelane::Config;
+///
+/// let config = Config::default()
+///     .private_capacity(64)
+///     .ping_interval(Duration::from_millis(500))
+///     .silence_timeout(Duration::from_secs(3));
+/// assert_eq!(config.private_capacity, 64);
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Most messages the gossip lane of one connection holds before
+    /// [`try_send`](crate::Node::try_send) drops. Default 1024: enough to absorb a
+    /// burst while the writer is busy, small enough that stale gossip is shed early.
+    pub gossip_capacity: usize,
+    /// Most messages the private lane of one connection holds before
+    /// [`send`](crate::Node::send) waits. Default 1024: deep enough that a sender
+    /// rarely waits on a healthy peer; a slow peer pushes back quickly.
+    pub private_capacity: usize,
+    /// Most messages the node's [`incoming`](crate::Node::incoming) queue holds.
+    /// When it is full, private frames wait (and the wait pushes back over TCP to
+    /// the sender) and gossip frames are dropped and counted. Default 4096.
+    pub inbound_capacity: usize,
+    /// Most events the [`events`](crate::Node::events) queue holds. Informational
+    /// events that find it full are dropped and counted; `Undelivered` waits for
+    /// room. Default 1024.
+    pub event_capacity: usize,
+    /// Largest payload, in bytes, this node accepts in one frame. It is announced in
+    /// the handshake, so peers refuse to send more ([`SendError::TooLarge`]); a peer
+    /// that declares more anyway is disconnected before anything is allocated.
+    /// Default 16 MiB.
+    ///
+    /// [`SendError::TooLarge`]: crate::SendError::TooLarge
+    pub max_frame_len: u32,
+    /// Time allowed to dial a peer. Default 5 s.
+    pub connect_timeout: Duration,
+    /// Time allowed for the whole handshake, from either side. A peer that sends
+    /// nothing, or half a hello, is refused when it runs out. Default 5 s.
+    pub handshake_timeout: Duration,
+    /// A connection's writer sends a ping when it has written nothing for this long,
+    /// so that a quiet but healthy peer is never taken for dead. Default 2 s.
+    pub ping_interval: Duration,
+    /// A peer from which nothing at all (not even a ping) arrives for this long is
+    /// declared dead and disconnected. Time the reader spends waiting to hand a
+    /// private message to the application does not count. Must be well above
+    /// `ping_interval`. Default 10 s.
+    pub silence_timeout: Duration,
+    /// On a graceful close (disconnect, shutdown, or the peer's close) the
+    /// connection keeps reading for up to this long, so that messages already on the
+    /// wire in both directions are delivered before the socket goes. Default 1 s.
+    pub linger: Duration,
+    /// The writer gathers ready frames into one buffer of up to about this many
+    /// bytes before each write. Default 64 KiB.
+    pub max_batch_bytes: usize,
+    /// The reader's buffer grows up to this size (it starts small, so idle
+    /// connections stay cheap). Larger frames are read straight into their own
+    /// allocation. Default 64 KiB.
+    pub read_buffer: usize,
+    /// Stack size of every thread the node starts. Default 256 KiB: the reader and
+    /// writer loops are shallow, and thousands of connections must fit in memory.
+    pub thread_stack_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            gossip_capacity: 1024,
+            private_capacity: 1024,
+            inbound_capacity: 4096,
+            event_capacity: 1024,
+            max_frame_len: 16 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(2),
+            silence_timeout: Duration::from_secs(10),
+            linger: Duration::from_secs(1),
+            max_batch_bytes: 64 * 1024,
+            read_buffer: 64 * 1024,
+            thread_stack_size: 256 * 1024,
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty;)+) => {
+        $(
+            $(#[$doc])*
+            #[must_use]
+            pub fn $field(mut self, value: $ty) -> Self {
+                self.$field = value;
+                self
+            }
+        )+
+    };
+}
+
+impl Config {
+    setters! {
+        /// Sets [`gossip_capacity`](Config::gossip_capacity).
+        gossip_capacity: usize;
+        /// Sets [`private_capacity`](Config::private_capacity).
+        private_capacity: usize;
+        /// Sets [`inbound_capacity`](Config::inbound_capacity).
+        inbound_capacity: usize;
+        /// Sets [`event_capacity`](Config::event_capacity).
+        event_capacity: usize;
+        /// Sets [`max_frame_len`](Config::max_frame_len).
+        max_frame_len: u32;
+        /// Sets [`connect_timeout`](Config::connect_timeout).
+        connect_timeout: Duration;
+        /// Sets [`handshake_timeout`](Config::handshake_timeout).
+        handshake_timeout: Duration;
+        /// Sets [`ping_interval`](Config::ping_interval).
+        ping_interval: Duration;
+        /// Sets [`silence_timeout`](Config::silence_timeout).
+        silence_timeout: Duration;
+        /// Sets [`linger`](Config::linger).
+        linger: Duration;
+        /// Sets [`max_batch_bytes`](Config::max_batch_bytes).
+        max_batch_bytes: usize;
+        /// Sets [`read_buffer`](Config::read_buffer).
+        read_buffer: usize;
+        /// Sets [`thread_stack_size`](Config::thread_stack_size).
+        thread_stack_size: usize;
+    }
+
+    /// Checks that the values make sense together.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Config`] naming the first field that is out of range.
+    pub fn validate(&self) -> Result<(), Error> {
+        fn bad(why: &str) -> Result<(), Error> {
+            Err(Error::Config(why.to_owned()))
+        }
+        let zero = Duration::ZERO;
+        if self.gossip_capacity == 0 || self.private_capacity == 0 {
+            return bad("lane capacities must be at least 1");
+        }
+        if self.inbound_capacity == 0 || self.event_capacity == 0 {
+            return bad("inbound_capacity and event_capacity must be at least 1");
+        }
+        if self.max_frame_len == 0 {
+            return bad("max_frame_len must be at least 1");
+        }
+        if self.connect_timeout == zero || self.handshake_timeout == zero {
+            return bad("connect_timeout and handshake_timeout must be above zero");
+        }
+        if self.ping_interval < Duration::from_millis(1) {
+            return bad("ping_interval must be at least 1 ms");
+        }
+        if self.silence_timeout <= self.ping_interval {
+            return bad("silence_timeout must be longer than ping_interval");
+        }
+        if self.max_batch_bytes < 1024 {
+            return bad("max_batch_bytes must be at least 1 KiB");
+        }
+        if self.read_buffer < 4096 {
+            return bad("read_buffer must be at least 4 KiB");
+        }
+        if self.thread_stack_size < 64 * 1024 {
+            return bad("thread_stack_size must be at least 64 KiB");
+        }
+        Ok(())
+    }
+
+    /// How long the reader's socket reads block before it checks for silence and for
+    /// a graceful close that has outlived its linger.
+    pub(crate) fn read_tick(&self) -> Duration {
+        let tick = self
+            .ping_interval
+            .min(self.silence_timeout / 4)
+            .min(self.linger / 2);
+        tick.max(Duration::from_millis(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_the_field_named() {
+        let cases = [
+            (Config::default().private_capacity(0), "lane capacities"),
+            (Config::default().inbound_capacity(0), "inbound_capacity"),
+            (Config::default().max_frame_len(0), "max_frame_len"),
+            (
+                Config::default()
+                    .ping_interval(Duration::from_secs(5))
+                    .silence_timeout(Duration::from_secs(5)),
+                "silence_timeout",
+            ),
+            (
+                Config::default().handshake_timeout(Duration::ZERO),
+                "handshake_timeout",
+            ),
+            (Config::default().read_buffer(10), "read_buffer"),
+        ];
+        for (config, field) in cases {
+            match config.validate() {
+                Err(Error::Config(why)) => assert!(why.contains(field), "{why}"),
+                other => panic!("expected a config error about {field}, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! One connection: its shared state, its close signal, and the handle senders use.
+//!
+//! The lock rule lives here. A sender finds a [`Link`] in the peer table under a
+//! short read lock, clones the `Arc`, releases the lock, and only then touches the
+//! lanes. Waiting for room on the private lane is a crossbeam `Select` over the lane
+//! and the connection's close signal: no lock of ours is held while it waits, so the
+//! writer that empties the lane and the reader that feeds the other side never stop
+//! for a blocked sender (the Fabric FAB-10469 deadlock).
+
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{bounded, Receiver, Select, Sender, TrySendError as ChanTrySend};
+use parking_lot::Mutex;
+
+use crate::config::Config;
+use crate::error::{SendTimeoutError, TrySendError};
+use crate::event::DisconnectReason;
+use crate::id::{ConnId, PeerId};
+use crate::stats::Counters;
+use crate::table::PeerTable;
+
+/// A type with no values: channels of `Never` carry no message and are used only for
+/// their disconnection, which wakes every receiver at once.
+pub(crate) enum Never {}
+
+/// The state of one connection shared by its reader, its writer, the node and the
+/// senders: identity, close signal, counters.
+pub(crate) struct ConnShared {
+    pub(crate) id: ConnId,
+    /// Whether the peer dialled us.
+    pub(crate) inbound: bool,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) peer_addr: SocketAddr,
+    /// Our own node's id, for log lines.
+    pub(crate) node: PeerId,
+    /// The peer's id, set once when the connection is registered.
+    pub(crate) peer: OnceLock<PeerId>,
+    pub(crate) counters: Counters,
+    stream: Arc<TcpStream>,
+    linger: Duration,
+    epoch: Instant,
+    close: Mutex<CloseState>,
+    closing: AtomicBool,
+    /// Set once the reader and writer run; before that, closing must cut the socket
+    /// to interrupt the handshake.
+    established: AtomicBool,
+    closed_tx: Mutex<Option<Sender<Never>>>,
+    /// Disconnects when the connection starts closing; selected on by everyone who
+    /// waits on this connection.
+    pub(crate) closed_rx: Receiver<Never>,
+    table: Weak<PeerTable>,
+    pub(crate) send_drops: LogLimit,
+    pub(crate) recv_drops: LogLimit,
+    pub(crate) discards: LogLimit,
+}
+
+#[derive(Default)]
+struct CloseState {
+    reason: Option<DisconnectReason>,
+    linger_deadline: Option<Instant>,
+}
+
+impl ConnShared {
+    pub(crate) fn new(
+        id: ConnId,
+        node: PeerId,
+        inbound: bool,
+        stream: Arc<TcpStream>,
+        config: &Config,
+        epoch: Instant,
+        table: Weak<PeerTable>,
+    ) -> std::io::Result<ConnShared> {
+        let (closed_tx, closed_rx) = bounded(0);
+        Ok(ConnShared {
+            id,
+            inbound,
+            local_addr: stream.local_addr()?,
+            peer_addr: stream.peer_addr()?,
+            node,
+            peer: OnceLock::new(),
+            counters: Counters::default(),
+            stream,
+            linger: config.linger,
+            epoch,
+            close: Mutex::new(CloseState::default()),
+            closing: AtomicBool::new(false),
+            established: AtomicBool::new(false),
+            closed_tx: Mutex::new(Some(closed_tx)),
+            closed_rx,
+            table,
+            send_drops: LogLimit::new(),
+            recv_drops: LogLimit::new(),
+            discards: LogLimit::new(),
+        })
+    }
+
+    /// Starts closing the connection, once; later calls return `false` and the first
+    /// reason stands.
+    ///
+    /// Takes the connection out of the peer table (if it is still the registered one),
+    /// wakes every thread waiting on it, and — unless the close is graceful and the
+    /// connection is up — shuts the socket down so that blocked reads and writes
+    /// return. A graceful close leaves the socket to the writer, which sends a close
+    /// frame and half-closes, and to the reader, which reads until the peer's end.
+    pub(crate) fn close(&self, reason: DisconnectReason) -> bool {
+        let graceful = reason.is_graceful();
+        {
+            let mut state = self.close.lock();
+            if state.reason.is_some() {
+                return false;
+            }
+            state.reason = Some(reason);
+            state.linger_deadline = Some(Instant::now() + self.linger);
+        }
+        self.closing.store(true, Ordering::SeqCst);
+        // Dropped here, outside the table's lock: the last `Link` going away is what
+        // lets the writer finish draining the lanes.
+        let removed = self.table.upgrade().and_then(|t| t.remove_conn(self));
+        drop(removed);
+        drop(self.closed_tx.lock().take());
+        if !graceful || !self.established.load(Ordering::SeqCst) {
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
+        true
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// The reason the connection is closing, if it is.
+    pub(crate) fn reason(&self) -> Option<DisconnectReason> {
+        self.close.lock().reason.clone()
+    }
+
+    /// When a graceful close stops waiting for the peer.
+    pub(crate) fn linger_deadline(&self) -> Option<Instant> {
+        self.close.lock().linger_deadline
+    }
+
+    /// Marks the handshake as done. Returns `false` if the connection was closed
+    /// meanwhile (its socket is then already shut down).
+    pub(crate) fn establish(&self) -> bool {
+        self.established.store(true, Ordering::SeqCst);
+        !self.is_closing()
+    }
+
+    /// Cuts the socket in both directions, waking any blocked read or write.
+    pub(crate) fn cut(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Milliseconds since the node started, for rate-limited logging.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// The registered handle to a connection: the senders of its two lanes.
+///
+/// Only the peer table keeps a `Link` for long; a send holds a clone for its duration.
+/// When the last clone goes the lanes disconnect, which is how the writer knows that
+/// no message can arrive after its final drain.
+pub(crate) struct Link {
+    pub(crate) conn: Arc<ConnShared>,
+    pub(crate) peer: PeerId,
+    pub(crate) incarnation: u64,
+    /// The largest payload the peer said it accepts.
+    pub(crate) peer_max_frame: u32,
+    pub(crate) gossip: Sender<Bytes>,
+    pub(crate) private: Sender<Bytes>,
+}
+
+/// The receiving ends of a connection's lanes, owned by its writer.
+pub(crate) struct LaneRx {
+    pub(crate) gossip: Receiver<Bytes>,
+    pub(crate) private: Receiver<Bytes>,
+}
+
+/// Creates the two bounded lanes of a connection.
+pub(crate) fn lanes(config: &Config) -> ((Sender<Bytes>, Sender<Bytes>), LaneRx) {
+    let (gossip_tx, gossip) = bounded(config.gossip_capacity);
+    let (private_tx, private) = bounded(config.private_capacity);
+    ((gossip_tx, private_tx), LaneRx { gossip, private })
+}
+
+impl LaneRx {
+    /// Takes every message left in the lanes once no sender can add more, counting
+    /// discarded gossip, and returns the private messages oldest first.
+    ///
+    /// Blocks until every `Link` is gone: the caller has already closed the
+    /// connection, so the table no longer holds one and any send in flight returns
+    /// promptly.
+    pub(crate) fn drain(self, counters: &Counters) -> Vec<Bytes> {
+        let private: Vec<Bytes> = self.private.iter().collect();
+        let gossip = self.gossip.try_iter().count() as u64;
+        counters.out.gossip.drop_n(gossip);
+        private
+    }
+}
+
+impl Link {
+    /// Queues a gossip message, or drops it if the lane is full.
+    pub(crate) fn try_send(&self, msg: Bytes) -> Result<(), TrySendError<Bytes>> {
+        if msg.len() > self.peer_max_frame as usize {
+            return Err(TrySendError::TooLarge(msg));
+        }
+        if self.conn.is_closing() {
+            return Err(self.closed_try(msg));
+        }
+        match self.gossip.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(ChanTrySend::Full(msg)) => {
+                self.conn
+                    .counters
+                    .gossip_full
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(n) = self.conn.send_drops.hit(self.conn.now_ms()) {
+                    log::warn!(
+                        "{}: gossip lane to {} is full; dropped {n} message(s) since the last report",
+                        self.conn.node,
+                        self.peer
+                    );
+                }
+                Err(TrySendError::Full(msg))
+            }
+            Err(ChanTrySend::Disconnected(msg)) => Err(self.closed_try(msg)),
+        }
+    }
+
+    /// Queues a private message, waiting for room until the deadline (if any).
+    ///
+    /// The wait is a select over the lane and the close signal, with no lock held: a
+    /// close, a shutdown or the deadline always gets the sender out, with its message.
+    pub(crate) fn send(
+        &self,
+        msg: Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendTimeoutError<Bytes>> {
+        if msg.len() > self.peer_max_frame as usize {
+            return Err(SendTimeoutError::TooLarge(msg));
+        }
+        if self.conn.is_closing() {
+            return Err(self.closed(msg));
+        }
+        let msg = match self.private.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(ChanTrySend::Full(msg)) => msg,
+            Err(ChanTrySend::Disconnected(msg)) => return Err(self.closed(msg)),
+        };
+
+        let _waiting = Gauge::enter(&self.conn.counters.waiting);
+        let mut sel = Select::new();
+        let lane = sel.send(&self.private);
+        sel.recv(&self.conn.closed_rx);
+        let oper = match deadline {
+            None => sel.select(),
+            Some(deadline) => match sel.select_deadline(deadline) {
+                Ok(oper) => oper,
+                Err(_) => return Err(SendTimeoutError::Timeout(msg)),
+            },
+        };
+        if oper.index() == lane {
+            // If the close raced us and won't be drained, the writer's final drain
+            // (which waits for this `Link` to be dropped) still hands it back.
+            oper.send(&self.private, msg)
+                .map_err(|e| self.closed(e.into_inner()))
+        } else {
+            let _ = oper.recv(&self.conn.closed_rx);
+            Err(self.closed(msg))
+        }
+    }
+
+    fn closed(&self, msg: Bytes) -> SendTimeoutError<Bytes> {
+        match self.conn.reason() {
+            Some(DisconnectReason::Shutdown) => SendTimeoutError::Shutdown(msg),
+            _ => SendTimeoutError::Disconnected(msg),
+        }
+    }
+
+    fn closed_try(&self, msg: Bytes) -> TrySendError<Bytes> {
+        match self.conn.reason() {
+            Some(DisconnectReason::Shutdown) => TrySendError::Shutdown(msg),
+            _ => TrySendError::Disconnected(msg),
+        }
+    }
+}
+
+/// Counts a thread in a gauge for as long as it lives.
+struct Gauge<'a>(&'a AtomicU64);
+
+impl<'a> Gauge<'a> {
+    fn enter(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Gauge(gauge)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Lets a log line about a recurring event through at most once a second, saying how
+/// many events it covers.
+pub(crate) struct LogLimit {
+    last_ms: AtomicU64,
+    pending: AtomicU64,
+}
+
+const NEVER_LOGGED: u64 = u64::MAX;
+
+impl LogLimit {
+    pub(crate) fn new() -> Self {
+        LogLimit {
+            last_ms: AtomicU64::new(NEVER_LOGGED),
+            pending: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one event; returns `Some(n)` when a line covering `n` events is due.
+    pub(crate) fn hit(&self, now_ms: u64) -> Option<u64> {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last != NEVER_LOGGED && now_ms < last.saturating_add(1000) {
+            return None;
+        }
+        self.last_ms
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
+        Some(self.pending.swap(0, Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limit_lets_one_line_a_second_through_and_counts_the_rest() {
+        let limit = LogLimit::new();
+        assert_eq!(limit.hit(0), Some(1));
+        assert_eq!(limit.hit(10), None);
+        assert_eq!(limit.hit(999), None);
+        assert_eq!(limit.hit(1000), Some(3));
+        assert_eq!(limit.hit(1500), None);
+        assert_eq!(limit.hit(5000), Some(2));
+    }
+}

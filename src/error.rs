@@ -1,0 +1,323 @@
+//! Error types. Send errors hand the message back, as crossbeam's do.
+
+use std::fmt;
+use std::io;
+
+use crate::frame::FrameError;
+use crate::id::PeerId;
+
+/// A specialised `Result` for node operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong in a node operation other than a send.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A socket operation failed: bind, dial, or a socket option.
+    Io(io::Error),
+    /// The configuration is invalid; the message says which field and why.
+    Config(String),
+    /// The peer did not complete the handshake.
+    Handshake(HandshakeError),
+    /// The node is shut down, or shutting down.
+    Shutdown,
+    /// The address resolved to nothing.
+    NoAddress,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "i/o error: {e}"),
+            Error::Config(why) => write!(f, "invalid configuration: {why}"),
+            Error::Handshake(e) => write!(f, "handshake failed: {e}"),
+            Error::Shutdown => f.write_str("node is shut down"),
+            Error::NoAddress => f.write_str("address resolved to nothing"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Handshake(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<HandshakeError> for Error {
+    fn from(e: HandshakeError) -> Self {
+        match e {
+            HandshakeError::Shutdown => Error::Shutdown,
+            other => Error::Handshake(other),
+        }
+    }
+}
+
+/// Why a connection was refused before it carried any message.
+///
+/// Returned by [`Node::connect`](crate::Node::connect) and carried by
+/// [`Event::Refused`](crate::Event::Refused) for inbound connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The peer did not finish its part within the handshake timeout.
+    Timeout,
+    /// The peer closed the connection before finishing.
+    Closed,
+    /// The socket failed during the handshake.
+    Io(io::ErrorKind),
+    /// The peer sent bytes that are not a valid frame, or the wrong frame.
+    Frame(FrameError),
+    /// The peer's hello does not start with the protocol's magic bytes.
+    BadMagic,
+    /// The peer speaks another protocol version.
+    Version {
+        /// The version this node speaks.
+        ours: u16,
+        /// The version the peer announced.
+        theirs: u16,
+    },
+    /// The peer claims this node's own id (or this node dialled itself).
+    SelfConnect,
+    /// A live connection to this peer already exists and is kept; this one is refused.
+    Duplicate(PeerId),
+    /// The peer is shutting down.
+    PeerShuttingDown,
+    /// The peer refused the connection (one of its limits, or a protocol error it saw).
+    PeerRefused,
+    /// This node is shutting down.
+    Shutdown,
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::Timeout => f.write_str("timed out"),
+            HandshakeError::Closed => f.write_str("peer closed the connection"),
+            HandshakeError::Io(kind) => write!(f, "i/o error: {kind}"),
+            HandshakeError::Frame(e) => write!(f, "bad frame: {e}"),
+            HandshakeError::BadMagic => f.write_str("not a wirelane peer (bad magic)"),
+            HandshakeError::Version { ours, theirs } => {
+                write!(f, "protocol version {theirs} is not ours ({ours})")
+            }
+            HandshakeError::SelfConnect => f.write_str("peer claims this node's own id"),
+            HandshakeError::Duplicate(peer) => write!(f, "already connected to {peer}"),
+            HandshakeError::PeerShuttingDown => f.write_str("peer is shutting down"),
+            HandshakeError::PeerRefused => f.write_str("peer refused the connection"),
+            HandshakeError::Shutdown => f.write_str("node is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HandshakeError::Frame(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<FrameError> for HandshakeError {
+    fn from(e: FrameError) -> Self {
+        HandshakeError::Frame(e)
+    }
+}
+
+impl From<io::Error> for HandshakeError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HandshakeError::Timeout,
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => HandshakeError::Closed,
+            kind => HandshakeError::Io(kind),
+        }
+    }
+}
+
+/// Implements the parts every send error shares: `into_inner`, a `Debug` that does
+/// not need `T: Debug`, a lowercase `Display`, and `std::error::Error`.
+macro_rules! send_error {
+    ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl<T> $name<T> {
+            /// Takes the message back out of the error.
+            pub fn into_inner(self) -> T {
+                match self {
+                    $($name::$variant(msg) => msg,)+
+                }
+            }
+        }
+
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $($name::$variant(_) => f.write_str(concat!(stringify!($variant), "(..)")),)+
+                }
+            }
+        }
+
+        impl<T> fmt::Display for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $($name::$variant(_) => f.write_str($text),)+
+                }
+            }
+        }
+
+        impl<T> std::error::Error for $name<T> {}
+    };
+}
+
+/// Why [`Node::send`](crate::Node::send) did not queue a private message. The message
+/// comes back inside.
+#[derive(PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
+pub enum SendError<T> {
+    /// No connection to this peer is registered.
+    NotConnected(T),
+    /// The connection closed before the message could be queued.
+    Disconnected(T),
+    /// The node shut down before the message could be queued.
+    Shutdown(T),
+    /// The payload is longer than the peer accepts (its announced frame limit).
+    TooLarge(T),
+}
+
+send_error!(SendError {
+    NotConnected => "peer is not connected",
+    Disconnected => "connection closed",
+    Shutdown => "node is shut down",
+    TooLarge => "payload is larger than the peer's frame limit",
+});
+
+/// Why [`Node::try_send`](crate::Node::try_send) did not queue a gossip message. The
+/// message comes back inside.
+#[derive(PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
+pub enum TrySendError<T> {
+    /// The gossip lane is full: the message was dropped and counted.
+    Full(T),
+    /// No connection to this peer is registered.
+    NotConnected(T),
+    /// The connection is closing or closed.
+    Disconnected(T),
+    /// The node is shut down.
+    Shutdown(T),
+    /// The payload is longer than the peer accepts (its announced frame limit).
+    TooLarge(T),
+}
+
+send_error!(TrySendError {
+    Full => "gossip lane is full; message dropped",
+    NotConnected => "peer is not connected",
+    Disconnected => "connection closed",
+    Shutdown => "node is shut down",
+    TooLarge => "payload is larger than the peer's frame limit",
+});
+
+impl<T> TrySendError<T> {
+    /// Whether the lane was full (the message was dropped and counted).
+    pub fn is_full(&self) -> bool {
+        matches!(self, TrySendError::Full(_))
+    }
+}
+
+/// Why [`Node::send_timeout`](crate::Node::send_timeout) did not queue a private
+/// message. The message comes back inside.
+#[derive(PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
+pub enum SendTimeoutError<T> {
+    /// The private lane stayed full until the deadline.
+    Timeout(T),
+    /// No connection to this peer is registered.
+    NotConnected(T),
+    /// The connection closed before the message could be queued.
+    Disconnected(T),
+    /// The node shut down before the message could be queued.
+    Shutdown(T),
+    /// The payload is longer than the peer accepts (its announced frame limit).
+    TooLarge(T),
+}
+
+send_error!(SendTimeoutError {
+    Timeout => "timed out waiting for room on the private lane",
+    NotConnected => "peer is not connected",
+    Disconnected => "connection closed",
+    Shutdown => "node is shut down",
+    TooLarge => "payload is larger than the peer's frame limit",
+});
+
+impl<T> SendTimeoutError<T> {
+    /// Whether the deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SendTimeoutError::Timeout(_))
+    }
+}
+
+impl<T> From<SendError<T>> for SendTimeoutError<T> {
+    fn from(e: SendError<T>) -> Self {
+        match e {
+            SendError::NotConnected(m) => SendTimeoutError::NotConnected(m),
+            SendError::Disconnected(m) => SendTimeoutError::Disconnected(m),
+            SendError::Shutdown(m) => SendTimeoutError::Shutdown(m),
+            SendError::TooLarge(m) => SendTimeoutError::TooLarge(m),
+        }
+    }
+}
+
+impl<T> From<SendError<T>> for TrySendError<T> {
+    fn from(e: SendError<T>) -> Self {
+        match e {
+            SendError::NotConnected(m) => TrySendError::NotConnected(m),
+            SendError::Disconnected(m) => TrySendError::Disconnected(m),
+            SendError::Shutdown(m) => TrySendError::Shutdown(m),
+            SendError::TooLarge(m) => TrySendError::TooLarge(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NotDebug;
+
+    #[test]
+    fn send_errors_hand_the_message_back_and_debug_without_t_debug() {
+        let e = SendError::Disconnected(NotDebug);
+        assert_eq!(format!("{e:?}"), "Disconnected(..)");
+        assert_eq!(e.to_string(), "connection closed");
+        let _back: NotDebug = e.into_inner();
+
+        let e = TrySendError::Full(vec![1u8]);
+        assert!(e.is_full());
+        assert_eq!(e.into_inner(), vec![1u8]);
+
+        let e: SendTimeoutError<u8> = SendError::Shutdown(3).into();
+        assert!(!e.is_timeout());
+        assert_eq!(e.into_inner(), 3);
+    }
+
+    #[test]
+    fn errors_box_as_send_sync() {
+        fn boxed<E: std::error::Error + Send + Sync + 'static>(
+            e: E,
+        ) -> Box<dyn std::error::Error + Send + Sync> {
+            Box::new(e)
+        }
+        let _ = boxed(SendError::NotConnected(bytes::Bytes::new()));
+        let _ = boxed(Error::Shutdown);
+        let _ = boxed(HandshakeError::Timeout);
+    }
+}

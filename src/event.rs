@@ -1,0 +1,137 @@
+//! What the node hands to the application: messages and events.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::HandshakeError;
+use crate::frame::FrameError;
+use crate::id::{ConnId, PeerId};
+
+/// The two kinds of traffic a connection carries, each with its own queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    /// Cheap to lose: a full lane drops the message and counts it.
+    Gossip,
+    /// Never lost silently: a full lane makes the sender wait, and messages still
+    /// queued when a connection ends come back in [`Event::Undelivered`].
+    Private,
+}
+
+impl fmt::Display for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Lane::Gossip => "gossip",
+            Lane::Private => "private",
+        })
+    }
+}
+
+/// A message received from a peer, as read from [`Node::incoming`](crate::Node::incoming).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The peer that sent it.
+    pub from: PeerId,
+    /// The lane it travelled on.
+    pub lane: Lane,
+    /// The bytes the peer sent. [`Bytes`] dereferences to `[u8]`.
+    pub payload: Bytes,
+}
+
+/// Something that happened to a node's connections, as read from
+/// [`Node::events`](crate::Node::events).
+///
+/// For one connection the events come in order: `Connected`, then at most one
+/// `Undelivered`, then `Disconnected` last. Events of an old connection and of its
+/// replacement to the same peer can interleave; tell them apart by `conn`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A connection finished its handshake and is registered.
+    Connected {
+        /// The peer at the other end.
+        peer: PeerId,
+        /// This connection.
+        conn: ConnId,
+        /// The peer's socket address.
+        addr: SocketAddr,
+        /// Whether the peer dialled us (rather than us dialling it).
+        inbound: bool,
+    },
+    /// A connection ended. It is the last event of that connection.
+    Disconnected {
+        /// The peer at the other end.
+        peer: PeerId,
+        /// The connection that ended.
+        conn: ConnId,
+        /// Why it ended.
+        reason: DisconnectReason,
+    },
+    /// Private messages that were still queued when their connection ended, handed
+    /// back in the order they were sent. None of them reached the peer's socket.
+    Undelivered {
+        /// The peer they were addressed to.
+        peer: PeerId,
+        /// The connection they were queued on.
+        conn: ConnId,
+        /// The payloads, oldest first.
+        messages: Vec<Bytes>,
+    },
+    /// An inbound connection was refused during its handshake.
+    Refused {
+        /// Where it came from.
+        addr: SocketAddr,
+        /// Why it was refused.
+        error: HandshakeError,
+    },
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// This node closed it ([`Node::disconnect`](crate::Node::disconnect)).
+    ClosedByUs,
+    /// This node shut down.
+    Shutdown,
+    /// The peer closed it.
+    ClosedByPeer,
+    /// Nothing arrived from the peer for longer than the silence timeout.
+    Dead,
+    /// A newer connection to the same peer took its place.
+    Replaced,
+    /// The peer broke the protocol.
+    Protocol(FrameError),
+    /// The socket failed.
+    Io(Arc<io::Error>),
+}
+
+impl DisconnectReason {
+    /// Whether the close lets messages already on the wire be delivered first
+    /// (a close frame, a half-close, and a bounded linger).
+    pub(crate) fn is_graceful(&self) -> bool {
+        matches!(
+            self,
+            DisconnectReason::ClosedByUs
+                | DisconnectReason::Shutdown
+                | DisconnectReason::ClosedByPeer
+        )
+    }
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::ClosedByUs => f.write_str("closed by us"),
+            DisconnectReason::Shutdown => f.write_str("node shut down"),
+            DisconnectReason::ClosedByPeer => f.write_str("closed by the peer"),
+            DisconnectReason::Dead => f.write_str("peer went silent"),
+            DisconnectReason::Replaced => f.write_str("replaced by a newer connection"),
+            DisconnectReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            DisconnectReason::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The handshake: hello exchange, then the arbiter's verdict.
+//!
+//! Both sides send a hello at once (magic, protocol version, peer id, incarnation,
+//! frame limit) and read the other's. The side with the lower id arbitrates: it
+//! registers the connection and sends `Accept`, or refuses it with a close frame (a
+//! live connection to that peer already exists, or it is shutting down). The other
+//! side registers on `Accept` and answers with its own `Accept`. So when either side
+//! finishes, both have registered the connection, and a connection that loses a
+//! simultaneous dial never carries a message. Every step has the same deadline.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Instant;
+
+use byteorder::{BigEndian, ByteOrder};
+
+use crate::error::HandshakeError;
+use crate::frame::{self, CloseCode, FrameError, FrameKind, Header, HEADER_LEN};
+use crate::id::PeerId;
+use crate::reader::{until, ReadBuf};
+
+/// Bytes in a hello payload.
+pub(crate) const HELLO_LEN: usize = 28;
+/// The first bytes of every hello.
+pub(crate) const MAGIC: [u8; 4] = *b"WRLN";
+/// The protocol version this crate speaks.
+pub(crate) const VERSION: u16 = 1;
+
+/// What a node says about itself when a connection opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hello {
+    pub(crate) peer: PeerId,
+    /// Random per node instance: tells a restarted peer from a duplicate connection.
+    pub(crate) incarnation: u64,
+    /// The largest payload the sender accepts.
+    pub(crate) max_frame_len: u32,
+}
+
+/// Appends a whole hello frame.
+pub(crate) fn encode_hello(out: &mut Vec<u8>, hello: &Hello) {
+    let mut payload = [0u8; HELLO_LEN];
+    payload[0..4].copy_from_slice(&MAGIC);
+    BigEndian::write_u16(&mut payload[4..6], VERSION);
+    // Bytes 6..8: capability flags. Version 1 sends zero and ignores them, so a
+    // later version can offer an optional feature without breaking this one.
+    BigEndian::write_u64(&mut payload[8..16], hello.peer.0);
+    BigEndian::write_u64(&mut payload[16..24], hello.incarnation);
+    BigEndian::write_u32(&mut payload[24..28], hello.max_frame_len);
+    frame::encode(out, FrameKind::Hello, &payload);
+}
+
+/// Parses a hello payload.
+///
+/// # Errors
+///
+/// Fails on a payload of the wrong size, wrong magic bytes, another protocol version,
+/// or a zero frame limit.
+pub(crate) fn decode_hello(payload: &[u8]) -> Result<Hello, HandshakeError> {
+    if payload.len() != HELLO_LEN {
+        return Err(HandshakeError::Frame(FrameError::BadLength {
+            kind: FrameKind::Hello,
+            len: payload.len() as u32,
+        }));
+    }
+    if payload[0..4] != MAGIC {
+        return Err(HandshakeError::BadMagic);
+    }
+    let version = BigEndian::read_u16(&payload[4..6]);
+    if version != VERSION {
+        return Err(HandshakeError::Version {
+            ours: VERSION,
+            theirs: version,
+        });
+    }
+    let max_frame_len = BigEndian::read_u32(&payload[24..28]);
+    if max_frame_len == 0 {
+        return Err(HandshakeError::PeerRefused);
+    }
+    Ok(Hello {
+        peer: PeerId(BigEndian::read_u64(&payload[8..16])),
+        incarnation: BigEndian::read_u64(&payload[16..24]),
+        max_frame_len,
+    })
+}
+
+/// Sends our hello and reads the peer's.
+pub(crate) fn exchange_hello(
+    stream: &TcpStream,
+    rb: &mut ReadBuf,
+    ours: &Hello,
+    deadline: Instant,
+) -> Result<Hello, HandshakeError> {
+    let mut out = Vec::with_capacity(HEADER_LEN + HELLO_LEN);
+    encode_hello(&mut out, ours);
+    write_all(stream, &out, deadline)?;
+    let header = read_frame(stream, rb, &[FrameKind::Hello], deadline)?;
+    let theirs = decode_hello(&rb.data()[HEADER_LEN..header.frame_len()]);
+    rb.consume(header.frame_len());
+    let theirs = theirs?;
+    if theirs.peer == ours.peer {
+        return Err(HandshakeError::SelfConnect);
+    }
+    Ok(theirs)
+}
+
+/// Sends `Accept`: the connection is registered on our side.
+pub(crate) fn send_accept(stream: &TcpStream, deadline: Instant) -> Result<(), HandshakeError> {
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    frame::encode_header(&mut out, FrameKind::Accept, 0);
+    write_all(stream, &out, deadline)
+}
+
+/// Sends a close frame to refuse the connection. Best effort: the refusal stands
+/// whether or not the peer hears why.
+pub(crate) fn send_refusal(stream: &TcpStream, code: CloseCode, deadline: Instant) {
+    let mut out = Vec::with_capacity(HEADER_LEN + 1);
+    frame::encode_close(&mut out, code);
+    let _ = write_all(stream, &out, deadline);
+}
+
+/// Reads the peer's `Accept`, or its refusal.
+pub(crate) fn read_accept(
+    stream: &TcpStream,
+    rb: &mut ReadBuf,
+    peer: PeerId,
+    deadline: Instant,
+) -> Result<(), HandshakeError> {
+    let header = read_frame(stream, rb, &[FrameKind::Accept, FrameKind::Close], deadline)?;
+    let code = rb.data()[HEADER_LEN..header.frame_len()].first().copied();
+    rb.consume(header.frame_len());
+    match (header.kind, code.map(CloseCode::from_u8)) {
+        (FrameKind::Accept, _) => Ok(()),
+        (_, Some(CloseCode::Duplicate)) => Err(HandshakeError::Duplicate(peer)),
+        (_, Some(CloseCode::Shutdown)) => Err(HandshakeError::PeerShuttingDown),
+        _ => Err(HandshakeError::PeerRefused),
+    }
+}
+
+/// Reads one whole frame of one of the `expected` kinds into `rb`, and returns its
+/// header; the payload is at `rb.data()[HEADER_LEN..header.frame_len()]`.
+///
+/// A frame of another kind is refused from its header, before its payload is read.
+fn read_frame(
+    stream: &TcpStream,
+    rb: &mut ReadBuf,
+    expected: &[FrameKind],
+    deadline: Instant,
+) -> Result<Header, HandshakeError> {
+    loop {
+        // Only fixed-size control frames are expected here; any other kind is refused
+        // from its header, so the data-frame limit passed to the decoder never
+        // lets a payload be read.
+        let want = match frame::decode_header(rb.data(), u32::MAX)? {
+            Some(h) if !expected.contains(&h.kind) => {
+                return Err(FrameError::Unexpected(h.kind).into())
+            }
+            Some(h) if rb.len() >= h.frame_len() => return Ok(h),
+            Some(h) => h.frame_len(),
+            None => HEADER_LEN,
+        };
+        let wait = until(deadline).ok_or(HandshakeError::Timeout)?;
+        stream.set_read_timeout(Some(wait))?;
+        match rb.fill(stream, want) {
+            Ok(0) => return Err(HandshakeError::Closed),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn write_all(
+    mut stream: &TcpStream,
+    bytes: &[u8],
+    deadline: Instant,
+) -> Result<(), HandshakeError> {
+    let wait = until(deadline).ok_or(HandshakeError::Timeout)?;
+    stream.set_write_timeout(Some(wait))?;
+    stream.write_all(bytes)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello() -> Hello {
+        Hello {
+            peer: PeerId(42),
+            incarnation: 0xDEAD_BEEF,
+            max_frame_len: 1 << 20,
+        }
+    }
+
+    fn payload(h: &Hello) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_hello(&mut out, h);
+        out[HEADER_LEN..].to_vec()
+    }
+
+    #[test]
+    fn hello_round_trips() {
+        let h = hello();
+        assert_eq!(decode_hello(&payload(&h)), Ok(h));
+    }
+
+    #[test]
+    fn hello_frame_has_the_documented_layout() {
+        let mut out = Vec::new();
+        encode_hello(&mut out, &hello());
+        assert_eq!(out.len(), HEADER_LEN + HELLO_LEN);
+        assert_eq!(&out[..6], &[0, 0, 0, HELLO_LEN as u8, 1, 0]);
+        assert_eq!(&out[6..10], b"WRLN");
+        assert_eq!(&out[10..12], &[0, 1]);
+        assert_eq!(&out[14..22], &42u64.to_be_bytes());
+    }
+
+    #[test]
+    fn bad_magic_version_and_length_are_typed_errors() {
+        let mut p = payload(&hello());
+        p[0] = b'X';
+        assert_eq!(decode_hello(&p), Err(HandshakeError::BadMagic));
+
+        let mut p = payload(&hello());
+        p[5] = 9;
+        assert_eq!(
+            decode_hello(&p),
+            Err(HandshakeError::Version { ours: 1, theirs: 9 })
+        );
+
+        assert!(matches!(
+            decode_hello(&payload(&hello())[..10]),
+            Err(HandshakeError::Frame(FrameError::BadLength { .. }))
+        ));
+    }
+
+    #[test]
+    fn unknown_capability_flags_are_ignored() {
+        let mut p = payload(&hello());
+        p[6] = 0xFF;
+        p[7] = 0xFF;
+        assert_eq!(decode_hello(&p), Ok(hello()));
+    }
+}

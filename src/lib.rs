@@ -1,0 +1,121 @@
+//! Synchronous peer-to-peer messaging over TCP, one reader and one writer thread per
+//! connection, with two lanes per peer: **gossip**, which is dropped (and counted) when
+//! the peer falls behind, and **private** data, which waits for room and is never lost
+//! silently.
+//!
+//! wirelane is for applications without an async runtime: thread-pool servers,
+//! blocking daemons, test rigs. Its one rule is that **no lock is held across a
+//! wait** — the mistake that froze two Hyperledger Fabric peers sending private data
+//! to each other (FAB-10469): a sender parked on a full buffer while holding the
+//! connection's lock, which the connection's own reader and writer needed.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::time::Duration;
+//! use wirelane::{Config, Event, Lane, Node, PeerId};
+//!
+//! let a = Node::bind(PeerId(1), "127.0.0.1:0", Config::default())?;
+//! let b = Node::bind(PeerId(2), "127.0.0.1:0", Config::default())?;
+//! let peer = a.connect(b.local_addr())?; // dial and handshake: returns PeerId(2)
+//!
+//! a.try_send(peer, b"digest".to_vec())?; // gossip: never blocks
+//! a.send(peer, b"private".to_vec())?; // private: waits for room, holding no lock
+//! a.send_timeout(peer, b"more".to_vec(), Duration::from_secs(1))?;
+//!
+//! for _ in 0..3 {
+//!     let m = b.incoming().recv_timeout(Duration::from_secs(10))?;
+//!     assert_eq!(m.from, PeerId(1));
+//!     if m.lane == Lane::Gossip {
+//!         assert_eq!(&m.payload[..], b"digest");
+//!     }
+//! }
+//! assert!(matches!(b.events().recv()?, Event::Connected { peer: PeerId(1), .. }));
+//!
+//! println!("{}", a.stats());
+//! a.disconnect(peer);
+//! a.shutdown(); // idempotent; joins every thread the node started
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # The two lanes
+//!
+//! Each connection has two bounded queues, drained by its writer thread, which always
+//! serves the private lane first:
+//!
+//! - [`Node::try_send`] puts a message on the **gossip** lane. When the lane is full
+//!   the message is dropped at once: the call returns [`TrySendError::Full`] with the
+//!   message, the drop is counted in [`PeerStats`] and logged at most once a second
+//!   per peer.
+//! - [`Node::send`] and [`Node::send_timeout`] put a message on the **private**
+//!   lane. When the lane is full they wait — for room, for their deadline, for the
+//!   connection to close or the node to shut down. Whatever ends the wait, an error
+//!   hands the message back.
+//!
+//! Messages are delivered in order per peer and lane. On the receiving side, a private
+//! frame that finds [`Node::incoming`] full waits for room (and the wait pushes back
+//! over TCP to the sender); a gossip frame is dropped and counted.
+//!
+//! # Nothing lost silently
+//!
+//! When a connection ends, private messages still queued for it come back in an
+//! [`Event::Undelivered`], oldest first, before its [`Event::Disconnected`]:
+//!
+//! ```
+//! use std::time::Duration;
+//! use wirelane::{Config, Event, Node, PeerId};
+//!
+//! let a = Node::bind(PeerId(1), "127.0.0.1:0", Config::default())?;
+//! let b = Node::bind(PeerId(2), "127.0.0.1:0", Config::default())?;
+//! let peer = a.connect(b.local_addr())?;
+//! a.send(peer, b"hello".to_vec())?;
+//! a.disconnect(peer);
+//!
+//! // Each private message was either written to the socket or comes back here.
+//! loop {
+//!     match a.events().recv_timeout(Duration::from_secs(10))? {
+//!         Event::Undelivered { messages, .. } => println!("{} came back", messages.len()),
+//!         Event::Disconnected { reason, .. } => break println!("closed: {reason}"),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Threads
+//!
+//! A node runs one accept thread (a mio poll loop, woken by a `mio::Waker` to stop)
+//! and, per connection, a reader thread — which also runs the handshake — and a
+//! writer thread. All are named and all are joined by [`Node::shutdown`], which also
+//! runs when a node is dropped. The reader checks for a silent peer; the writer sends
+//! a ping after an idle interval. See `docs/architecture.md` for the whole picture
+//! and `docs/guarantees.md` for the contract and the tests that hold it.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod acceptor;
+mod config;
+mod connection;
+mod error;
+mod event;
+mod frame;
+mod handshake;
+mod id;
+mod node;
+mod reader;
+mod session;
+mod stats;
+mod table;
+mod writer;
+
+pub use bytes::Bytes;
+pub use crossbeam_channel;
+
+pub use crate::config::Config;
+pub use crate::error::{Error, HandshakeError, Result, SendError, SendTimeoutError, TrySendError};
+pub use crate::event::{DisconnectReason, Event, Lane, Message};
+pub use crate::frame::{FrameError, FrameKind};
+pub use crate::id::{ConnId, PeerId};
+pub use crate::node::Node;
+pub use crate::stats::{LaneStats, NodeStats, PeerStats};

@@ -1,0 +1,613 @@
+//! The node: listen, dial, route sends to connections, report, shut down.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{bounded, Receiver, Select, Sender, TrySendError as ChanTrySend};
+use parking_lot::Mutex;
+
+use crate::acceptor::{self, Acceptor};
+use crate::config::Config;
+use crate::connection::{ConnShared, Link, LogLimit, Never};
+use crate::error::{Error, HandshakeError, Result, SendError, SendTimeoutError, TrySendError};
+use crate::event::{DisconnectReason, Event, Lane, Message};
+use crate::id::{ConnId, PeerId};
+use crate::session::{self, Outlets, Report};
+use crate::stats::{Counters, NodeStats, PeerStats};
+use crate::table::PeerTable;
+
+/// A wirelane node: a listening socket, a connection per peer, and the queues the
+/// application reads.
+///
+/// Every connection has a reader thread and a writer thread. The application sends
+/// through [`try_send`](Node::try_send) (gossip: never blocks, drops when full) and
+/// [`send`](Node::send) / [`send_timeout`](Node::send_timeout) (private: waits for
+/// room, holding no lock), and reads [`incoming`](Node::incoming) and
+/// [`events`](Node::events). All methods take `&self`; share a node between threads
+/// with an `Arc` or scoped threads.
+///
+/// Dropping a node shuts it down.
+///
+/// # Examples
+///
+/// ```
+/// use wirelane::{Config, Lane, Node, PeerId};
+///
+/// let a = Node::bind(PeerId(1), "127.0.0.1:0", Config::default())?;
+/// let b = Node::bind(PeerId(2), "127.0.0.1:0", Config::default())?;
+/// let peer = a.connect(b.local_addr())?;
+/// assert_eq!(peer, PeerId(2));
+///
+/// a.send(peer, b"private".to_vec())?;
+/// let msg = b.incoming().recv()?;
+/// assert_eq!((msg.from, msg.lane, &msg.payload[..]), (PeerId(1), Lane::Private, &b"private"[..]));
+///
+/// a.shutdown();
+/// b.shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Node {
+    shared: Arc<NodeShared>,
+    incoming: Receiver<Message>,
+    events: Receiver<Event>,
+    acceptor: Acceptor,
+    /// Disconnects once every connection thread has finished.
+    alive: Receiver<Never>,
+    /// Held by the first `shutdown` call until it has finished; later callers wait
+    /// for it to go.
+    shutting_down: Mutex<Option<Sender<Never>>>,
+    shut_down: Receiver<Never>,
+}
+
+/// State shared by the node handle, its acceptor and its connection threads.
+pub(crate) struct NodeShared {
+    pub(crate) id: PeerId,
+    pub(crate) incarnation: u64,
+    pub(crate) config: Config,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) table: Arc<PeerTable>,
+    registry: Mutex<Registry>,
+    /// Disconnects when shutdown begins.
+    shutdown_rx: Receiver<Never>,
+    shutdown_tx: Mutex<Option<Sender<Never>>>,
+    /// Counts left behind by connections that have ended.
+    totals: Counters,
+    pub(crate) opened: AtomicU64,
+    pub(crate) handshakes_failed: AtomicU64,
+    events_dropped: AtomicU64,
+    event_drops: LogLimit,
+    next_conn: AtomicU64,
+    epoch: Instant,
+}
+
+/// Every connection thread the node has started and not yet joined.
+struct Registry {
+    shut: bool,
+    live: HashMap<ConnId, Arc<ConnShared>>,
+    handles: Vec<JoinHandle<()>>,
+    /// The node's own senders; taken at shutdown so the queues disconnect once every
+    /// connection (each holding clones) has ended.
+    inbound: Option<Sender<Message>>,
+    events: Option<Sender<Event>>,
+    /// Each connection thread holds a clone until it ends.
+    alive: Option<Sender<Never>>,
+}
+
+impl Node {
+    /// Binds a listening socket and starts accepting connections.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the configuration is invalid, the address cannot be bound, or the
+    /// accept thread cannot start.
+    pub fn bind(id: PeerId, addr: impl ToSocketAddrs, config: Config) -> Result<Node> {
+        config.validate()?;
+        let listener = TcpListener::bind(addr)?;
+        let local_addr = listener.local_addr()?;
+        let (inbound, incoming) = bounded(config.inbound_capacity);
+        let (events_tx, events) = bounded(config.event_capacity);
+        let (alive_tx, alive) = bounded(0);
+        let (shutdown_tx, shutdown_rx) = bounded(0);
+        let (shutting_down, shut_down) = bounded(0);
+        let stack = config.thread_stack_size;
+        let shared = Arc::new(NodeShared {
+            id,
+            incarnation: incarnation(id),
+            config,
+            local_addr,
+            table: Arc::new(PeerTable::default()),
+            registry: Mutex::new(Registry {
+                shut: false,
+                live: HashMap::new(),
+                handles: Vec::new(),
+                inbound: Some(inbound),
+                events: Some(events_tx),
+                alive: Some(alive_tx),
+            }),
+            shutdown_rx,
+            shutdown_tx: Mutex::new(Some(shutdown_tx)),
+            totals: Counters::default(),
+            opened: AtomicU64::new(0),
+            handshakes_failed: AtomicU64::new(0),
+            events_dropped: AtomicU64::new(0),
+            event_drops: LogLimit::new(),
+            next_conn: AtomicU64::new(1),
+            epoch: Instant::now(),
+        });
+        let acceptor = acceptor::start(shared.clone(), listener, stack)?;
+        log::info!("{id}: listening on {local_addr}");
+        Ok(Node {
+            shared,
+            incoming,
+            events,
+            acceptor,
+            alive,
+            shutting_down: Mutex::new(Some(shutting_down)),
+            shut_down,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> PeerId {
+        self.shared.id
+    }
+
+    /// The address the node listens on (with the real port if bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Dials a peer, runs the handshake, and returns the peer's id once the
+    /// connection is registered on both sides.
+    ///
+    /// If the two nodes dial each other at the same moment, one connection survives
+    /// and both calls return the peer's id. Connecting to a peer that is already
+    /// connected returns its id and keeps the existing connection.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the dial fails or times out, the handshake is refused or times out,
+    /// or the node is shut down.
+    pub fn connect(&self, addr: impl ToSocketAddrs) -> Result<PeerId> {
+        if self.shared.is_shut() {
+            return Err(Error::Shutdown);
+        }
+        let stream = dial(addr, self.shared.config.connect_timeout)?;
+        let deadline = Instant::now() + self.shared.config.handshake_timeout;
+        let (report, outcome) = bounded(1);
+        self.shared.spawn_connection(stream, false, Some(report))?;
+        match outcome.recv() {
+            Ok(Ok(peer)) => Ok(peer),
+            // The pair is (or is about to be) connected over another socket: the
+            // other half of a simultaneous dial, or a connection that already existed.
+            Ok(Err(HandshakeError::Duplicate(peer))) => {
+                if self.shared.table.wait_for(peer, deadline) {
+                    Ok(peer)
+                } else {
+                    Err(Error::Handshake(HandshakeError::Duplicate(peer)))
+                }
+            }
+            Ok(Err(e)) => Err(e.into()),
+            // The connection thread ended without a verdict: the node shut down.
+            Err(_) => Err(Error::Shutdown),
+        }
+    }
+
+    /// Sends a gossip message: queues it, or drops it at once if the peer's gossip lane
+    /// is full. Never blocks.
+    ///
+    /// A drop is counted in the peer's stats (`gossip.dropped`) and logged at most once
+    /// a second per peer.
+    ///
+    /// # Errors
+    ///
+    /// Returns the message with [`TrySendError::Full`] when the lane is full, and with
+    /// the reason when the peer is not connected, the connection is closing, the node
+    /// is shut down, or the payload is over the peer's frame limit.
+    pub fn try_send(
+        &self,
+        peer: PeerId,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), TrySendError<Bytes>> {
+        let payload = payload.into();
+        match self.shared.table.get(peer) {
+            Some(link) => link.try_send(payload),
+            None => Err(self.unroutable(payload).into()),
+        }
+    }
+
+    /// Sends a private message, waiting for room on the peer's private lane.
+    ///
+    /// No lock is held while it waits: every other operation of the node, on this peer
+    /// or any other, proceeds meanwhile. The wait ends when there is room, or when the
+    /// connection closes or the node shuts down, in which case the message comes back
+    /// in the error.
+    ///
+    /// Messages queued here are written in order; if the connection ends before one is
+    /// written it comes back in an [`Event::Undelivered`].
+    ///
+    /// # Errors
+    ///
+    /// Returns the message when the peer is not connected, the connection closes, the
+    /// node shuts down, or the payload is over the peer's frame limit.
+    pub fn send(&self, peer: PeerId, payload: impl Into<Bytes>) -> Result<(), SendError<Bytes>> {
+        let payload = payload.into();
+        match self.shared.table.get(peer) {
+            Some(link) => link.send(payload, None).map_err(|e| match e {
+                SendTimeoutError::NotConnected(m) => SendError::NotConnected(m),
+                SendTimeoutError::Shutdown(m) => SendError::Shutdown(m),
+                SendTimeoutError::TooLarge(m) => SendError::TooLarge(m),
+                // No deadline was given, so the wait cannot time out.
+                SendTimeoutError::Disconnected(m) | SendTimeoutError::Timeout(m) => {
+                    SendError::Disconnected(m)
+                }
+            }),
+            None => Err(self.unroutable(payload)),
+        }
+    }
+
+    /// Like [`send`](Node::send), but gives up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// Returns the message with [`SendTimeoutError::Timeout`] if the lane stayed full,
+    /// and as [`send`](Node::send) does otherwise.
+    pub fn send_timeout(
+        &self,
+        peer: PeerId,
+        payload: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError<Bytes>> {
+        let payload = payload.into();
+        let deadline = Instant::now().checked_add(timeout);
+        match self.shared.table.get(peer) {
+            Some(link) => link.send(payload, deadline),
+            None => Err(self.unroutable(payload).into()),
+        }
+    }
+
+    /// Sends a gossip message to every connected peer, sharing one payload buffer.
+    /// Never blocks; returns how many peers it was queued for (the others' lanes were
+    /// full, and the drops were counted).
+    pub fn broadcast(&self, payload: impl Into<Bytes>) -> usize {
+        let payload = payload.into();
+        self.shared
+            .table
+            .links()
+            .iter()
+            .filter(|link| link.try_send(payload.clone()).is_ok())
+            .count()
+    }
+
+    /// Messages received from every peer, in arrival order per connection and lane.
+    ///
+    /// After [`shutdown`](Node::shutdown), the receiver reports disconnection once the
+    /// last message has been taken.
+    pub fn incoming(&self) -> &Receiver<Message> {
+        &self.incoming
+    }
+
+    /// Connection events: connected, disconnected (with the reason), undelivered
+    /// private messages, refused handshakes.
+    pub fn events(&self) -> &Receiver<Event> {
+        &self.events
+    }
+
+    /// The peers connected now, in id order.
+    pub fn peers(&self) -> Vec<PeerId> {
+        self.shared.table.peers()
+    }
+
+    /// Whether a connection to `peer` is registered.
+    pub fn is_connected(&self, peer: PeerId) -> bool {
+        self.shared.table.contains(peer)
+    }
+
+    /// Closes the connection to `peer`, gracefully: senders waiting on it get their
+    /// messages back at once, messages still queued come back in an
+    /// [`Event::Undelivered`], and frames already written are delivered if the peer
+    /// reads them within the linger. Returns whether there was a connection.
+    pub fn disconnect(&self, peer: PeerId) -> bool {
+        match self.shared.table.get(peer) {
+            Some(link) => link.conn.close(DisconnectReason::ClosedByUs),
+            None => false,
+        }
+    }
+
+    /// A snapshot of the node's counters.
+    pub fn stats(&self) -> NodeStats {
+        let mut stats = self.shared.counted();
+        for link in self.shared.table.links() {
+            stats.peers += 1;
+            stats.gossip.queued += link.gossip.len() as u64;
+            stats.private.queued += link.private.len() as u64;
+        }
+        stats
+    }
+
+    /// A snapshot of the counters of the connection to `peer`, or `None` if no
+    /// connection to it is registered.
+    pub fn peer_stats(&self, peer: PeerId) -> Option<PeerStats> {
+        let link = self.shared.table.get(peer)?;
+        let conn = &link.conn;
+        let counters = &conn.counters;
+        Some(PeerStats {
+            peer,
+            conn: conn.id,
+            local_addr: conn.local_addr,
+            peer_addr: conn.peer_addr,
+            inbound: conn.inbound,
+            gossip: counters.lane(Lane::Gossip, link.gossip.len() as u64),
+            private: counters.lane(Lane::Private, link.private.len() as u64),
+            bytes_in: counters.bytes_in(),
+            bytes_out: counters.bytes_out(),
+            blocked_senders: counters.waiting.load(Relaxed),
+        })
+    }
+
+    /// Shuts the node down: stops accepting, refuses handshakes that finish late,
+    /// closes every connection (waking blocked senders with their messages and handing
+    /// back queued private messages), and joins every thread it started.
+    ///
+    /// Idempotent: a second call, or a call from another thread while the first is
+    /// under way, returns once the first has finished. Graceful closes wait at most the
+    /// configured linger for peers to finish their side.
+    pub fn shutdown(&self) {
+        let Some(done) = self.shutting_down.lock().take() else {
+            // Returns when the first caller drops `done`.
+            let _ = self.shut_down.recv();
+            return;
+        };
+        let id = self.shared.id;
+        log::info!("{id}: shutting down");
+        let (links, conns) = self.shared.begin_shutdown();
+        self.acceptor.stop();
+        for conn in &conns {
+            conn.close(DisconnectReason::Shutdown);
+        }
+        drop(links);
+        drop(conns);
+        // Every connection thread holds an `alive` sender; this returns once the last
+        // one has finished (its JoinHandle is registered before its token goes).
+        let _ = self.alive.recv();
+        let handles = std::mem::take(&mut self.shared.registry.lock().handles);
+        for handle in handles {
+            if handle.join().is_err() {
+                log::error!("{id}: a connection thread panicked");
+            }
+        }
+        log::info!("{id}: shut down");
+        drop(done);
+    }
+
+    fn unroutable(&self, payload: Bytes) -> SendError<Bytes> {
+        if self.shared.is_shut() {
+            SendError::Shutdown(payload)
+        } else {
+            SendError::NotConnected(payload)
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.shared.id)
+            .field("local_addr", &self.shared.local_addr)
+            .field("peers", &self.shared.table.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeShared {
+    pub(crate) fn is_shut(&self) -> bool {
+        self.registry.lock().shut
+    }
+
+    /// Registers a new connection and starts its thread, which runs the handshake and
+    /// then the reader.
+    pub(crate) fn spawn_connection(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        inbound: bool,
+        report: Option<Report>,
+    ) -> Result<()> {
+        stream.set_nodelay(true)?;
+        // Accepted sockets may inherit non-blocking mode from the listener on some
+        // platforms; the reader and writer rely on blocking I/O with timeouts.
+        stream.set_nonblocking(false)?;
+        let stream = Arc::new(stream);
+        let id = ConnId(self.next_conn.fetch_add(1, Relaxed));
+        let conn = Arc::new(ConnShared::new(
+            id,
+            self.id,
+            inbound,
+            stream.clone(),
+            &self.config,
+            self.epoch,
+            Arc::downgrade(&self.table),
+        )?);
+        let (outlets, alive) = {
+            let mut registry = self.registry.lock();
+            let (Some(inbound), Some(events), Some(alive), false) = (
+                registry.inbound.clone(),
+                registry.events.clone(),
+                registry.alive.clone(),
+                registry.shut,
+            ) else {
+                return Err(Error::Shutdown);
+            };
+            registry.live.insert(id, conn.clone());
+            (Outlets { inbound, events }, alive)
+        };
+        let node = self.clone();
+        let thread_alive = alive.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("wl{}-r{}", self.id.0, id.get()))
+            .stack_size(self.config.thread_stack_size)
+            .spawn(move || {
+                let _alive = thread_alive;
+                session::run(node, conn, stream, outlets, report);
+            });
+        let handle = match spawned {
+            Ok(handle) => handle,
+            Err(e) => {
+                self.registry.lock().live.remove(&id);
+                return Err(Error::Io(e));
+            }
+        };
+        // Join connection threads that have already finished, so a long-lived node
+        // with churning peers keeps no dead handles. The joins happen outside the lock.
+        let finished: Vec<JoinHandle<()>> = {
+            let mut registry = self.registry.lock();
+            registry.handles.push(handle);
+            let (done, running) = std::mem::take(&mut registry.handles)
+                .into_iter()
+                .partition(|h| h.is_finished());
+            registry.handles = running;
+            done
+        };
+        // Only now may shutdown stop waiting: the handle is where it will look.
+        drop(alive);
+        for handle in finished {
+            let _ = handle.join();
+        }
+        Ok(())
+    }
+
+    /// Called by a connection thread as its last act: forget the connection and keep
+    /// its counts in the node's totals.
+    pub(crate) fn retire(&self, conn: &ConnShared) {
+        let mut registry = self.registry.lock();
+        registry.live.remove(&conn.id);
+        self.totals.absorb(&conn.counters);
+    }
+
+    /// Counts of ended connections plus live ones (queue depths are added by the
+    /// caller from the peer table).
+    fn counted(&self) -> NodeStats {
+        let registry = self.registry.lock();
+        let all = std::iter::once(&self.totals).chain(registry.live.values().map(|c| &c.counters));
+        let mut stats = NodeStats {
+            connections_opened: self.opened.load(Relaxed),
+            handshakes_failed: self.handshakes_failed.load(Relaxed),
+            events_dropped: self.events_dropped.load(Relaxed),
+            ..NodeStats::default()
+        };
+        for counters in all {
+            stats.gossip += counters.lane(Lane::Gossip, 0);
+            stats.private += counters.lane(Lane::Private, 0);
+            stats.bytes_in += counters.bytes_in();
+            stats.bytes_out += counters.bytes_out();
+        }
+        stats
+    }
+
+    /// Refuses new connections and registrations; returns what is to be closed.
+    fn begin_shutdown(&self) -> (Vec<Arc<Link>>, Vec<Arc<ConnShared>>) {
+        let links = self.table.shut();
+        let conns = {
+            let mut registry = self.registry.lock();
+            registry.shut = true;
+            registry.inbound = None;
+            registry.events = None;
+            registry.alive = None;
+            registry.live.values().cloned().collect()
+        };
+        drop(self.shutdown_tx.lock().take());
+        (links, conns)
+    }
+
+    /// Emits an informational event; if the queue is full it is dropped and counted.
+    pub(crate) fn emit(&self, events: &Sender<Event>, event: Event) {
+        if let Err(ChanTrySend::Full(event)) = events.try_send(event) {
+            self.events_dropped.fetch_add(1, Relaxed);
+            if let Some(n) = self
+                .event_drops
+                .hit(self.epoch.elapsed().as_millis() as u64)
+            {
+                log::warn!(
+                    "{}: event queue is full; dropped {n} event(s) since the last report (latest: {event:?})",
+                    self.id
+                );
+            }
+        }
+    }
+
+    /// Emits an event that must not be lost, waiting for room until the node shuts
+    /// down. Returns whether it was delivered.
+    pub(crate) fn emit_or_wait(&self, events: &Sender<Event>, event: Event) -> bool {
+        let event = match events.try_send(event) {
+            Ok(()) => return true,
+            Err(ChanTrySend::Full(event)) => event,
+            Err(ChanTrySend::Disconnected(_)) => return false,
+        };
+        let mut sel = Select::new();
+        let room = sel.send(events);
+        sel.recv(&self.shutdown_rx);
+        let oper = sel.select();
+        if oper.index() == room {
+            return oper.send(events, event).is_ok();
+        }
+        let _ = oper.recv(&self.shutdown_rx);
+        // Shutting down: one last try, in case room appeared at the same moment.
+        events.try_send(event).is_ok()
+    }
+}
+
+/// Dials each address in turn; returns the first connection made.
+fn dial(addr: impl ToSocketAddrs, timeout: Duration) -> Result<TcpStream> {
+    let mut last = None;
+    for addr in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or(Error::NoAddress, Error::Io))
+}
+
+/// A random number per node instance, so that a peer can tell a restart of this node
+/// from a second connection of the same run.
+fn incarnation(id: PeerId) -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(id.0);
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn node_is_send_and_sync() {
+        assert_send_sync::<Node>();
+    }
+}

@@ -1,0 +1,492 @@
+//! The reader thread's loop: read bytes, cut frames, deliver messages.
+//!
+//! Many frames are parsed out of each read. The reader is also the connection's
+//! clock: its reads time out every tick so that it can notice a silent peer, and a
+//! graceful close that outlives its linger.
+
+use std::io::{self, Read};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Select, SendTimeoutError, Sender, TrySendError};
+
+use crate::config::Config;
+use crate::connection::ConnShared;
+use crate::event::{DisconnectReason, Lane, Message};
+use crate::frame::{self, FrameError, FrameKind, Header, HEADER_LEN};
+use crate::id::PeerId;
+
+/// A read buffer that stays initialised, so refilling it never zeroes memory again.
+///
+/// It starts small (idle connections stay cheap) and doubles, up to its limit, when a
+/// read fills it.
+pub(crate) struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max: usize,
+    grow: bool,
+}
+
+/// Size of a fresh read buffer.
+const INITIAL_READ_BUFFER: usize = 4096;
+
+impl ReadBuf {
+    pub(crate) fn new(max: usize) -> ReadBuf {
+        ReadBuf {
+            buf: vec![0; INITIAL_READ_BUFFER.min(max)],
+            start: 0,
+            end: 0,
+            max,
+            grow: false,
+        }
+    }
+
+    /// The bytes read and not yet consumed.
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// The largest frame this buffer will hold whole.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    pub(crate) fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len());
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads once from `source`, first making room for at least `want` buffered bytes
+    /// (capped at the limit). Returns what `read` returned.
+    pub(crate) fn fill(&mut self, mut source: impl Read, want: usize) -> io::Result<usize> {
+        let unread = self.len();
+        let want = want.max(unread + 1).min(self.max.max(unread + 1));
+        let mut size = self.buf.len();
+        if want > size {
+            size = want.next_power_of_two().min(self.max).max(want);
+        } else if self.grow && size < self.max {
+            size = (size * 2).min(self.max);
+        }
+        if self.start > 0
+            && (self.buf.len() - self.end < size / 4 || self.start + want > self.buf.len())
+        {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = unread;
+        }
+        if size > self.buf.len() {
+            self.buf.resize(size, 0);
+        }
+        let spare = self.buf.len() - self.end;
+        let n = source.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        self.grow = n == spare;
+        Ok(n)
+    }
+}
+
+/// Everything the read loop needs, borrowed from the connection thread.
+pub(crate) struct Reader<'a> {
+    pub(crate) stream: &'a TcpStream,
+    pub(crate) conn: &'a Arc<ConnShared>,
+    pub(crate) peer: PeerId,
+    pub(crate) inbound: &'a Sender<Message>,
+    /// Asks the writer for a pong.
+    pub(crate) pong: &'a Sender<()>,
+    pub(crate) config: &'a Config,
+}
+
+/// What handling one frame asks of the loop.
+enum Next {
+    Continue,
+    Stop(DisconnectReason),
+}
+
+/// Messages delivered since the counters were last updated; added once per read.
+#[derive(Default)]
+struct Tally {
+    gossip: (u64, u64),
+    private: (u64, u64),
+}
+
+impl Reader<'_> {
+    /// Runs until the connection ends, and returns why it ended from the reader's
+    /// point of view (the first reason recorded on the connection wins).
+    pub(crate) fn run(&self, rb: &mut ReadBuf) -> DisconnectReason {
+        if let Err(e) = self.stream.set_read_timeout(Some(self.config.read_tick())) {
+            return DisconnectReason::Io(Arc::new(e));
+        }
+        let mut last_heard = Instant::now();
+        let max = self.config.max_frame_len;
+        loop {
+            // Deliver every complete frame already buffered.
+            let mut tally = Tally::default();
+            let stop = loop {
+                let header = match frame::decode_header(rb.data(), max) {
+                    Ok(Some(h)) => h,
+                    Ok(None) => break None,
+                    Err(e) => break Some(DisconnectReason::Protocol(e)),
+                };
+                if rb.len() < header.frame_len() {
+                    if header.frame_len() <= rb.max() {
+                        break None;
+                    }
+                    // Too big for the buffer: read it straight into its own allocation.
+                    let payload = match self.read_large(rb, header, &mut last_heard) {
+                        Ok(payload) => payload,
+                        Err(reason) => break Some(reason),
+                    };
+                    match self.handle(header.kind, payload, &mut tally, &mut last_heard) {
+                        Next::Continue => continue,
+                        Next::Stop(reason) => break Some(reason),
+                    }
+                }
+                let payload = Bytes::copy_from_slice(&rb.data()[HEADER_LEN..header.frame_len()]);
+                rb.consume(header.frame_len());
+                if let Next::Stop(reason) =
+                    self.handle(header.kind, payload, &mut tally, &mut last_heard)
+                {
+                    break Some(reason);
+                }
+            };
+            self.flush(&tally);
+            if let Some(reason) = stop {
+                return reason;
+            }
+
+            let want = match frame::decode_header(rb.data(), max) {
+                Ok(Some(h)) => h.frame_len(),
+                _ => HEADER_LEN,
+            };
+            let filled = rb.fill(self.stream, want);
+            if let Some(reason) = self.linger_expired() {
+                return reason;
+            }
+            match filled {
+                Ok(0) if rb.is_empty() => return DisconnectReason::ClosedByPeer,
+                Ok(0) => {
+                    return DisconnectReason::Io(Arc::new(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed in the middle of a frame",
+                    )))
+                }
+                Ok(n) => {
+                    last_heard = Instant::now();
+                    self.conn
+                        .counters
+                        .inb
+                        .wire_bytes
+                        .fetch_add(n as u64, Relaxed);
+                }
+                Err(e) => {
+                    if let Some(reason) = self.on_read_error(e, last_heard) {
+                        return reason;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides what a failed read means: a tick (check for silence and for an
+    /// expired linger), or the end.
+    fn on_read_error(&self, e: io::Error, last_heard: Instant) -> Option<DisconnectReason> {
+        match e.kind() {
+            io::ErrorKind::Interrupted => None,
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                if let Some(reason) = self.linger_expired() {
+                    return Some(reason);
+                }
+                if last_heard.elapsed() >= self.config.silence_timeout {
+                    log::warn!(
+                        "{}: {} sent nothing for {:?}; declaring it dead",
+                        self.conn.node,
+                        self.peer,
+                        last_heard.elapsed()
+                    );
+                    return Some(DisconnectReason::Dead);
+                }
+                None
+            }
+            _ => Some(DisconnectReason::Io(Arc::new(e))),
+        }
+    }
+
+    /// Ends a graceful close whose peer did not finish its side in time. Cutting the
+    /// socket also frees a writer stuck on a send buffer the peer no longer drains.
+    fn linger_expired(&self) -> Option<DisconnectReason> {
+        if !self.conn.is_closing() {
+            return None;
+        }
+        let deadline = self.conn.linger_deadline()?;
+        if Instant::now() < deadline {
+            return None;
+        }
+        self.conn.cut();
+        // The close already has its reason; this one is never recorded.
+        Some(DisconnectReason::ClosedByUs)
+    }
+
+    /// Reads a frame larger than the read buffer into an allocation of its own, so the
+    /// buffer never grows to the frame limit. The length was checked against the
+    /// limit before this is called.
+    fn read_large(
+        &self,
+        rb: &mut ReadBuf,
+        header: Header,
+        last_heard: &mut Instant,
+    ) -> Result<Bytes, DisconnectReason> {
+        let len = header.len as usize;
+        let mut payload = Vec::with_capacity(len);
+        payload.extend_from_slice(&rb.data()[HEADER_LEN..]);
+        rb.consume(rb.len());
+        while payload.len() < len {
+            let before = payload.len();
+            let want = (len - before) as u64;
+            let result = self.stream.take(want).read_to_end(&mut payload);
+            let got = payload.len() - before;
+            if got > 0 {
+                *last_heard = Instant::now();
+                self.conn
+                    .counters
+                    .inb
+                    .wire_bytes
+                    .fetch_add(got as u64, Relaxed);
+            }
+            if let Some(reason) = self.linger_expired() {
+                return Err(reason);
+            }
+            match result {
+                Ok(_) if payload.len() < len => {
+                    return Err(DisconnectReason::Io(Arc::new(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed in the middle of a frame",
+                    ))))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if let Some(reason) = self.on_read_error(e, *last_heard) {
+                        return Err(reason);
+                    }
+                }
+            }
+        }
+        Ok(Bytes::from(payload))
+    }
+
+    fn handle(
+        &self,
+        kind: FrameKind,
+        payload: Bytes,
+        tally: &mut Tally,
+        last_heard: &mut Instant,
+    ) -> Next {
+        match kind {
+            FrameKind::Gossip => {
+                let len = payload.len() as u64;
+                let msg = Message {
+                    from: self.peer,
+                    lane: Lane::Gossip,
+                    payload,
+                };
+                match self.inbound.try_send(msg) {
+                    Ok(()) => {
+                        tally.gossip.0 += 1;
+                        tally.gossip.1 += len;
+                    }
+                    Err(TrySendError::Full(_)) => {
+                        self.conn.counters.inb.gossip.drop_n(1);
+                        if let Some(n) = self.conn.recv_drops.hit(self.conn.now_ms()) {
+                            log::warn!(
+                                "{}: inbound queue is full; dropped {n} gossip message(s) from {} since the last report",
+                                self.conn.node,
+                                self.peer
+                            );
+                        }
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        return Next::Stop(DisconnectReason::Shutdown)
+                    }
+                }
+                Next::Continue
+            }
+            FrameKind::Private => {
+                let len = payload.len() as u64;
+                let msg = Message {
+                    from: self.peer,
+                    lane: Lane::Private,
+                    payload,
+                };
+                let msg = match self.inbound.try_send(msg) {
+                    Ok(()) => {
+                        tally.private.0 += 1;
+                        tally.private.1 += len;
+                        return Next::Continue;
+                    }
+                    Err(TrySendError::Full(msg)) => msg,
+                    Err(TrySendError::Disconnected(_)) => {
+                        return Next::Stop(DisconnectReason::Shutdown)
+                    }
+                };
+                // Counters first: the application may be waiting on them.
+                self.flush(tally);
+                *tally = Tally::default();
+                let delivered = self.deliver_blocking(msg);
+                // Time spent waiting for the application is not the peer's silence.
+                *last_heard = Instant::now();
+                if delivered {
+                    self.conn.counters.inb.private.add(1, len);
+                } else {
+                    self.conn.counters.inb.private.drop_n(1);
+                    if let Some(n) = self.conn.discards.hit(self.conn.now_ms()) {
+                        log::warn!(
+                            "{}: connection to {} is closing and the application took no room for its private messages; discarded {n} since the last report",
+                            self.conn.node,
+                            self.peer
+                        );
+                    }
+                }
+                Next::Continue
+            }
+            FrameKind::Ping => {
+                // A pong already pending answers this ping too.
+                let _ = self.pong.try_send(());
+                Next::Continue
+            }
+            FrameKind::Pong => Next::Continue,
+            FrameKind::Close => Next::Stop(DisconnectReason::ClosedByPeer),
+            FrameKind::Hello | FrameKind::Accept => {
+                Next::Stop(DisconnectReason::Protocol(FrameError::Unexpected(kind)))
+            }
+        }
+    }
+
+    /// Waits for room in the inbound queue. Backpressure: while this waits, nothing
+    /// is read, and the peer's writes block once the socket buffers fill.
+    ///
+    /// The wait ends when the connection closes; a graceful close still allows until
+    /// its linger deadline. Returns whether the message was delivered.
+    fn deliver_blocking(&self, msg: Message) -> bool {
+        let mut sel = Select::new();
+        let room = sel.send(self.inbound);
+        sel.recv(&self.conn.closed_rx);
+        let oper = sel.select();
+        let msg = if oper.index() == room {
+            return oper.send(self.inbound, msg).is_ok();
+        } else {
+            let _ = oper.recv(&self.conn.closed_rx);
+            msg
+        };
+        let graceful = self.conn.reason().is_some_and(|r| r.is_graceful());
+        let deadline = self.conn.linger_deadline();
+        match deadline {
+            Some(deadline) if graceful => match self.inbound.send_deadline(msg, deadline) {
+                Ok(()) => true,
+                Err(SendTimeoutError::Timeout(_) | SendTimeoutError::Disconnected(_)) => false,
+            },
+            _ => false,
+        }
+    }
+
+    fn flush(&self, tally: &Tally) {
+        let inb = &self.conn.counters.inb;
+        inb.gossip.add(tally.gossip.0, tally.gossip.1);
+        inb.private.add(tally.private.0, tally.private.1);
+    }
+}
+
+/// How long a handshake read may block before the deadline.
+pub(crate) fn until(deadline: Instant) -> Option<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    (!left.is_zero()).then_some(left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source that hands out its bytes in fixed-size reads.
+    struct Chunks<'a> {
+        data: &'a [u8],
+        chunk: usize,
+    }
+
+    impl Read for Chunks<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.chunk.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn read_buffer_keeps_partial_frames_across_fills_and_grows_to_fit() {
+        let mut wire = Vec::new();
+        for i in 0..100u32 {
+            frame::encode(
+                &mut wire,
+                FrameKind::Private,
+                &vec![i as u8; (i * 97 % 3000) as usize],
+            );
+        }
+        for chunk in [1, 7, 1000, 1 << 16] {
+            let mut source = Chunks { data: &wire, chunk };
+            let mut rb = ReadBuf::new(8192);
+            let mut got = Vec::new();
+            loop {
+                while let Ok(Some(h)) = frame::decode_header(rb.data(), 1 << 20) {
+                    if rb.len() < h.frame_len() {
+                        break;
+                    }
+                    got.push(rb.data()[HEADER_LEN..h.frame_len()].to_vec());
+                    rb.consume(h.frame_len());
+                }
+                let want = match frame::decode_header(rb.data(), 1 << 20) {
+                    Ok(Some(h)) => h.frame_len(),
+                    _ => HEADER_LEN,
+                };
+                if rb.fill(&mut source, want).unwrap() == 0 {
+                    break;
+                }
+            }
+            assert_eq!(got.len(), 100, "chunk {chunk}");
+            for (i, payload) in got.iter().enumerate() {
+                assert_eq!(payload.len(), i * 97 % 3000);
+                assert!(payload.iter().all(|&b| b == i as u8));
+            }
+            assert!(rb.is_empty());
+        }
+    }
+
+    #[test]
+    fn read_buffer_never_grows_past_its_limit() {
+        let data = vec![1u8; 100_000];
+        let mut source = Chunks {
+            data: &data,
+            chunk: usize::MAX,
+        };
+        let mut rb = ReadBuf::new(8192);
+        for _ in 0..10 {
+            let n = rb.fill(&mut source, 50_000).unwrap();
+            assert!(n > 0);
+            assert!(rb.buf.len() <= 8192);
+            rb.consume(rb.len());
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Counters and their snapshots.
+//!
+//! Each connection owns its counters; a node's figures are those of its live
+//! connections plus the totals that ended connections left behind. Counters are
+//! grouped by the thread that writes them (writer, reader, application senders) and
+//! padded apart, so the hot paths never share a cache line, and the writer and
+//! reader add once per batch rather than once per message.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::{Add, AddAssign, Deref};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::event::Lane;
+use crate::id::{ConnId, PeerId};
+
+/// Keeps a group of counters on its own cache lines.
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(T);
+
+impl<T> Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Counters of one lane, as written by one thread.
+#[derive(Default)]
+pub(crate) struct LaneCounters {
+    pub(crate) messages: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+}
+
+impl LaneCounters {
+    pub(crate) fn add(&self, messages: u64, bytes: u64) {
+        if messages > 0 {
+            self.messages.fetch_add(messages, Relaxed);
+            self.bytes.fetch_add(bytes, Relaxed);
+        }
+    }
+
+    pub(crate) fn drop_n(&self, n: u64) {
+        if n > 0 {
+            self.dropped.fetch_add(n, Relaxed);
+        }
+    }
+
+    fn absorb(&self, other: &LaneCounters) {
+        self.messages
+            .fetch_add(other.messages.load(Relaxed), Relaxed);
+        self.bytes.fetch_add(other.bytes.load(Relaxed), Relaxed);
+        self.dropped.fetch_add(other.dropped.load(Relaxed), Relaxed);
+    }
+}
+
+/// One direction of a connection: both lanes and the bytes on the wire.
+#[derive(Default)]
+pub(crate) struct DirCounters {
+    pub(crate) gossip: LaneCounters,
+    pub(crate) private: LaneCounters,
+    pub(crate) wire_bytes: AtomicU64,
+}
+
+impl DirCounters {
+    pub(crate) fn lane(&self, lane: Lane) -> &LaneCounters {
+        match lane {
+            Lane::Gossip => &self.gossip,
+            Lane::Private => &self.private,
+        }
+    }
+
+    fn absorb(&self, other: &DirCounters) {
+        self.gossip.absorb(&other.gossip);
+        self.private.absorb(&other.private);
+        self.wire_bytes
+            .fetch_add(other.wire_bytes.load(Relaxed), Relaxed);
+    }
+}
+
+/// Everything counted about one connection.
+#[derive(Default)]
+pub(crate) struct Counters {
+    /// Written by the writer: frames and bytes handed to the kernel; `dropped` counts
+    /// gossip discarded at close and private messages that could not be handed back.
+    pub(crate) out: Padded<DirCounters>,
+    /// Written by the reader: frames delivered to the inbound queue; `dropped` counts
+    /// frames received but not delivered.
+    pub(crate) inb: Padded<DirCounters>,
+    /// Written by application threads: gossip refused because the lane was full.
+    pub(crate) gossip_full: Padded<AtomicU64>,
+    /// Application threads waiting in `send` right now.
+    pub(crate) waiting: Padded<AtomicU64>,
+}
+
+impl Counters {
+    /// Adds an ended connection's counts into node totals.
+    pub(crate) fn absorb(&self, other: &Counters) {
+        self.out.absorb(&other.out);
+        self.inb.absorb(&other.inb);
+        self.gossip_full
+            .fetch_add(other.gossip_full.load(Relaxed), Relaxed);
+    }
+
+    /// A snapshot of one lane; `queued` is filled in by the caller, which owns the queue.
+    pub(crate) fn lane(&self, lane: Lane, queued: u64) -> LaneStats {
+        let out = self.out.lane(lane);
+        let inb = self.inb.lane(lane);
+        let full = match lane {
+            Lane::Gossip => self.gossip_full.load(Relaxed),
+            Lane::Private => 0,
+        };
+        LaneStats {
+            sent: out.messages.load(Relaxed),
+            sent_bytes: out.bytes.load(Relaxed),
+            queued,
+            dropped: out.dropped.load(Relaxed) + full,
+            received: inb.messages.load(Relaxed),
+            received_bytes: inb.bytes.load(Relaxed),
+            recv_dropped: inb.dropped.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn bytes_in(&self) -> u64 {
+        self.inb.wire_bytes.load(Relaxed)
+    }
+
+    pub(crate) fn bytes_out(&self) -> u64 {
+        self.out.wire_bytes.load(Relaxed)
+    }
+}
+
+/// Counters of one lane, in one snapshot.
+///
+/// On the send side, at any moment `sent + queued + dropped` equals the number of
+/// messages the application offered on that lane (gossip refusals included); on the
+/// receive side `received + recv_dropped` equals the frames that arrived.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LaneStats {
+    /// Messages written to the socket.
+    pub sent: u64,
+    /// Payload bytes of those messages.
+    pub sent_bytes: u64,
+    /// Messages waiting in the lane right now.
+    pub queued: u64,
+    /// Gossip: refused because the lane was full, or discarded when the connection
+    /// closed. Private: lost because they could be neither written nor handed back
+    /// (only when the event queue is full at shutdown); normally zero.
+    pub dropped: u64,
+    /// Messages received and delivered to the inbound queue.
+    pub received: u64,
+    /// Payload bytes of those messages.
+    pub received_bytes: u64,
+    /// Gossip: dropped because the inbound queue was full. Private: received but
+    /// discarded because the connection was torn down before the application made
+    /// room for them; normally zero.
+    pub recv_dropped: u64,
+}
+
+impl Add for LaneStats {
+    type Output = LaneStats;
+    fn add(mut self, other: LaneStats) -> LaneStats {
+        self += other;
+        self
+    }
+}
+
+impl AddAssign for LaneStats {
+    fn add_assign(&mut self, o: LaneStats) {
+        self.sent += o.sent;
+        self.sent_bytes += o.sent_bytes;
+        self.queued += o.queued;
+        self.dropped += o.dropped;
+        self.received += o.received;
+        self.received_bytes += o.received_bytes;
+        self.recv_dropped += o.recv_dropped;
+    }
+}
+
+/// A snapshot of one connection's counters, from [`Node::peer_stats`](crate::Node::peer_stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// The peer.
+    pub peer: PeerId,
+    /// The connection these figures belong to.
+    pub conn: ConnId,
+    /// Our end of the connection.
+    pub local_addr: SocketAddr,
+    /// The peer's end of the connection.
+    pub peer_addr: SocketAddr,
+    /// Whether the peer dialled us.
+    pub inbound: bool,
+    /// The gossip lane.
+    pub gossip: LaneStats,
+    /// The private lane.
+    pub private: LaneStats,
+    /// Bytes read from the socket, headers and control frames included.
+    pub bytes_in: u64,
+    /// Bytes written to the socket, headers and control frames included.
+    pub bytes_out: u64,
+    /// Application threads waiting in `send` for room on the private lane right now.
+    pub blocked_senders: u64,
+}
+
+/// A snapshot of a node's counters, from [`Node::stats`](crate::Node::stats): live
+/// connections plus everything ended connections counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Peers connected now.
+    pub peers: usize,
+    /// The gossip lanes of all connections, ended ones included.
+    pub gossip: LaneStats,
+    /// The private lanes of all connections, ended ones included.
+    pub private: LaneStats,
+    /// Bytes read from all sockets.
+    pub bytes_in: u64,
+    /// Bytes written to all sockets.
+    pub bytes_out: u64,
+    /// Connections that completed their handshake.
+    pub connections_opened: u64,
+    /// Connections refused during their handshake, both directions.
+    pub handshakes_failed: u64,
+    /// Informational events dropped because the event queue was full.
+    pub events_dropped: u64,
+}
+
+fn write_lane(f: &mut fmt::Formatter<'_>, name: &str, l: &LaneStats) -> fmt::Result {
+    writeln!(
+        f,
+        "  {name:<7} sent {} ({} B), queued {}, dropped {} | received {} ({} B), dropped {}",
+        l.sent, l.sent_bytes, l.queued, l.dropped, l.received, l.received_bytes, l.recv_dropped
+    )
+}
+
+impl fmt::Display for NodeStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} peers; {} B in, {} B out; {} connections opened, {} refused; {} events dropped",
+            self.peers,
+            self.bytes_in,
+            self.bytes_out,
+            self.connections_opened,
+            self.handshakes_failed,
+            self.events_dropped
+        )?;
+        write_lane(f, "gossip", &self.gossip)?;
+        write_lane(f, "private", &self.private)
+    }
+}
+
+impl fmt::Display for PeerStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} over {} ({} -> {}, {}); {} B in, {} B out; {} senders waiting",
+            self.peer,
+            self.conn,
+            self.local_addr,
+            self.peer_addr,
+            if self.inbound { "inbound" } else { "outbound" },
+            self.bytes_in,
+            self.bytes_out,
+            self.blocked_senders
+        )?;
+        write_lane(f, "gossip", &self.gossip)?;
+        write_lane(f, "private", &self.private)
+    }
+}

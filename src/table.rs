@@ -1,0 +1,146 @@
+//! The peer table: which connection carries traffic to each peer.
+//!
+//! Its locks guard map updates only. Nothing here sends, reads, dials or joins while
+//! holding one; a `Link` taken out of the map is handed back to the caller to drop or
+//! close after the lock is released.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::connection::{ConnShared, Link};
+use crate::id::PeerId;
+
+/// How a new connection is registered when the peer already has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// We arbitrate (ours is the lower id): a live connection to the same incarnation
+    /// of the peer wins, and the new one is refused. A connection to an older
+    /// incarnation (the peer restarted) is replaced.
+    Arbitrate,
+    /// The peer arbitrated and chose this connection: it replaces any other.
+    Follow,
+}
+
+/// Why a connection could not be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The node is shutting down.
+    Shutdown,
+    /// The connection was closed while it shook hands.
+    Closing,
+    /// A live connection to the same peer is kept.
+    Duplicate,
+}
+
+#[derive(Default)]
+struct Inner {
+    peers: HashMap<PeerId, Arc<Link>>,
+    shut: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct PeerTable {
+    inner: RwLock<Inner>,
+    /// Paired with `registered`, so that `connect` can wait for a peer that arrived
+    /// over another connection (the other half of a simultaneous dial).
+    generation: Mutex<u64>,
+    registered: Condvar,
+}
+
+impl PeerTable {
+    pub(crate) fn get(&self, peer: PeerId) -> Option<Arc<Link>> {
+        self.inner.read().peers.get(&peer).cloned()
+    }
+
+    pub(crate) fn contains(&self, peer: PeerId) -> bool {
+        self.inner.read().peers.contains_key(&peer)
+    }
+
+    pub(crate) fn links(&self) -> Vec<Arc<Link>> {
+        self.inner.read().peers.values().cloned().collect()
+    }
+
+    pub(crate) fn peers(&self) -> Vec<PeerId> {
+        let mut peers: Vec<PeerId> = self.inner.read().peers.keys().copied().collect();
+        peers.sort_unstable();
+        peers
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.inner.read().peers.len()
+    }
+
+    /// Registers a connection. On success returns the link it replaced, which the
+    /// caller closes once this returns.
+    pub(crate) fn register(
+        &self,
+        link: Arc<Link>,
+        policy: Policy,
+    ) -> Result<Option<Arc<Link>>, Refusal> {
+        let replaced = {
+            let mut inner = self.inner.write();
+            if inner.shut {
+                return Err(Refusal::Shutdown);
+            }
+            // Checked under the table's lock: `ConnShared::close` marks the
+            // connection closing before it takes this lock to remove it, so either we
+            // see the mark here or it sees the entry there.
+            if link.conn.is_closing() {
+                return Err(Refusal::Closing);
+            }
+            if policy == Policy::Arbitrate {
+                if let Some(existing) = inner.peers.get(&link.peer) {
+                    if existing.incarnation == link.incarnation {
+                        return Err(Refusal::Duplicate);
+                    }
+                }
+            }
+            let _ = link.conn.peer.set(link.peer);
+            inner.peers.insert(link.peer, link)
+        };
+        *self.generation.lock() += 1;
+        self.registered.notify_all();
+        Ok(replaced)
+    }
+
+    /// Removes the connection's entry if it is still the registered one, so that the
+    /// teardown of an old connection never removes its replacement.
+    pub(crate) fn remove_conn(&self, conn: &ConnShared) -> Option<Arc<Link>> {
+        let mut inner = self.inner.write();
+        let peer = *conn.peer.get()?;
+        match inner.peers.get(&peer) {
+            Some(link) if link.conn.id == conn.id => inner.peers.remove(&peer),
+            _ => None,
+        }
+    }
+
+    /// Refuses all later registrations and hands back every registered link.
+    pub(crate) fn shut(&self) -> Vec<Arc<Link>> {
+        let mut inner = self.inner.write();
+        inner.shut = true;
+        inner.peers.drain().map(|(_, link)| link).collect()
+    }
+
+    /// Waits until `peer` is registered or the deadline passes; returns whether it is.
+    pub(crate) fn wait_for(&self, peer: PeerId, deadline: Instant) -> bool {
+        let mut generation = self.generation.lock();
+        loop {
+            if self.contains(peer) {
+                return true;
+            }
+            // A condition-variable wait releases `generation` while it sleeps; the
+            // registrar bumps it under that mutex after inserting, so the insertion
+            // cannot slip between our check and our sleep.
+            if self
+                .registered
+                .wait_until(&mut generation, deadline)
+                .timed_out()
+            {
+                return self.contains(peer);
+            }
+        }
+    }
+}

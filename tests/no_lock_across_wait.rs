@@ -1,0 +1,75 @@
+//! Guarantee 1: while a thread is blocked in `send` on a full private lane, the rest
+//! of the node keeps working — on the same peer and on others. If a send held the
+//! peer table's lock or the connection's lock while it waited, one of these calls
+//! would hang and the guard would fail the test.
+
+mod util;
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use util::{config, connect, finishes, node, node_with, wait_until};
+use wirelane::{PeerId, SendError};
+
+const PROMPT: Duration = Duration::from_secs(20);
+
+#[test]
+fn a_blocked_sender_stops_nothing_else() {
+    let a = Arc::new(node_with(1, config().private_capacity(1)));
+    // B never reads its inbound queue, so once the socket buffers fill, A's writer
+    // blocks and A's private lane to B stays full.
+    let b = node_with(2, config().inbound_capacity(1));
+    let c = node(3);
+    let d = node(4);
+    let to_b = connect(&a, &b);
+    connect(&a, &d);
+
+    let sender = {
+        let a = a.clone();
+        thread::spawn(move || {
+            let mut sent = 0u64;
+            loop {
+                match a.send(to_b, vec![7u8; 64 * 1024]) {
+                    Ok(()) => sent += 1,
+                    Err(e) => return (sent, e),
+                }
+            }
+        })
+    };
+    // The sender is parked in `send` (the gauge counts threads inside the wait) and
+    // the lane is full, so it stays parked until the connection closes.
+    wait_until("a sender is blocked on B's full private lane", || {
+        a.peer_stats(to_b)
+            .is_some_and(|s| s.blocked_senders == 1 && s.private.queued == 1)
+    });
+
+    let a2 = a.clone();
+    let c_addr = c.local_addr();
+    finishes("operations beside a blocked sender", PROMPT, move || {
+        // Gossip to the same peer: queued or dropped, at once.
+        let _ = a2.try_send(to_b, b"gossip".to_vec());
+        let stats = a2.stats();
+        assert_eq!(stats.peers, 2);
+        let peer = a2.peer_stats(to_b).expect("B is connected");
+        assert_eq!(peer.blocked_senders, 1);
+        // A new connection needs the peer table's write lock.
+        assert_eq!(a2.connect(c_addr).expect("connect to C"), PeerId(3));
+        // So does closing another peer's connection.
+        assert!(a2.disconnect(PeerId(4)));
+        // And a send to another peer goes through.
+        a2.send(PeerId(3), b"to c".to_vec()).expect("send to C");
+    });
+    assert_eq!(&util::recv(c.incoming()).payload[..], b"to c");
+
+    // Still blocked after all that; closing B's connection is its way out.
+    assert!(!sender.is_finished());
+    assert_eq!(a.peer_stats(to_b).unwrap().blocked_senders, 1);
+    assert!(a.disconnect(to_b));
+    let (sent, err) = finishes("the blocked sender returns", PROMPT, move || {
+        sender.join().unwrap()
+    });
+    assert!(sent > 0);
+    assert!(matches!(err, SendError::Disconnected(_)));
+    assert_eq!(err.into_inner().len(), 64 * 1024, "the message comes back");
+}

@@ -1,0 +1,136 @@
+//! Helpers shared by the behaviour tests.
+//!
+//! Every blocking wait here has a deadline that only turns a hang into a failure; no
+//! test uses a sleep to decide what happened.
+#![allow(dead_code)]
+
+pub mod raw;
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wirelane::crossbeam_channel::Receiver;
+use wirelane::{Config, Event, Node, PeerId};
+
+/// How long any single wait may take before the test fails. Generous: CI machines are
+/// busy, and the deadline only exists so a hang fails instead of stalling.
+pub const GUARD: Duration = Duration::from_secs(60);
+
+/// Defaults for tests: a short linger so shutdowns against silent peers stay quick.
+pub fn config() -> Config {
+    Config::default().linger(Duration::from_millis(500))
+}
+
+pub fn node(id: u64) -> Node {
+    node_with(id, config())
+}
+
+pub fn node_with(id: u64, config: Config) -> Node {
+    Node::bind(PeerId(id), "127.0.0.1:0", config).expect("bind 127.0.0.1:0")
+}
+
+/// Connects `a` to `b` and checks the ids.
+pub fn connect(a: &Node, b: &Node) -> PeerId {
+    let peer = a.connect(b.local_addr()).expect("connect");
+    assert_eq!(peer, b.id());
+    peer
+}
+
+/// Receives with the guard deadline.
+#[track_caller]
+pub fn recv<T>(rx: &Receiver<T>) -> T {
+    match rx.recv_timeout(GUARD) {
+        Ok(v) => v,
+        Err(e) => panic!("nothing received within {GUARD:?}: {e}"),
+    }
+}
+
+/// Skips events until one matches.
+#[track_caller]
+pub fn event(node: &Node, what: &str, mut matches: impl FnMut(&Event) -> bool) -> Event {
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match node.events().recv_timeout(left) {
+            Ok(e) if matches(&e) => return e,
+            Ok(_) => {}
+            Err(e) => panic!("{}: no {what} event within {GUARD:?}: {e}", node.id()),
+        }
+    }
+}
+
+/// Polls a condition until it holds. For state that has no event to wait on (a
+/// counter reaching a value); the deadline is only a failure guard.
+#[track_caller]
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + GUARD;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Runs `f` on its own thread and fails the test if it does not finish within
+/// `limit` — so that a deadlock fails the test instead of hanging CI.
+#[track_caller]
+pub fn finishes<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::Builder::new()
+        .name(format!("test: {what}"))
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .expect("spawn test thread");
+    match rx.recv_timeout(limit) {
+        Ok(v) => {
+            handle.join().expect("test thread");
+            v
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what} did not finish within {limit:?}"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            // The closure panicked: surface its panic.
+            match handle.join() {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(()) => unreachable!("the closure sends before returning"),
+            }
+        }
+    }
+}
+
+/// Threads of this process right now.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .count()
+}
+
+/// Resident memory of this process, in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line")
+}
+
+/// A payload that says who sent it and its sequence number.
+pub fn tagged(sender: u8, seq: u32, len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len.max(5)];
+    p[0] = sender;
+    p[1..5].copy_from_slice(&seq.to_be_bytes());
+    p
+}
+
+/// Reads back what [`tagged`] wrote.
+pub fn untag(payload: &[u8]) -> (u8, u32) {
+    (
+        payload[0],
+        u32::from_be_bytes(payload[1..5].try_into().unwrap()),
+    )
+}

@@ -1,0 +1,125 @@
+//! A hand-written peer that speaks the wire format byte by byte (as documented in
+//! `docs/wire-format.md`), for tests that need a peer to misbehave.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use super::GUARD;
+
+pub const HELLO: u8 = 1;
+pub const ACCEPT: u8 = 2;
+pub const CLOSE: u8 = 3;
+pub const PING: u8 = 4;
+pub const PONG: u8 = 5;
+pub const GOSSIP: u8 = 6;
+pub const PRIVATE: u8 = 7;
+
+/// A frame: u32 big-endian payload length, kind, zero flags, payload.
+pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.push(kind);
+    out.push(0);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A hello frame: magic, version, capability flags, id, incarnation, frame limit.
+pub fn hello_with(
+    magic: &[u8; 4],
+    version: u16,
+    id: u64,
+    incarnation: u64,
+    max_frame: u32,
+) -> Vec<u8> {
+    let mut p = magic.to_vec();
+    p.extend_from_slice(&version.to_be_bytes());
+    p.extend_from_slice(&0u16.to_be_bytes());
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&incarnation.to_be_bytes());
+    p.extend_from_slice(&max_frame.to_be_bytes());
+    frame(HELLO, &p)
+}
+
+pub fn hello(id: u64) -> Vec<u8> {
+    hello_with(b"WRLN", 1, id, 0x5EED, 1 << 20)
+}
+
+/// A raw TCP connection to a node.
+pub struct RawPeer {
+    pub stream: TcpStream,
+}
+
+impl RawPeer {
+    pub fn connect(addr: SocketAddr) -> RawPeer {
+        let stream = TcpStream::connect(addr).expect("raw connect");
+        stream.set_read_timeout(Some(GUARD)).unwrap();
+        RawPeer { stream }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("raw write");
+    }
+
+    /// Reads one whole frame: (kind, payload).
+    pub fn read_frame(&mut self) -> std::io::Result<(u8, Vec<u8>)> {
+        let mut header = [0u8; 6];
+        self.stream.read_exact(&mut header)?;
+        let len = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
+        let mut payload = vec![0u8; len];
+        self.stream.read_exact(&mut payload)?;
+        Ok((header[4], payload))
+    }
+
+    /// Reads frames until one of `kind` arrives, answering nothing.
+    pub fn read_until(&mut self, kind: u8) -> Vec<u8> {
+        loop {
+            let (k, payload) = self.read_frame().expect("frame");
+            if k == kind {
+                return payload;
+            }
+        }
+    }
+
+    /// Completes a handshake as peer `id` with a node whose id is `node_id`, then
+    /// returns; the connection is registered on the node when this returns.
+    pub fn handshake(addr: SocketAddr, id: u64, node_id: u64) -> RawPeer {
+        let mut peer = RawPeer::connect(addr);
+        peer.send(&hello(id));
+        let (kind, _) = peer.read_frame().expect("node's hello");
+        assert_eq!(kind, HELLO);
+        if node_id < id {
+            // The node arbitrates: it sends its verdict, we confirm.
+            let (kind, _) = peer.read_frame().expect("node's verdict");
+            assert_eq!(kind, ACCEPT);
+            peer.send(&frame(ACCEPT, &[]));
+        } else {
+            peer.send(&frame(ACCEPT, &[]));
+            let (kind, _) = peer.read_frame().expect("node's confirmation");
+            assert_eq!(kind, ACCEPT);
+        }
+        peer
+    }
+
+    /// Waits until the node closes the connection (EOF or reset), skipping any frames
+    /// it sends first. Returns the frames' kinds.
+    pub fn expect_closed(&mut self) -> Vec<u8> {
+        let mut kinds = Vec::new();
+        loop {
+            match self.read_frame() {
+                Ok((kind, _)) => kinds.push(kind),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    panic!("the node did not close the connection within {GUARD:?}")
+                }
+                Err(_) => return kinds,
+            }
+        }
+    }
+
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+    }
+}

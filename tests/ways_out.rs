@@ -1,0 +1,187 @@
+//! Guarantee 5: a blocked sender always has a way out — room, the connection
+//! closing, the node shutting down, or its own deadline — and guarantee 3: whatever
+//! was queued and never written comes back in `Event::Undelivered`.
+
+mod util;
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use util::{config, connect, event, finishes, node_with, tagged, untag, wait_until};
+use wirelane::{DisconnectReason, Event, Node, PeerId, SendError, SendTimeoutError};
+
+/// The blocked sender's thread: the sequence number it got back, and why.
+type Sender = thread::JoinHandle<(u32, SendError<wirelane::Bytes>)>;
+
+const PROMPT: Duration = Duration::from_secs(20);
+
+/// A payload larger than everything the kernel can buffer on a loopback connection
+/// (both socket buffers at their maximum), so that writing it blocks for good when
+/// the peer stops reading.
+fn unbufferable() -> usize {
+    let max = |path: &str| -> usize {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().last().and_then(|v| v.parse().ok()))
+            .unwrap_or(8 << 20)
+    };
+    max("/proc/sys/net/ipv4/tcp_rmem") + max("/proc/sys/net/ipv4/tcp_wmem") + (16 << 20)
+}
+
+/// A connected to B, where B never reads its inbound queue (capacity 1). The sender
+/// sends two small messages — B delivers the first and then waits to deliver the
+/// second, reading nothing more — then one too large for the socket buffers, on whose
+/// write A's writer blocks for good, then small ones until the private lane (capacity
+/// 4) is full and it blocks too. Returns the nodes and the sender's thread, which
+/// reports the sequence number of the message it got back and the error.
+fn blocked_sender() -> (Arc<Node>, Node, Sender) {
+    let huge = unbufferable();
+    let a = Arc::new(node_with(1, config().private_capacity(4)));
+    let b = node_with(2, config().inbound_capacity(1).max_frame_len(huge as u32));
+    connect(&a, &b);
+    let sender = {
+        let a = a.clone();
+        thread::spawn(move || {
+            for seq in 0.. {
+                let len = if seq == 2 { huge } else { 16 };
+                if let Err(e) = a.send(PeerId(2), tagged(1, seq, len)) {
+                    return (seq, e);
+                }
+            }
+            unreachable!()
+        })
+    };
+    // Four messages in the lane means the huge one left it: the writer is inside its
+    // write, which cannot finish, so nothing more leaves the lane.
+    wait_until("the sender is blocked on a full lane", || {
+        a.peer_stats(PeerId(2))
+            .is_some_and(|s| s.blocked_senders == 1 && s.private.queued == 4)
+    });
+    (a, b, sender)
+}
+
+/// Checks the accounting once the connection has ended: every message the sender
+/// offered was written to the socket, handed back in `Undelivered`, or returned to
+/// the sender — exactly once, in order.
+fn check_accounting(a: &Node, returned: u32, undelivered: &[wirelane::Bytes]) {
+    let written = a.stats().private.sent as u32;
+    assert_eq!(written, 2, "the two small messages before the huge one");
+    let seqs: Vec<u32> = undelivered.iter().map(|m| untag(m).1).collect();
+    // The huge message never fully reached the socket, so it comes back too,
+    // followed by the four that were in the lane.
+    assert_eq!(
+        seqs,
+        (written..returned).collect::<Vec<_>>(),
+        "oldest first, none skipped"
+    );
+    assert_eq!(undelivered.len(), 5);
+}
+
+#[test]
+fn disconnect_wakes_the_blocked_sender_and_hands_back_the_queue() {
+    let (a, _b, sender) = blocked_sender();
+    assert!(a.disconnect(PeerId(2)));
+    let (returned, err) = finishes("sender wakes on disconnect", PROMPT, move || {
+        sender.join().unwrap()
+    });
+    assert!(matches!(err, SendError::Disconnected(_)), "{err:?}");
+    assert_eq!(untag(&err.into_inner()).1, returned);
+
+    let Event::Undelivered { peer, messages, .. } = event(&a, "undelivered", |e| {
+        matches!(e, Event::Undelivered { .. })
+    }) else {
+        unreachable!()
+    };
+    assert_eq!(peer, PeerId(2));
+    let ended = event(&a, "disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    });
+    assert!(matches!(
+        ended,
+        Event::Disconnected {
+            reason: DisconnectReason::ClosedByUs,
+            ..
+        }
+    ));
+    check_accounting(&a, returned, &messages);
+    assert!(a.peer_stats(PeerId(2)).is_none());
+    assert!(matches!(
+        a.send(PeerId(2), vec![1]),
+        Err(SendError::NotConnected(_))
+    ));
+}
+
+#[test]
+fn shutdown_wakes_the_blocked_sender_and_hands_back_the_queue() {
+    let (a, _b, sender) = blocked_sender();
+    let a2 = a.clone();
+    finishes("shutdown with a blocked sender", PROMPT, move || {
+        a2.shutdown()
+    });
+    let (returned, err) = finishes("sender wakes on shutdown", PROMPT, move || {
+        sender.join().unwrap()
+    });
+    assert!(matches!(err, SendError::Shutdown(_)), "{err:?}");
+    assert_eq!(untag(&err.into_inner()).1, returned);
+
+    // The events are still there to read after shutdown, then the queue disconnects.
+    let Event::Undelivered { messages, .. } = event(&a, "undelivered", |e| {
+        matches!(e, Event::Undelivered { .. })
+    }) else {
+        unreachable!()
+    };
+    check_accounting(&a, returned, &messages);
+    let ended = event(&a, "disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    });
+    assert!(matches!(
+        ended,
+        Event::Disconnected {
+            reason: DisconnectReason::Shutdown,
+            ..
+        }
+    ));
+    assert!(
+        a.events().recv_timeout(util::GUARD).is_err(),
+        "events disconnect after shutdown"
+    );
+    assert!(matches!(
+        a.send(PeerId(2), vec![1]),
+        Err(SendError::Shutdown(_))
+    ));
+}
+
+#[test]
+fn send_timeout_gives_the_message_back_when_the_lane_stays_full() {
+    let (a, _b, sender) = blocked_sender();
+    let timeout = Duration::from_millis(200);
+    let started = Instant::now();
+    let err = a
+        .send_timeout(PeerId(2), tagged(9, 9, 10), timeout)
+        .unwrap_err();
+    assert!(started.elapsed() >= timeout);
+    assert!(err.is_timeout());
+    assert_eq!(untag(&err.into_inner()), (9, 9));
+    // The connection is untouched by a timeout.
+    assert!(a.is_connected(PeerId(2)));
+    a.disconnect(PeerId(2));
+    finishes("sender wakes", PROMPT, move || sender.join().unwrap());
+}
+
+#[test]
+fn send_timeout_succeeds_when_room_appears() {
+    let a = node_with(1, config().private_capacity(1));
+    let b = node_with(2, config());
+    connect(&a, &b);
+    for seq in 0..1000 {
+        match a.send_timeout(PeerId(2), tagged(1, seq, 8), PROMPT) {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(_)) => panic!("the reader drains, so room appears"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    for seq in 0..1000 {
+        assert_eq!(untag(&util::recv(b.incoming()).payload).1, seq);
+    }
+}
