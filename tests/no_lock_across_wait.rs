@@ -6,10 +6,9 @@
 mod util;
 
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
-use util::{config, connect, finishes, node, node_with, wait_until};
+use util::{config, connect, finishes, node, node_with, silent_receiver, stuck_sender};
 use wirelane::{PeerId, SendError};
 
 const PROMPT: Duration = Duration::from_secs(20);
@@ -17,32 +16,14 @@ const PROMPT: Duration = Duration::from_secs(20);
 #[test]
 fn a_blocked_sender_stops_nothing_else() {
     let a = Arc::new(node_with(1, config().private_capacity(1)));
-    // B never reads its inbound queue, so once the socket buffers fill, A's writer
-    // blocks and A's private lane to B stays full.
-    let b = node_with(2, config().inbound_capacity(1));
+    // B never reads: A's writer blocks in a write that cannot finish, and a sender
+    // blocks on the full private lane behind it.
+    let b = node_with(2, silent_receiver());
     let c = node(3);
     let d = node(4);
     let to_b = connect(&a, &b);
     connect(&a, &d);
-
-    let sender = {
-        let a = a.clone();
-        thread::spawn(move || {
-            let mut sent = 0u64;
-            loop {
-                match a.send(to_b, vec![7u8; 64 * 1024]) {
-                    Ok(()) => sent += 1,
-                    Err(e) => return (sent, e),
-                }
-            }
-        })
-    };
-    // The sender is parked in `send` (the gauge counts threads inside the wait) and
-    // the lane is full, so it stays parked until the connection closes.
-    wait_until("a sender is blocked on B's full private lane", || {
-        a.peer_stats(to_b)
-            .is_some_and(|s| s.blocked_senders == 1 && s.private.queued == 1)
-    });
+    let sender = stuck_sender(&a, to_b, 1);
 
     let a2 = a.clone();
     let c_addr = c.local_addr();
@@ -63,13 +44,18 @@ fn a_blocked_sender_stops_nothing_else() {
     assert_eq!(&util::recv(c.incoming()).payload[..], b"to c");
 
     // Still blocked after all that; closing B's connection is its way out.
-    assert!(!sender.is_finished());
+    assert!(!sender.thread.is_finished());
     assert_eq!(a.peer_stats(to_b).unwrap().blocked_senders, 1);
     assert!(a.disconnect(to_b));
-    let (sent, err) = finishes("the blocked sender returns", PROMPT, move || {
-        sender.join().unwrap()
+    let blocked_on = sender.blocked_on;
+    let (seq, err) = finishes("the blocked sender returns", PROMPT, move || {
+        sender.thread.join().unwrap()
     });
-    assert!(sent > 0);
-    assert!(matches!(err, SendError::Disconnected(_)));
-    assert_eq!(err.into_inner().len(), 64 * 1024, "the message comes back");
+    assert_eq!(seq, blocked_on);
+    assert!(matches!(err, SendError::Disconnected(_)), "{err:?}");
+    assert_eq!(
+        util::untag(&err.into_inner()),
+        (1, blocked_on),
+        "the message comes back"
+    );
 }

@@ -5,60 +5,25 @@
 mod util;
 
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
-use util::{config, connect, event, finishes, node_with, tagged, untag, wait_until};
+use util::{
+    config, connect, event, finishes, node_with, silent_receiver, stuck_sender, tagged, untag,
+    StuckSender,
+};
 use wirelane::{DisconnectReason, Event, Node, PeerId, SendError, SendTimeoutError};
-
-/// The blocked sender's thread: the sequence number it got back, and why.
-type Sender = thread::JoinHandle<(u32, SendError<wirelane::Bytes>)>;
 
 const PROMPT: Duration = Duration::from_secs(20);
 
-/// A payload larger than everything the kernel can buffer on a loopback connection
-/// (both socket buffers at their maximum), so that writing it blocks for good when
-/// the peer stops reading.
-fn unbufferable() -> usize {
-    let max = |path: &str| -> usize {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.split_whitespace().last().and_then(|v| v.parse().ok()))
-            .unwrap_or(8 << 20)
-    };
-    max("/proc/sys/net/ipv4/tcp_rmem") + max("/proc/sys/net/ipv4/tcp_wmem") + (16 << 20)
-}
-
-/// A connected to B, where B never reads its inbound queue (capacity 1). The sender
-/// sends two small messages — B delivers the first and then waits to deliver the
-/// second, reading nothing more — then one too large for the socket buffers, on whose
-/// write A's writer blocks for good, then small ones until the private lane (capacity
-/// 4) is full and it blocks too. Returns the nodes and the sender's thread, which
-/// reports the sequence number of the message it got back and the error.
-fn blocked_sender() -> (Arc<Node>, Node, Sender) {
-    let huge = unbufferable();
+/// A connected to B, where B never reads, with a sender stuck on A's private lane
+/// (capacity 4) behind a write that cannot finish.
+fn blocked_sender() -> (Arc<Node>, Node, StuckSender) {
     let a = Arc::new(node_with(1, config().private_capacity(4)));
-    let b = node_with(2, config().inbound_capacity(1).max_frame_len(huge as u32));
+    let b = node_with(2, silent_receiver());
     connect(&a, &b);
-    let sender = {
-        let a = a.clone();
-        thread::spawn(move || {
-            for seq in 0.. {
-                let len = if seq == 2 { huge } else { 16 };
-                if let Err(e) = a.send(PeerId(2), tagged(1, seq, len)) {
-                    return (seq, e);
-                }
-            }
-            unreachable!()
-        })
-    };
-    // Four messages in the lane means the huge one left it: the writer is inside its
-    // write, which cannot finish, so nothing more leaves the lane.
-    wait_until("the sender is blocked on a full lane", || {
-        a.peer_stats(PeerId(2))
-            .is_some_and(|s| s.blocked_senders == 1 && s.private.queued == 4)
-    });
-    (a, b, sender)
+    let stuck = stuck_sender(&a, PeerId(2), 4);
+    assert_eq!(stuck.blocked_on, 7);
+    (a, b, stuck)
 }
 
 /// Checks the accounting once the connection has ended: every message the sender
@@ -83,7 +48,7 @@ fn disconnect_wakes_the_blocked_sender_and_hands_back_the_queue() {
     let (a, _b, sender) = blocked_sender();
     assert!(a.disconnect(PeerId(2)));
     let (returned, err) = finishes("sender wakes on disconnect", PROMPT, move || {
-        sender.join().unwrap()
+        sender.thread.join().unwrap()
     });
     assert!(matches!(err, SendError::Disconnected(_)), "{err:?}");
     assert_eq!(untag(&err.into_inner()).1, returned);
@@ -120,7 +85,7 @@ fn shutdown_wakes_the_blocked_sender_and_hands_back_the_queue() {
         a2.shutdown()
     });
     let (returned, err) = finishes("sender wakes on shutdown", PROMPT, move || {
-        sender.join().unwrap()
+        sender.thread.join().unwrap()
     });
     assert!(matches!(err, SendError::Shutdown(_)), "{err:?}");
     assert_eq!(untag(&err.into_inner()).1, returned);
@@ -166,7 +131,9 @@ fn send_timeout_gives_the_message_back_when_the_lane_stays_full() {
     // The connection is untouched by a timeout.
     assert!(a.is_connected(PeerId(2)));
     a.disconnect(PeerId(2));
-    finishes("sender wakes", PROMPT, move || sender.join().unwrap());
+    finishes("sender wakes", PROMPT, move || {
+        sender.thread.join().unwrap()
+    });
 }
 
 #[test]

@@ -6,12 +6,13 @@
 
 pub mod raw;
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use wirelane::crossbeam_channel::Receiver;
-use wirelane::{Config, Event, Node, PeerId};
+use wirelane::{Bytes, Config, Event, Node, PeerId, SendError};
 
 /// How long any single wait may take before the test fails. Generous: CI machines are
 /// busy, and the deadline only exists so a hang fails instead of stalling.
@@ -133,4 +134,67 @@ pub fn untag(payload: &[u8]) -> (u8, u32) {
         payload[0],
         u32::from_be_bytes(payload[1..5].try_into().unwrap()),
     )
+}
+
+/// A payload larger than everything the kernel can buffer on a loopback connection
+/// (both socket buffers at their maximum), so that writing it blocks for good when
+/// the peer stops reading.
+pub fn unbufferable() -> usize {
+    let max = |path: &str| -> usize {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().last().and_then(|v| v.parse().ok()))
+            .unwrap_or(8 << 20)
+    };
+    max("/proc/sys/net/ipv4/tcp_rmem") + max("/proc/sys/net/ipv4/tcp_wmem") + (16 << 20)
+}
+
+/// For a node that will never read its inbound queue: room for one message, and a
+/// frame limit that admits an [`unbufferable`] payload.
+pub fn silent_receiver() -> Config {
+    config()
+        .inbound_capacity(1)
+        .max_frame_len(unbufferable() as u32)
+}
+
+/// A sender thread blocked for good on a full private lane.
+pub struct StuckSender {
+    /// Ends with the sequence number of the message that came back, and the error.
+    pub thread: thread::JoinHandle<(u32, SendError<Bytes>)>,
+    /// The sequence number of the message it is blocked on.
+    pub blocked_on: u32,
+}
+
+/// Sends private messages from `from` to `to` on a new thread until the sender
+/// blocks for good; `to` must run with [`silent_receiver`] and never read, and
+/// `capacity` must be `from`'s private lane capacity.
+///
+/// Messages 0 and 1 are small: the peer delivers the first into its inbound queue
+/// and then waits, reading nothing more, to deliver the second. Message 2 is
+/// [`unbufferable`], so the writer blocks inside its write for good. Then small
+/// messages fill the lane. When the thread is waiting on message `3 + capacity`, the
+/// lane holds messages 3 to `2 + capacity`, so message 2 has left it: nothing can
+/// move any more.
+pub fn stuck_sender(from: &Arc<Node>, to: PeerId, capacity: usize) -> StuckSender {
+    let huge = unbufferable();
+    let attempting = Arc::new(AtomicU32::new(0));
+    let thread = {
+        let (from, attempting) = (from.clone(), attempting.clone());
+        thread::spawn(move || {
+            for seq in 0.. {
+                attempting.store(seq, Ordering::SeqCst);
+                let len = if seq == 2 { huge } else { 16 };
+                if let Err(e) = from.send(to, tagged(1, seq, len)) {
+                    return (seq, e);
+                }
+            }
+            unreachable!()
+        })
+    };
+    let blocked_on = 3 + capacity as u32;
+    wait_until("the sender is blocked for good on a full lane", || {
+        attempting.load(Ordering::SeqCst) == blocked_on
+            && from.peer_stats(to).is_some_and(|s| s.blocked_senders == 1)
+    });
+    StuckSender { thread, blocked_on }
 }
