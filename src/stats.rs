@@ -32,6 +32,9 @@ pub(crate) struct LaneCounters {
     pub(crate) messages: AtomicU64,
     pub(crate) bytes: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    /// Writer only: messages taken from the lane into the batch being written. They
+    /// still count as queued.
+    pub(crate) in_batch: AtomicU64,
 }
 
 impl LaneCounters {
@@ -104,7 +107,8 @@ impl Counters {
             .fetch_add(other.gossip_full.load(Relaxed), Relaxed);
     }
 
-    /// A snapshot of one lane; `queued` is filled in by the caller, which owns the queue.
+    /// A snapshot of one lane; `queued` is the lane's length, which the caller reads
+    /// from the queue itself.
     pub(crate) fn lane(&self, lane: Lane, queued: u64) -> LaneStats {
         let out = self.out.lane(lane);
         let inb = self.inb.lane(lane);
@@ -115,7 +119,7 @@ impl Counters {
         LaneStats {
             sent: out.messages.load(Relaxed),
             sent_bytes: out.bytes.load(Relaxed),
-            queued,
+            queued: queued + out.in_batch.load(Relaxed),
             dropped: out.dropped.load(Relaxed) + full,
             received: inb.messages.load(Relaxed),
             received_bytes: inb.bytes.load(Relaxed),
@@ -134,9 +138,11 @@ impl Counters {
 
 /// Counters of one lane, in one snapshot.
 ///
-/// On the send side, at any moment `sent + queued + dropped` equals the number of
-/// messages the application offered on that lane (gossip refusals included); on the
-/// receive side `received + recv_dropped` equals the frames that arrived.
+/// On the send side, `sent + queued + dropped` equals the number of messages the
+/// application offered on that lane (gossip refusals included); on the receive side
+/// `received + recv_dropped` equals the frames that arrived. The counters are read one
+/// by one, so a snapshot taken while messages move can be off by the few in motion.
+/// Once a connection has ended its lanes are empty, and `sent + dropped` is exact.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LaneStats {
@@ -144,7 +150,8 @@ pub struct LaneStats {
     pub sent: u64,
     /// Payload bytes of those messages.
     pub sent_bytes: u64,
-    /// Messages waiting in the lane right now.
+    /// Messages accepted and not yet written: in the lane, or in the batch the
+    /// writer is writing.
     pub queued: u64,
     /// Gossip: refused because the lane was full, or discarded when the connection
     /// closed. Private: lost because they could be neither written nor handed back

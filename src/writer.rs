@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,7 @@ impl Writer {
             if self.conn.is_closing() {
                 break batch.unwritten(&self.conn.counters);
             }
-            batch.gather(&self.lanes, self.max_batch);
+            batch.gather(&self.lanes, self.max_batch, &self.conn.counters);
             if self.pong.try_recv().is_ok() {
                 batch.control(FrameKind::Pong);
             }
@@ -66,8 +67,14 @@ impl Writer {
         // A disconnected lane or pong channel means the connection is closing; the
         // loop sees that at its top.
         select! {
-            recv(self.lanes.private) -> msg => if let Ok(msg) = msg { batch.push(Lane::Private, msg) },
-            recv(self.lanes.gossip) -> msg => if let Ok(msg) = msg { batch.push(Lane::Gossip, msg) },
+            recv(self.lanes.private) -> msg => if let Ok(msg) = msg {
+                batch.push(Lane::Private, msg);
+                batch.publish(&self.conn.counters);
+            },
+            recv(self.lanes.gossip) -> msg => if let Ok(msg) = msg {
+                batch.push(Lane::Gossip, msg);
+                batch.publish(&self.conn.counters);
+            },
             recv(self.pong) -> req => if req.is_ok() { batch.control(FrameKind::Pong) },
             recv(self.conn.closed_rx) -> _ => {},
             default(timeout) => {},
@@ -90,7 +97,7 @@ impl Writer {
             // socket when the linger runs out, which ends the write.
             if (&*self.stream).write_all(&out).is_ok() {
                 let bytes = &self.conn.counters.out.wire_bytes;
-                bytes.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                bytes.fetch_add(out.len() as u64, Relaxed);
             }
             let _ = self.stream.shutdown(Shutdown::Write);
         }
@@ -137,7 +144,8 @@ impl Batch {
 
     /// Takes ready messages until about `max` bytes are gathered: the private lane
     /// first, so private data never waits behind gossip.
-    pub(crate) fn gather(&mut self, lanes: &LaneRx, max: usize) {
+    pub(crate) fn gather(&mut self, lanes: &LaneRx, max: usize, counters: &Counters) {
+        let before = self.frames.len();
         while self.buf.len() < max {
             match lanes.private.try_recv() {
                 Ok(msg) => self.push(Lane::Private, msg),
@@ -150,6 +158,17 @@ impl Batch {
                 Err(_) => break,
             }
         }
+        if self.frames.len() > before {
+            self.publish(counters);
+        }
+    }
+
+    /// Makes the messages held in the batch visible in the lanes' `queued` figures.
+    fn publish(&self, counters: &Counters) {
+        let private = self.frames.iter().filter(|f| f.1 == Lane::Private).count();
+        let gossip = self.frames.len() - private;
+        counters.out.private.in_batch.store(private as u64, Relaxed);
+        counters.out.gossip.in_batch.store(gossip as u64, Relaxed);
     }
 
     /// Writes the whole batch. On failure, returns the error and the private
@@ -171,10 +190,7 @@ impl Batch {
                 Err(e) => break Err(e),
             }
         };
-        counters
-            .out
-            .wire_bytes
-            .fetch_add(written as u64, std::sync::atomic::Ordering::Relaxed);
+        counters.out.wire_bytes.fetch_add(written as u64, Relaxed);
         let unsent = self.settle(written, counters);
         result.map_err(|e| (e, unsent))
     }
@@ -202,6 +218,8 @@ impl Batch {
         counters.out.gossip.add(sent[0].0, sent[0].1);
         counters.out.private.add(sent[1].0, sent[1].1);
         counters.out.gossip.drop_n(gossip_lost);
+        counters.out.private.in_batch.store(0, Relaxed);
+        counters.out.gossip.in_batch.store(0, Relaxed);
         self.buf.clear();
         unsent
     }
