@@ -198,3 +198,22 @@ pub fn stuck_sender(from: &Arc<Node>, to: PeerId, capacity: usize) -> StuckSende
     });
     StuckSender { thread, blocked_on }
 }
+
+/// Counts panics on the node's own threads (named `wl…`) from now on, so a test can
+/// check that hostile input never panics one — a panic there would otherwise only
+/// end the connection, which looks like a refusal.
+pub fn count_node_panics() -> Arc<AtomicU32> {
+    let count = Arc::new(AtomicU32::new(0));
+    let seen = count.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("wl"))
+        {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+        previous(info);
+    }));
+    count
+}

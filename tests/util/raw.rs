@@ -84,8 +84,18 @@ impl RawPeer {
     /// Completes a handshake as peer `id` with a node whose id is `node_id`, then
     /// returns; the connection is registered on the node when this returns.
     pub fn handshake(addr: SocketAddr, id: u64, node_id: u64) -> RawPeer {
+        RawPeer::handshake_with_limit(addr, id, node_id, 1 << 20)
+    }
+
+    /// As [`RawPeer::handshake`], announcing `max_frame` as our frame limit.
+    pub fn handshake_with_limit(
+        addr: SocketAddr,
+        id: u64,
+        node_id: u64,
+        max_frame: u32,
+    ) -> RawPeer {
         let mut peer = RawPeer::connect(addr);
-        peer.send(&hello(id));
+        peer.send(&hello_with(b"WRLN", 1, id, 0x5EED, max_frame));
         let (kind, _) = peer.read_frame().expect("node's hello");
         assert_eq!(kind, HELLO);
         if node_id < id {
