@@ -119,3 +119,8 @@ pub use crate::frame::{FrameError, FrameKind};
 pub use crate::id::{ConnId, PeerId};
 pub use crate::node::Node;
 pub use crate::stats::{LaneStats, NodeStats, PeerStats};
+
+/// Compiles and runs the README's example as a doctest, so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
