@@ -216,6 +216,24 @@ impl Node {
     /// Returns the message with [`TrySendError::Full`] when the lane is full, and with
     /// the reason when the peer is not connected, the connection is closing, the node
     /// is shut down, or the payload is over the peer's frame limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wirelane::{Config, Node, PeerId, TrySendError};
+    ///
+    /// let a = Node::bind(PeerId(1), "127.0.0.1:0", Config::default())?;
+    /// let b = Node::bind(PeerId(2), "127.0.0.1:0", Config::default())?;
+    /// let peer = a.connect(b.local_addr())?;
+    /// match a.try_send(peer, b"state digest".to_vec()) {
+    ///     Ok(()) => {}
+    ///     // Dropped and counted; gossip is cheap to lose, so just move on.
+    ///     Err(TrySendError::Full(_)) => {}
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// assert_eq!(&b.incoming().recv()?.payload[..], b"state digest");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_send(
         &self,
         peer: PeerId,
@@ -264,6 +282,24 @@ impl Node {
     ///
     /// Returns the message with [`SendTimeoutError::Timeout`] if the lane stayed full,
     /// and as [`send`](Node::send) does otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use wirelane::{Config, Node, PeerId, SendTimeoutError};
+    ///
+    /// let a = Node::bind(PeerId(1), "127.0.0.1:0", Config::default())?;
+    /// let b = Node::bind(PeerId(2), "127.0.0.1:0", Config::default())?;
+    /// let peer = a.connect(b.local_addr())?;
+    /// match a.send_timeout(peer, b"payment".to_vec(), Duration::from_millis(250)) {
+    ///     Ok(()) => {}
+    ///     // The peer is slow: the message comes back, to retry or reroute.
+    ///     Err(SendTimeoutError::Timeout(msg)) => println!("{} bytes not queued", msg.len()),
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send_timeout(
         &self,
         peer: PeerId,
@@ -339,6 +375,23 @@ impl Node {
 
     /// A snapshot of the counters of the connection to `peer`, or `None` if no
     /// connection to it is registered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wirelane::{Config, Node, PeerId};
+    ///
+    /// let a = Node::bind(PeerId(1), "127.0.0.1:0", Config::default())?;
+    /// let b = Node::bind(PeerId(2), "127.0.0.1:0", Config::default())?;
+    /// let peer = a.connect(b.local_addr())?;
+    /// a.send(peer, vec![0; 100])?;
+    /// b.incoming().recv()?;
+    ///
+    /// let stats = b.peer_stats(PeerId(1)).expect("registered on both sides");
+    /// println!("{stats}"); // received, dropped, queued, bytes: per lane
+    /// assert!(b.peer_stats(PeerId(3)).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn peer_stats(&self, peer: PeerId) -> Option<PeerStats> {
         let link = self.shared.table.get(peer)?;
         let conn = &link.conn;

@@ -140,8 +140,10 @@ impl Counters {
 ///
 /// On the send side, `sent + queued + dropped` equals the number of messages the
 /// application offered on that lane (gossip refusals included); on the receive side
-/// `received + recv_dropped` equals the frames that arrived. The counters are read one
-/// by one, so a snapshot taken while messages move can be off by the few in motion.
+/// `received + recv_dropped` equals the frames that arrived. The writer and the
+/// reader add to their counters once per batch, just after it is written or delivered,
+/// so a counter can trail by a moment what the peer or the application has already
+/// seen; and a snapshot taken while messages move can be off by the few in motion.
 /// Once a connection has ended its lanes are empty, and `sent + dropped` is exact.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
