@@ -17,7 +17,8 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::error::HandshakeError;
 use crate::frame::{self, CloseCode, FrameError, FrameKind, Header, HEADER_LEN};
 use crate::id::PeerId;
-use crate::reader::{until, ReadBuf};
+use crate::readbuf::ReadBuf;
+use crate::reader::until;
 
 /// Bytes in a hello payload.
 pub(crate) const HELLO_LEN: usize = 28;

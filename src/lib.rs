@@ -95,6 +95,7 @@
 #![deny(missing_docs)]
 
 mod acceptor;
+mod batch;
 mod config;
 mod connection;
 mod error;
@@ -103,6 +104,8 @@ mod frame;
 mod handshake;
 mod id;
 mod node;
+mod pool;
+mod readbuf;
 mod reader;
 mod session;
 mod stats;

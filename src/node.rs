@@ -19,6 +19,7 @@ use crate::connection::{ConnShared, Link, LogLimit, Never};
 use crate::error::{Error, HandshakeError, Result, SendError, SendTimeoutError, TrySendError};
 use crate::event::{DisconnectReason, Event, Lane, Message};
 use crate::id::{ConnId, PeerId};
+use crate::pool::BufPool;
 use crate::session::{self, Outlets, Report};
 use crate::stats::{Counters, NodeStats, PeerStats};
 use crate::table::PeerTable;
@@ -73,6 +74,8 @@ pub(crate) struct NodeShared {
     pub(crate) config: Config,
     pub(crate) local_addr: SocketAddr,
     pub(crate) table: Arc<PeerTable>,
+    /// Recycled buffers for large inbound payloads, shared by every reader.
+    pub(crate) pool: BufPool,
     registry: Mutex<Registry>,
     /// Disconnects when shutdown begins.
     shutdown_rx: Receiver<Never>,
@@ -123,6 +126,7 @@ impl Node {
             config,
             local_addr,
             table: Arc::new(PeerTable::default()),
+            pool: BufPool::default(),
             registry: Mutex::new(Registry {
                 shut: false,
                 live: HashMap::new(),

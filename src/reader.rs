@@ -4,13 +4,13 @@
 //! clock: its reads time out every tick so that it can notice a silent peer, and a
 //! graceful close that outlives its linger.
 
-use std::io::{self, Read};
+use std::io::{self, IoSliceMut, Read};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use crossbeam_channel::{Select, SendTimeoutError, Sender, TrySendError};
 
 use crate::config::Config;
@@ -18,88 +18,8 @@ use crate::connection::ConnShared;
 use crate::event::{DisconnectReason, Lane, Message};
 use crate::frame::{self, FrameError, FrameKind, Header, HEADER_LEN};
 use crate::id::PeerId;
-
-/// A read buffer that stays initialised, so refilling it never zeroes memory again.
-///
-/// It starts small (idle connections stay cheap) and doubles, up to its limit, when a
-/// read fills it.
-pub(crate) struct ReadBuf {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    max: usize,
-    grow: bool,
-}
-
-/// Size of a fresh read buffer.
-const INITIAL_READ_BUFFER: usize = 4096;
-
-impl ReadBuf {
-    pub(crate) fn new(max: usize) -> ReadBuf {
-        ReadBuf {
-            buf: vec![0; INITIAL_READ_BUFFER.min(max)],
-            start: 0,
-            end: 0,
-            max,
-            grow: false,
-        }
-    }
-
-    /// The bytes read and not yet consumed.
-    pub(crate) fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.end - self.start
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    /// The largest frame this buffer will hold whole.
-    pub(crate) fn max(&self) -> usize {
-        self.max
-    }
-
-    pub(crate) fn consume(&mut self, n: usize) {
-        debug_assert!(n <= self.len());
-        self.start += n;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-    }
-
-    /// Reads once from `source`, first making room for at least `want` buffered bytes
-    /// (capped at the limit). Returns what `read` returned.
-    pub(crate) fn fill(&mut self, mut source: impl Read, want: usize) -> io::Result<usize> {
-        let unread = self.len();
-        let want = want.max(unread + 1).min(self.max.max(unread + 1));
-        let mut size = self.buf.len();
-        if want > size {
-            size = want.next_power_of_two().min(self.max).max(want);
-        } else if self.grow && size < self.max {
-            size = (size * 2).min(self.max);
-        }
-        if self.start > 0
-            && (self.buf.len() - self.end < size / 4 || self.start + want > self.buf.len())
-        {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.start = 0;
-            self.end = unread;
-        }
-        if size > self.buf.len() {
-            self.buf.resize(size, 0);
-        }
-        let spare = self.buf.len() - self.end;
-        let n = source.read(&mut self.buf[self.end..])?;
-        self.end += n;
-        self.grow = n == spare;
-        Ok(n)
-    }
-}
+use crate::pool::BufPool;
+use crate::readbuf::ReadBuf;
 
 /// Everything the read loop needs, borrowed from the connection thread.
 pub(crate) struct Reader<'a> {
@@ -107,6 +27,8 @@ pub(crate) struct Reader<'a> {
     pub(crate) conn: &'a Arc<ConnShared>,
     pub(crate) peer: PeerId,
     pub(crate) inbound: &'a Sender<Message>,
+    /// Where large payloads are read into, and return to.
+    pub(crate) pool: &'a BufPool,
     /// Asks the writer for a pong.
     pub(crate) pong: &'a Sender<()>,
     pub(crate) config: &'a Config,
@@ -144,10 +66,11 @@ impl Reader<'_> {
                     Err(e) => break Some(DisconnectReason::Protocol(e)),
                 };
                 if rb.len() < header.frame_len() {
-                    if header.frame_len() <= rb.max() {
+                    if header.frame_len() <= rb.max() / 4 {
                         break None;
                     }
-                    // Too big for the buffer: read it straight into its own allocation.
+                    // A large frame: read the rest of it straight into its own
+                    // allocation rather than through the buffer.
                     let payload = match self.read_large(rb, header, &mut last_heard) {
                         Ok(payload) => payload,
                         Err(reason) => break Some(reason),
@@ -157,8 +80,8 @@ impl Reader<'_> {
                         Next::Stop(reason) => break Some(reason),
                     }
                 }
-                let payload = Bytes::copy_from_slice(&rb.data()[HEADER_LEN..header.frame_len()]);
-                rb.consume(header.frame_len());
+                let mut payload = rb.take(header.frame_len());
+                payload.advance(HEADER_LEN);
                 if let Next::Stop(reason) =
                     self.handle(header.kind, payload, &mut tally, &mut last_heard)
                 {
@@ -252,27 +175,38 @@ impl Reader<'_> {
         last_heard: &mut Instant,
     ) -> Result<Bytes, DisconnectReason> {
         let len = header.len as usize;
-        let mut payload = Vec::with_capacity(len);
-        payload.extend_from_slice(&rb.data()[HEADER_LEN..]);
-        rb.consume(rb.len());
-        while payload.len() < len {
-            let before = payload.len();
-            let want = (len - before) as u64;
-            let result = self.stream.take(want).read_to_end(&mut payload);
-            let got = payload.len() - before;
-            if got > 0 {
-                *last_heard = Instant::now();
-                self.conn
-                    .counters
-                    .inb
-                    .wire_bytes
-                    .fetch_add(got as u64, Relaxed);
+        let mut payload = self.pool.get(len);
+        rb.consume(HEADER_LEN);
+        let mut filled = rb.len();
+        payload[..filled].copy_from_slice(rb.data());
+        rb.consume(filled);
+        // From now on the buffer reads little more than the next header, so that a
+        // stream of large frames is read with one system call per frame and no copy.
+        rb.expect_large();
+        while filled < len {
+            // The rest of this payload, and whatever follows it, in one read.
+            let (result, into_payload) = {
+                let rest = &mut payload[filled..len];
+                let want = rest.len();
+                let mut slices = [IoSliceMut::new(rest), IoSliceMut::new(rb.spare())];
+                let result = (&mut &*self.stream).read_vectored(&mut slices);
+                let n = *result.as_ref().unwrap_or(&0);
+                (result, n.min(want))
+            };
+            if let Ok(n) = result {
+                filled += into_payload;
+                rb.commit(n - into_payload);
+                if n > 0 {
+                    *last_heard = Instant::now();
+                    let wire = &self.conn.counters.inb.wire_bytes;
+                    wire.fetch_add(n as u64, Relaxed);
+                }
             }
             if let Some(reason) = self.linger_expired() {
                 return Err(reason);
             }
             match result {
-                Ok(_) if payload.len() < len => {
+                Ok(0) => {
                     return Err(DisconnectReason::Io(Arc::new(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "connection closed in the middle of a frame",
@@ -286,7 +220,7 @@ impl Reader<'_> {
                 }
             }
         }
-        Ok(Bytes::from(payload))
+        Ok(self.pool.freeze(payload, len))
     }
 
     fn handle(
@@ -414,79 +348,4 @@ impl Reader<'_> {
 pub(crate) fn until(deadline: Instant) -> Option<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
     (!left.is_zero()).then_some(left)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A source that hands out its bytes in fixed-size reads.
-    struct Chunks<'a> {
-        data: &'a [u8],
-        chunk: usize,
-    }
-
-    impl Read for Chunks<'_> {
-        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-            let n = self.chunk.min(out.len()).min(self.data.len());
-            out[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
-    }
-
-    #[test]
-    fn read_buffer_keeps_partial_frames_across_fills_and_grows_to_fit() {
-        let mut wire = Vec::new();
-        for i in 0..100u32 {
-            frame::encode(
-                &mut wire,
-                FrameKind::Private,
-                &vec![i as u8; (i * 97 % 3000) as usize],
-            );
-        }
-        for chunk in [1, 7, 1000, 1 << 16] {
-            let mut source = Chunks { data: &wire, chunk };
-            let mut rb = ReadBuf::new(8192);
-            let mut got = Vec::new();
-            loop {
-                while let Ok(Some(h)) = frame::decode_header(rb.data(), 1 << 20) {
-                    if rb.len() < h.frame_len() {
-                        break;
-                    }
-                    got.push(rb.data()[HEADER_LEN..h.frame_len()].to_vec());
-                    rb.consume(h.frame_len());
-                }
-                let want = match frame::decode_header(rb.data(), 1 << 20) {
-                    Ok(Some(h)) => h.frame_len(),
-                    _ => HEADER_LEN,
-                };
-                if rb.fill(&mut source, want).unwrap() == 0 {
-                    break;
-                }
-            }
-            assert_eq!(got.len(), 100, "chunk {chunk}");
-            for (i, payload) in got.iter().enumerate() {
-                assert_eq!(payload.len(), i * 97 % 3000);
-                assert!(payload.iter().all(|&b| b == i as u8));
-            }
-            assert!(rb.is_empty());
-        }
-    }
-
-    #[test]
-    fn read_buffer_never_grows_past_its_limit() {
-        let data = vec![1u8; 100_000];
-        let mut source = Chunks {
-            data: &data,
-            chunk: usize::MAX,
-        };
-        let mut rb = ReadBuf::new(8192);
-        for _ in 0..10 {
-            let n = rb.fill(&mut source, 50_000).unwrap();
-            assert!(n > 0);
-            assert!(rb.buf.len() <= 8192);
-            rb.consume(rb.len());
-        }
-    }
 }

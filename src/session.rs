@@ -18,7 +18,8 @@ use crate::frame::CloseCode;
 use crate::handshake::{self, Hello};
 use crate::id::PeerId;
 use crate::node::NodeShared;
-use crate::reader::{ReadBuf, Reader};
+use crate::readbuf::ReadBuf;
+use crate::reader::Reader;
 use crate::table::{Policy, Refusal};
 use crate::writer::Writer;
 
@@ -100,6 +101,7 @@ pub(crate) fn run(
             conn: &conn,
             peer,
             inbound: &outlets.inbound,
+            pool: &node.pool,
             pong: &pong_tx,
             config: &node.config,
         }

@@ -37,8 +37,58 @@ pub(crate) enum Refusal {
 
 #[derive(Default)]
 struct Inner {
-    peers: HashMap<PeerId, Arc<Link>>,
+    peers: HashMap<PeerId, Arc<Link>, IdHashing>,
     shut: bool,
+}
+
+/// Hashes peer ids for the table, which every send looks up. SipHash, the default,
+/// defends against chosen-key floods at a cost of tens of nanoseconds per lookup; here
+/// the keys are peer ids of live connections, few and bounded, so one multiply is
+/// enough — mixed with a random seed per table so that a peer cannot choose ids that
+/// collide.
+#[derive(Clone)]
+struct IdHashing {
+    seed: u64,
+}
+
+impl Default for IdHashing {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut random = std::collections::hash_map::RandomState::new().build_hasher();
+        random.write_u64(0x5EED);
+        IdHashing {
+            seed: random.finish() | 1,
+        }
+    }
+}
+
+impl std::hash::BuildHasher for IdHashing {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(self.seed)
+    }
+}
+
+/// A multiplicative hasher for `u64` keys.
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ (self.0 >> 31)
+    }
 }
 
 #[derive(Default)]

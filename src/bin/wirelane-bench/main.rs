@@ -1,38 +1,62 @@
 //! `wirelane-bench`: wirelane's benchmarks and load checks, one binary with
 //! subcommands.
 //!
-//! One binary rather than one per job, so that every job shares the same thread,
-//! table and argument helpers and is run the same way
-//! (`cargo run --release --bin wirelane-bench [subcommand]`). `main` only dispatches
-//! on the first argument:
-//!
-//! - no argument runs the main job, a short mixed run over a 4-node mesh
-//!   ([`mesh`]) that fails (exit status 1) if a private message is lost, duplicated
-//!   or reordered;
-//! - `--help` prints the usage;
-//! - anything else prints the usage to stderr and exits with status 2.
+//! One binary rather than one per job, so that every job shares the same argument
+//! parsing, result records (a table, or JSON lines with `--json`), progress line and
+//! thread helpers, and is run the same way:
+//! `cargo run --release --bin wirelane-bench [subcommand] [options]`. With no
+//! subcommand it runs the main job ([`mesh`]); `--help` lists the rest.
 
+mod baseline;
 mod cli;
+mod latency;
 mod mesh;
+mod naive;
+mod progress;
+mod report;
 mod table;
 mod threads;
+mod throughput;
 
 use std::process::ExitCode;
 
-use crate::cli::Command;
+use crate::cli::{Args, CliError};
+use crate::report::Output;
 
 fn main() -> ExitCode {
-    match cli::parse(std::env::args_os().skip(1)) {
-        Ok(Command::Mesh) => mesh::run(),
-        Ok(Command::Help) => {
-            print!("{}", cli::USAGE);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("wirelane-bench: {e}");
-            eprintln!();
-            eprint!("{}", cli::USAGE);
-            ExitCode::from(cli::USAGE_EXIT)
-        }
+    let args = match Args::parse(std::env::args_os().skip(1)) {
+        Ok(args) => args,
+        Err(e) => return usage_error(&e),
+    };
+    if args.flag("help") || args.command == "help" {
+        print!("{}", cli::USAGE);
+        return ExitCode::SUCCESS;
     }
+    let out = Output {
+        json: args.flag("json"),
+    };
+    let result = match args.command.as_str() {
+        "" => args.finish(0).map_err(Into::into).map(|()| mesh::run()),
+        "throughput" => throughput::run(&args, out),
+        "latency" => latency::run(&args, out),
+        "baseline" => baseline::run(&args, out),
+        other => return usage_error(&CliError::UnknownCommand(other.to_owned())),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => match e.downcast_ref::<CliError>() {
+            Some(cli) => usage_error(cli),
+            None => {
+                eprintln!("wirelane-bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn usage_error(e: &CliError) -> ExitCode {
+    eprintln!("wirelane-bench: {e}");
+    eprintln!();
+    eprint!("{}", cli::USAGE);
+    ExitCode::from(cli::USAGE_EXIT)
 }

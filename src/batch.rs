@@ -1,0 +1,309 @@
+//! The writer's batch: every frame that is ready, written with as few system calls
+//! as possible.
+//!
+//! Headers and small payloads are copied into one buffer; payloads above
+//! [`INLINE_MAX`] are not copied at all but written straight from the application's
+//! buffer with a vectored write. Payloads stay in the batch until the write
+//! succeeds, so a failed write can tell exactly which private messages never
+//! reached the socket and hand them back.
+
+use std::io::{self, IoSlice, Write};
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+
+use crate::connection::LaneRx;
+use crate::event::Lane;
+use crate::frame::{self, FrameKind};
+use crate::stats::Counters;
+
+/// Payloads up to this size are copied into the batch buffer; larger ones are written
+/// from where they are. Copying a small payload costs less than the kernel's work for
+/// one more `iovec`.
+pub(crate) const INLINE_MAX: usize = 2048;
+
+/// Most `iovec`s in one vectored write (Linux accepts 1024).
+const MAX_SLICES: usize = 512;
+
+/// How many times `max_batch_bytes` a batch may reference without copying: such
+/// bytes cost no copy, and fewer, larger writes cost fewer system calls.
+const REFERENCED_FACTOR: usize = 16;
+
+/// One piece of the batch's byte stream.
+#[derive(Debug, Clone, Copy)]
+enum Piece {
+    /// `buf[start..end]`.
+    Copied { start: usize, end: usize },
+    /// The payload of `frames[index]`.
+    Referenced { index: usize },
+}
+
+/// Frames gathered for one write.
+#[derive(Default)]
+pub(crate) struct Batch {
+    buf: Vec<u8>,
+    pieces: Vec<Piece>,
+    /// For each data frame: where it ends in the batch's stream, its lane, its payload.
+    frames: Vec<(usize, Lane, Bytes)>,
+    /// Bytes in the batch's stream.
+    total: usize,
+}
+
+impl Batch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Whether the batch should take no more frames.
+    fn is_full(&self, max: usize) -> bool {
+        self.buf.len() >= max
+            || self.total >= max.saturating_mul(REFERENCED_FACTOR)
+            || self.pieces.len() >= MAX_SLICES - 2
+    }
+
+    pub(crate) fn push(&mut self, lane: Lane, payload: Bytes) {
+        let kind = match lane {
+            Lane::Gossip => FrameKind::Gossip,
+            Lane::Private => FrameKind::Private,
+        };
+        let len =
+            u32::try_from(payload.len()).expect("payload length checked against the frame limit");
+        let start = self.buf.len();
+        frame::encode_header(&mut self.buf, kind, len);
+        if payload.len() <= INLINE_MAX {
+            self.buf.extend_from_slice(&payload);
+            self.copied(start);
+        } else {
+            self.copied(start);
+            self.pieces.push(Piece::Referenced {
+                index: self.frames.len(),
+            });
+            self.total += payload.len();
+        }
+        self.frames.push((self.total, lane, payload));
+    }
+
+    pub(crate) fn control(&mut self, kind: FrameKind) {
+        let start = self.buf.len();
+        frame::encode_header(&mut self.buf, kind, 0);
+        self.copied(start);
+    }
+
+    /// Records `buf[start..]` as the next piece, merging it with the previous copied
+    /// piece when they are adjacent.
+    fn copied(&mut self, start: usize) {
+        let end = self.buf.len();
+        self.total += end - start;
+        match self.pieces.last_mut() {
+            Some(Piece::Copied { end: last, .. }) if *last == start => *last = end,
+            _ => self.pieces.push(Piece::Copied { start, end }),
+        }
+    }
+
+    /// Takes ready messages until the batch is full: the private lane first, so
+    /// private data never waits behind gossip.
+    pub(crate) fn gather(&mut self, lanes: &LaneRx, max: usize, counters: &Counters) {
+        let before = self.frames.len();
+        while !self.is_full(max) {
+            match lanes.private.try_recv() {
+                Ok(msg) => self.push(Lane::Private, msg),
+                Err(_) => break,
+            }
+        }
+        while !self.is_full(max) {
+            match lanes.gossip.try_recv() {
+                Ok(msg) => self.push(Lane::Gossip, msg),
+                Err(_) => break,
+            }
+        }
+        if self.frames.len() > before {
+            self.publish(counters);
+        }
+    }
+
+    /// Makes the messages held in the batch visible in the lanes' `queued` figures.
+    pub(crate) fn publish(&self, counters: &Counters) {
+        let private = self.frames.iter().filter(|f| f.1 == Lane::Private).count();
+        let gossip = self.frames.len() - private;
+        counters.out.private.in_batch.store(private as u64, Relaxed);
+        counters.out.gossip.in_batch.store(gossip as u64, Relaxed);
+    }
+
+    /// Writes the whole batch. On failure, returns the error and the private
+    /// messages whose frames did not fully reach the socket.
+    pub(crate) fn write(
+        &mut self,
+        stream: impl Write,
+        counters: &Counters,
+    ) -> Result<(), (io::Error, Vec<Bytes>)> {
+        let (written, result) = self.write_all(stream);
+        counters.out.wire_bytes.fetch_add(written as u64, Relaxed);
+        let unsent = self.settle(written, counters);
+        result.map_err(|e| (e, unsent))
+    }
+
+    /// Writes the pieces in order; returns how many bytes went out, and why it
+    /// stopped if not all did.
+    fn write_all(&self, mut stream: impl Write) -> (usize, io::Result<()>) {
+        let mut slices: Vec<IoSlice<'_>> = self
+            .pieces
+            .iter()
+            .map(|piece| match *piece {
+                Piece::Copied { start, end } => IoSlice::new(&self.buf[start..end]),
+                Piece::Referenced { index } => IoSlice::new(&self.frames[index].2),
+            })
+            .collect();
+        let mut slices = &mut slices[..];
+        let mut written = 0;
+        while written < self.total {
+            let result = match slices {
+                [one] => stream.write(&one[..]),
+                _ => stream.write_vectored(slices),
+            };
+            match result {
+                Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    written += n;
+                    IoSlice::advance_slices(&mut slices, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (written, Err(e)),
+            }
+        }
+        (written, Ok(()))
+    }
+
+    /// Counts the frames that fully reached the socket and empties the batch;
+    /// returns the private messages that did not.
+    fn settle(&mut self, written: usize, counters: &Counters) -> Vec<Bytes> {
+        let mut sent = [(0u64, 0u64); 2];
+        let mut unsent = Vec::new();
+        let mut gossip_lost = 0;
+        for (end, lane, payload) in self.frames.drain(..) {
+            let slot = match lane {
+                Lane::Gossip => 0,
+                Lane::Private => 1,
+            };
+            if end <= written {
+                sent[slot].0 += 1;
+                sent[slot].1 += payload.len() as u64;
+            } else if lane == Lane::Private {
+                unsent.push(payload);
+            } else {
+                gossip_lost += 1;
+            }
+        }
+        counters.out.gossip.add(sent[0].0, sent[0].1);
+        counters.out.private.add(sent[1].0, sent[1].1);
+        counters.out.gossip.drop_n(gossip_lost);
+        counters.out.private.in_batch.store(0, Relaxed);
+        counters.out.gossip.in_batch.store(0, Relaxed);
+        self.buf.clear();
+        self.pieces.clear();
+        self.total = 0;
+        unsent
+    }
+
+    /// Empties a batch that will never be written.
+    pub(crate) fn unwritten(&mut self, counters: &Counters) -> Vec<Bytes> {
+        self.settle(0, counters)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that accepts at most `limit` bytes per call, and fails after `fail_at`.
+    struct Trickle {
+        out: Vec<u8>,
+        limit: usize,
+        fail_at: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.out.len() >= self.fail_at {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            let n = buf.len().min(self.limit).min(self.fail_at - self.out.len());
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            self.write(first)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn sample() -> (Batch, Vec<u8>) {
+        let mut batch = Batch::default();
+        let mut expected = Vec::new();
+        let payloads: Vec<(Lane, Vec<u8>)> = vec![
+            (Lane::Private, vec![1; 10]),
+            (Lane::Gossip, vec![2; INLINE_MAX + 1]),
+            (Lane::Private, vec![3; 5000]),
+            (Lane::Private, vec![4; 0]),
+            (Lane::Gossip, vec![5; 100]),
+        ];
+        for (lane, payload) in payloads {
+            let kind = if lane == Lane::Private {
+                FrameKind::Private
+            } else {
+                FrameKind::Gossip
+            };
+            frame::encode(&mut expected, kind, &payload);
+            batch.push(lane, Bytes::from(payload));
+        }
+        batch.control(FrameKind::Ping);
+        frame::encode_header(&mut expected, FrameKind::Ping, 0);
+        (batch, expected)
+    }
+
+    #[test]
+    fn copied_and_referenced_pieces_write_the_frames_in_order() {
+        for limit in [1, 3, 100, 4096, usize::MAX] {
+            let (mut batch, expected) = sample();
+            let counters = Counters::default();
+            let mut out = Trickle {
+                out: Vec::new(),
+                limit,
+                fail_at: usize::MAX,
+            };
+            batch.write(&mut out, &counters).unwrap();
+            assert_eq!(out.out, expected, "limit {limit}");
+            assert_eq!(counters.out.private.messages.load(Relaxed), 3);
+            assert_eq!(counters.out.gossip.messages.load(Relaxed), 2);
+            assert!(batch.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_failed_write_hands_back_exactly_the_private_messages_not_written() {
+        let (_, expected) = sample();
+        for fail_at in 0..expected.len() {
+            let (mut batch, _) = sample();
+            let counters = Counters::default();
+            let mut out = Trickle {
+                out: Vec::new(),
+                limit: 1000,
+                fail_at,
+            };
+            let (_, unsent) = batch.write(&mut out, &counters).unwrap_err();
+            let sent = counters.out.private.messages.load(Relaxed);
+            assert_eq!(sent as usize + unsent.len(), 3, "at byte {fail_at}");
+            // What comes back is the tail of the private messages, in order.
+            let lens: Vec<usize> = unsent.iter().map(Bytes::len).collect();
+            let all = [10, 5000, 0];
+            assert_eq!(lens, all[all.len() - unsent.len()..], "at byte {fail_at}");
+        }
+    }
+}
