@@ -111,13 +111,16 @@ pub enum DisconnectReason {
 
 impl DisconnectReason {
     /// Whether the close lets messages already on the wire be delivered first
-    /// (a close frame, a half-close, and a bounded linger).
+    /// (a close frame, a half-close, and a bounded linger). A replaced connection
+    /// closes gracefully too: what its peer wrote before moving to the new connection
+    /// is still delivered, before anything from the new one.
     pub(crate) fn is_graceful(&self) -> bool {
         matches!(
             self,
             DisconnectReason::ClosedByUs
                 | DisconnectReason::Shutdown
                 | DisconnectReason::ClosedByPeer
+                | DisconnectReason::Replaced
         )
     }
 }

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use crossbeam_channel::{Select, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Select, SendTimeoutError, Sender, TrySendError};
 
 use crate::config::Config;
-use crate::connection::ConnShared;
+use crate::connection::{ConnShared, Never};
 use crate::event::{DisconnectReason, Lane, Message};
 use crate::frame::{self, FrameError, FrameKind, Header, HEADER_LEN};
 use crate::id::PeerId;
@@ -32,6 +32,9 @@ pub(crate) struct Reader<'a> {
     /// Asks the writer for a pong.
     pub(crate) pong: &'a Sender<()>,
     pub(crate) config: &'a Config,
+    /// Disconnects when the reader of the connection this one replaced has finished;
+    /// nothing is delivered before, so the peer's messages keep their order.
+    pub(crate) after: Option<Receiver<Never>>,
 }
 
 /// What handling one frame asks of the loop.
@@ -53,6 +56,19 @@ impl Reader<'_> {
     pub(crate) fn run(&self, rb: &mut ReadBuf) -> DisconnectReason {
         if let Err(e) = self.stream.set_read_timeout(Some(self.config.read_tick())) {
             return DisconnectReason::Io(Arc::new(e));
+        }
+        if let Some(after) = &self.after {
+            // Bounded: the previous connection is closing, and its reader ends within
+            // its linger. Our own close ends the wait too.
+            let mut sel = Select::new();
+            let previous = sel.recv(after);
+            sel.recv(&self.conn.closed_rx);
+            let oper = sel.select();
+            if oper.index() == previous {
+                let _ = oper.recv(after);
+            } else {
+                let _ = oper.recv(&self.conn.closed_rx);
+            }
         }
         let mut last_heard = Instant::now();
         let max = self.config.max_frame_len;

@@ -21,7 +21,7 @@ use crate::node::NodeShared;
 use crate::readbuf::ReadBuf;
 use crate::reader::Reader;
 use crate::table::{Policy, Refusal};
-use crate::writer::Writer;
+use crate::writer::{HandBack, Writer};
 
 /// Where a connection delivers: its own clones of the node's queues, so that the
 /// queues disconnect once the node has shut down and every connection has ended.
@@ -42,7 +42,11 @@ pub(crate) fn run(
     report: Option<Report>,
 ) {
     let mut rb = ReadBuf::new(node.config.read_buffer);
-    let (peer, lanes) = match shake_hands(&node, &conn, &stream, &mut rb, &outlets) {
+    // Disconnects when the reader has finished: tells the writer, and the reader of
+    // a connection that replaces this one, that nothing more will be delivered.
+    let (done_tx, done_rx) = bounded::<Never>(0);
+    let (peer, lanes, after) = match shake_hands(&node, &conn, &stream, &mut rb, &outlets, &done_rx)
+    {
         Ok(ok) => ok,
         Err(error) => {
             refused(&node, &conn, &outlets, report, error);
@@ -76,23 +80,30 @@ pub(crate) fn run(
     );
 
     let (pong_tx, pong_rx) = bounded(1);
-    let (done_tx, done_rx) = bounded::<Never>(0);
     let (writer_done_tx, writer_done) = bounded::<Never>(0);
-    let spawned = spawn_writer(
-        &node,
-        &conn,
-        &stream,
+    let writer = Writer {
+        stream: stream.clone(),
+        conn: conn.clone(),
         lanes,
-        pong_rx,
-        done_rx,
-        writer_done_tx,
-    );
-    let (writer, mut leftovers) = match spawned {
-        Ok(handle) => (Some(handle), Vec::new()),
+        pong: pong_rx,
+        ping_interval: node.config.ping_interval,
+        max_batch: node.config.max_batch_bytes,
+        handback: HandBack {
+            node: node.clone(),
+            events: outlets.events.clone(),
+            peer,
+        },
+    };
+    let writer = match spawn_writer(&node, &conn, writer, writer_done_tx) {
+        Ok(handle) => Some(handle),
         Err((e, lanes)) => {
             log::error!("{}: cannot start a writer thread: {e}", node.id);
             conn.close(DisconnectReason::Io(Arc::new(e)));
-            (None, lanes.drain(&conn.counters))
+            let left = lanes.drain(&conn.counters);
+            if !left.is_empty() {
+                undelivered(&node, &conn, &outlets.events, peer, left);
+            }
+            None
         }
     };
     if writer.is_some() {
@@ -104,11 +115,13 @@ pub(crate) fn run(
             pool: &node.pool,
             pong: &pong_tx,
             config: &node.config,
+            after,
         }
         .run(&mut rb);
         conn.close(reason);
     }
     drop(done_tx);
+    node.table.reader_finished(peer, conn.id);
     // The writer may be stuck in a write the peer will never read. The reader has
     // stopped, so the linger is enforced here: past it, the socket is cut.
     if let Some(deadline) = conn.linger_deadline() {
@@ -117,13 +130,9 @@ pub(crate) fn run(
         }
     }
     if let Some(writer) = writer {
-        leftovers = writer.join().unwrap_or_else(|_| {
+        if writer.join().is_err() {
             log::error!("{}: the writer thread of {} panicked", node.id, conn.id);
-            Vec::new()
-        });
-    }
-    if !leftovers.is_empty() {
-        undelivered(&node, &conn, &outlets, peer, leftovers);
+        }
     }
     let reason = conn.reason().unwrap_or(DisconnectReason::ClosedByUs);
     log::info!(
@@ -152,7 +161,8 @@ fn shake_hands(
     stream: &TcpStream,
     rb: &mut ReadBuf,
     outlets: &Outlets,
-) -> Result<(PeerId, LaneRx), HandshakeError> {
+    reader_done: &Receiver<Never>,
+) -> Result<(PeerId, LaneRx, Option<Receiver<Never>>), HandshakeError> {
     let config = &node.config;
     let deadline = Instant::now() + config.handshake_timeout;
     let ours = Hello {
@@ -182,11 +192,13 @@ fn shake_hands(
     } else {
         Policy::Follow
     };
-    match node.table.register(link, policy) {
-        Ok(Some(old)) => {
-            old.conn.close(DisconnectReason::Replaced);
+    let after = match node.table.register(link, policy, reader_done.clone()) {
+        Ok(registered) => {
+            if let Some(old) = registered.replaced {
+                old.conn.close(DisconnectReason::Replaced);
+            }
+            registered.after
         }
-        Ok(None) => {}
         Err(refusal) => {
             let (code, error) = match refusal {
                 Refusal::Duplicate => {
@@ -199,7 +211,7 @@ fn shake_hands(
             handshake::send_refusal(stream, code, deadline);
             return Err(error);
         }
-    }
+    };
 
     // Registered: from here a failure must hand back whatever was queued meanwhile.
     let finished = handshake::send_accept(stream, deadline).and_then(|()| {
@@ -215,13 +227,14 @@ fn shake_hands(
             ref other => DisconnectReason::Io(Arc::new(io::Error::other(other.to_string()))),
         };
         conn.close(reason);
+        node.table.reader_finished(theirs.peer, conn.id);
         let left = lanes.drain(&conn.counters);
         if !left.is_empty() {
-            undelivered(node, conn, outlets, theirs.peer, left);
+            undelivered(node, conn, &outlets.events, theirs.peer, left);
         }
         return Err(error);
     }
-    Ok((theirs.peer, lanes))
+    Ok((theirs.peer, lanes, after))
 }
 
 /// Reports a refused connection: one log line, a counter, and the error to whoever
@@ -273,10 +286,10 @@ fn refused(
 }
 
 /// Hands private messages that never reached the socket back to the application.
-fn undelivered(
+pub(crate) fn undelivered(
     node: &NodeShared,
     conn: &ConnShared,
-    outlets: &Outlets,
+    events: &Sender<Event>,
     peer: PeerId,
     messages: Vec<Bytes>,
 ) {
@@ -290,7 +303,7 @@ fn undelivered(
         conn: conn.id,
         messages,
     };
-    if !node.emit_or_wait(&outlets.events, event) {
+    if !node.emit_or_wait(events, event) {
         conn.counters.out.private.drop_n(n as u64);
         log::error!(
             "{}: lost {n} private message(s) for {peer}: the event queue stayed full until shutdown",
@@ -299,31 +312,17 @@ fn undelivered(
     }
 }
 
-type WriterHandle = JoinHandle<Vec<Bytes>>;
-
-/// Starts the writer thread. If the thread cannot start, the lanes come back so that
-/// their messages can be handed back.
+/// Starts the writer thread; `done` disconnects when it ends. If the thread cannot
+/// start, the lanes come back so that their messages can be handed back.
 fn spawn_writer(
     node: &NodeShared,
-    conn: &Arc<ConnShared>,
-    stream: &Arc<TcpStream>,
-    lanes: LaneRx,
-    pong: Receiver<()>,
-    reader_done: Receiver<Never>,
-    writer_done: Sender<Never>,
-) -> Result<WriterHandle, (io::Error, LaneRx)> {
+    conn: &ConnShared,
+    writer: Writer,
+    done: Sender<Never>,
+) -> Result<JoinHandle<()>, (io::Error, LaneRx)> {
     // The writer travels through a channel rather than the closure, so that a failed
     // spawn (which drops the closure) leaves it here.
     let (hand_over, parts) = bounded(1);
-    let writer = Writer {
-        stream: stream.clone(),
-        conn: conn.clone(),
-        lanes,
-        pong,
-        reader_done,
-        ping_interval: node.config.ping_interval,
-        max_batch: node.config.max_batch_bytes,
-    };
     if hand_over.send(writer).is_err() {
         unreachable!("a fresh channel with a live receiver has room");
     }
@@ -332,10 +331,9 @@ fn spawn_writer(
         .name(format!("wl{}-w{}", node.id.0, conn.id.get()))
         .stack_size(node.config.thread_stack_size)
         .spawn(move || {
-            let _done = writer_done;
-            match theirs.recv() {
-                Ok(writer) => writer.run(),
-                Err(_) => Vec::new(),
+            let _done = done;
+            if let Ok(writer) = theirs.recv() {
+                writer.run();
             }
         });
     spawned.map_err(|e| {

@@ -10,8 +10,10 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::connection::{ConnShared, Link};
-use crate::id::PeerId;
+use crossbeam_channel::Receiver;
+
+use crate::connection::{ConnShared, Link, Never};
+use crate::id::{ConnId, PeerId};
 
 /// How a new connection is registered when the peer already has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +40,20 @@ pub(crate) enum Refusal {
 #[derive(Default)]
 struct Inner {
     peers: HashMap<PeerId, Arc<Link>, IdHashing>,
+    /// The newest reader of each peer's messages, with the signal that disconnects
+    /// when it has finished: a reader that replaces it waits for that signal before
+    /// delivering anything, so a peer's messages are delivered in order across a
+    /// reconnection.
+    readers: HashMap<PeerId, (ConnId, Receiver<Never>), IdHashing>,
     shut: bool,
+}
+
+/// A successful registration.
+pub(crate) struct Registered {
+    /// The link this one replaced, for the caller to close.
+    pub(crate) replaced: Option<Arc<Link>>,
+    /// Disconnects when the previous reader of this peer has finished delivering.
+    pub(crate) after: Option<Receiver<Never>>,
 }
 
 /// Hashes peer ids for the table, which every send looks up. SipHash, the default,
@@ -123,14 +138,16 @@ impl PeerTable {
         self.inner.read().peers.len()
     }
 
-    /// Registers a connection. On success returns the link it replaced, which the
-    /// caller closes once this returns.
+    /// Registers a connection whose reader signals `reader_done` when it has
+    /// finished. On success returns the link it replaced, which the caller closes once
+    /// this returns, and the previous reader's signal.
     pub(crate) fn register(
         &self,
         link: Arc<Link>,
         policy: Policy,
-    ) -> Result<Option<Arc<Link>>, Refusal> {
-        let replaced = {
+        reader_done: Receiver<Never>,
+    ) -> Result<Registered, Refusal> {
+        let registered = {
             let mut inner = self.inner.write();
             if inner.shut {
                 return Err(Refusal::Shutdown);
@@ -149,11 +166,27 @@ impl PeerTable {
                 }
             }
             let _ = link.conn.peer.set(link.peer);
-            inner.peers.insert(link.peer, link)
+            let after = inner
+                .readers
+                .insert(link.peer, (link.conn.id, reader_done))
+                .map(|(_, done)| done);
+            Registered {
+                replaced: inner.peers.insert(link.peer, link),
+                after,
+            }
         };
         *self.generation.lock() += 1;
         self.registered.notify_all();
-        Ok(replaced)
+        Ok(registered)
+    }
+
+    /// Forgets a connection's reader once it has finished, unless a newer one has
+    /// taken its place.
+    pub(crate) fn reader_finished(&self, peer: PeerId, conn: ConnId) {
+        let mut inner = self.inner.write();
+        if matches!(inner.readers.get(&peer), Some((newest, _)) if *newest == conn) {
+            inner.readers.remove(&peer);
+        }
     }
 
     /// Removes the connection's entry if it is still the registered one, so that the

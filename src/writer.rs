@@ -8,12 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{select, Receiver, RecvTimeoutError};
+use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::batch::Batch;
-use crate::connection::{ConnShared, LaneRx, Never};
-use crate::event::{DisconnectReason, Lane};
+use crate::connection::{ConnShared, LaneRx};
+use crate::event::{DisconnectReason, Event, Lane};
 use crate::frame::{self, CloseCode, FrameKind};
+use crate::id::PeerId;
+use crate::node::NodeShared;
+use crate::session;
 
 /// Everything the writer thread owns.
 pub(crate) struct Writer {
@@ -22,16 +25,23 @@ pub(crate) struct Writer {
     pub(crate) lanes: LaneRx,
     /// Requests for a pong, from the reader.
     pub(crate) pong: Receiver<()>,
-    /// Disconnects when the reader has finished.
-    pub(crate) reader_done: Receiver<Never>,
     pub(crate) ping_interval: Duration,
     pub(crate) max_batch: usize,
+    /// Where private messages that were never written go back to the application.
+    pub(crate) handback: HandBack,
+}
+
+/// What the writer needs to hand undelivered messages back.
+pub(crate) struct HandBack {
+    pub(crate) node: Arc<NodeShared>,
+    pub(crate) events: Sender<Event>,
+    pub(crate) peer: PeerId,
 }
 
 impl Writer {
-    /// Runs until the connection closes, then returns the private messages that were
-    /// never handed to the socket, oldest first.
-    pub(crate) fn run(self) -> Vec<Bytes> {
+    /// Runs until the connection closes, then hands back the private messages that
+    /// were never written, oldest first, in one `Event::Undelivered`.
+    pub(crate) fn run(self) {
         let mut batch = Batch::default();
         let mut last_write = Instant::now();
         let unsent = loop {
@@ -81,12 +91,12 @@ impl Writer {
         }
     }
 
-    /// Says goodbye (on a graceful close), hands back what was never written, and
-    /// gives the reader until the linger deadline to see the peer's end.
-    fn finish(self, mut unsent: Vec<Bytes>) -> Vec<Bytes> {
+    /// Says goodbye (on a graceful close) and hands back what was never written. It
+    /// does not wait for the peer's end: the reader lingers for that, and emitting
+    /// `Undelivered` now lets the application resend at once.
+    fn finish(self, mut unsent: Vec<Bytes>) {
         let reason = self.conn.reason();
-        let graceful = reason.as_ref().is_some_and(DisconnectReason::is_graceful);
-        if graceful {
+        if reason.as_ref().is_some_and(DisconnectReason::is_graceful) {
             let code = match reason {
                 Some(DisconnectReason::Shutdown) => CloseCode::Shutdown,
                 _ => CloseCode::Normal,
@@ -102,13 +112,9 @@ impl Writer {
             let _ = self.stream.shutdown(Shutdown::Write);
         }
         unsent.extend(self.lanes.drain(&self.conn.counters));
-        if graceful {
-            if let Some(deadline) = self.conn.linger_deadline() {
-                if let Err(RecvTimeoutError::Timeout) = self.reader_done.recv_deadline(deadline) {
-                    self.conn.cut();
-                }
-            }
+        if !unsent.is_empty() {
+            let HandBack { node, events, peer } = &self.handback;
+            session::undelivered(node, &self.conn, events, *peer, unsent);
         }
-        unsent
     }
 }
