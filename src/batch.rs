@@ -40,7 +40,7 @@ enum Piece {
 
 /// Frames gathered for one write.
 #[derive(Default)]
-pub(crate) struct Batch {
+pub struct Batch {
     buf: Vec<u8>,
     pieces: Vec<Piece>,
     /// For each data frame: where it ends in the batch's stream, its lane, its payload.
@@ -50,7 +50,8 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub(crate) fn is_empty(&self) -> bool {
+    /// Whether nothing is gathered.
+    pub fn is_empty(&self) -> bool {
         self.total == 0
     }
 
@@ -61,7 +62,8 @@ impl Batch {
             || self.pieces.len() >= MAX_SLICES - 2
     }
 
-    pub(crate) fn push(&mut self, lane: Lane, payload: Bytes) {
+    /// Adds a data frame.
+    pub fn push(&mut self, lane: Lane, payload: Bytes) {
         let kind = match lane {
             Lane::Gossip => FrameKind::Gossip,
             Lane::Private => FrameKind::Private,
@@ -131,7 +133,7 @@ impl Batch {
 
     /// Writes the whole batch. On failure, returns the error and the private
     /// messages whose frames did not fully reach the socket.
-    pub(crate) fn write(
+    pub fn write(
         &mut self,
         stream: impl Write,
         counters: &Counters,

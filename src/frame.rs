@@ -16,7 +16,7 @@ use std::fmt;
 use byteorder::{BigEndian, ByteOrder};
 
 /// Bytes in a frame header.
-pub(crate) const HEADER_LEN: usize = 6;
+pub const HEADER_LEN: usize = 6;
 
 /// What a frame is.
 ///
@@ -143,14 +143,14 @@ impl std::error::Error for FrameError {}
 
 /// A decoded frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Header {
-    pub(crate) kind: FrameKind,
-    pub(crate) len: u32,
+pub struct Header {
+    pub kind: FrameKind,
+    pub len: u32,
 }
 
 impl Header {
     /// Header and payload together.
-    pub(crate) fn frame_len(&self) -> usize {
+    pub fn frame_len(&self) -> usize {
         HEADER_LEN + self.len as usize
     }
 }
@@ -165,7 +165,7 @@ impl Header {
 ///
 /// Fails on an unknown kind, a set reserved flag, a control frame of the wrong length,
 /// or a data payload longer than `max_payload` — before anything is allocated for it.
-pub(crate) fn decode_header(buf: &[u8], max_payload: u32) -> Result<Option<Header>, FrameError> {
+pub fn decode_header(buf: &[u8], max_payload: u32) -> Result<Option<Header>, FrameError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
@@ -190,7 +190,7 @@ pub(crate) fn decode_header(buf: &[u8], max_payload: u32) -> Result<Option<Heade
 }
 
 /// Appends a header for a payload of `len` bytes.
-pub(crate) fn encode_header(out: &mut Vec<u8>, kind: FrameKind, len: u32) {
+pub fn encode_header(out: &mut Vec<u8>, kind: FrameKind, len: u32) {
     let mut header = [0u8; HEADER_LEN];
     BigEndian::write_u32(&mut header[0..4], len);
     header[4] = kind.to_u8();
@@ -203,7 +203,7 @@ pub(crate) fn encode_header(out: &mut Vec<u8>, kind: FrameKind, len: u32) {
 ///
 /// Panics if the payload is longer than `u32::MAX`; callers check payloads against the
 /// peer's limit, which is never above it.
-pub(crate) fn encode(out: &mut Vec<u8>, kind: FrameKind, payload: &[u8]) {
+pub fn encode(out: &mut Vec<u8>, kind: FrameKind, payload: &[u8]) {
     let len = u32::try_from(payload.len()).expect("payload length checked against the frame limit");
     encode_header(out, kind, len);
     out.extend_from_slice(payload);

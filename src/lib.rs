@@ -123,6 +123,15 @@ pub use crate::id::{ConnId, PeerId};
 pub use crate::node::Node;
 pub use crate::stats::{LaneStats, NodeStats, PeerStats};
 
+/// Internals exposed for the crate's own micro-benchmarks in `benches/`. Not part of
+/// the API: hidden from the documentation and free to change in any release.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::batch::Batch;
+    pub use crate::frame::{decode_header, encode, encode_header, FrameKind, HEADER_LEN};
+    pub use crate::stats::Counters;
+}
+
 /// Compiles and runs the README's example as a doctest, so it cannot rot.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
