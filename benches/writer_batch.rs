@@ -50,7 +50,7 @@ fn batch(c: &mut Criterion) {
                         batch.push(Lane::Private, payload.clone());
                     }
                     let mut sink = Sink(0);
-                    assert!(batch.write(&mut sink, &counters).is_ok());
+                    assert!(batch.write(&mut sink, &counters, &mut || {}).is_ok());
                     black_box(sink.0)
                 })
             },

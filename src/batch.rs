@@ -133,12 +133,14 @@ impl Batch {
 
     /// Writes the whole batch. On failure, returns the error and the private
     /// messages whose frames did not fully reach the socket.
+    /// `progress` is called after every system call that wrote something.
     pub fn write(
         &mut self,
         stream: impl Write,
         counters: &Counters,
+        progress: &mut dyn FnMut(),
     ) -> Result<(), (io::Error, Vec<Bytes>)> {
-        let (written, result) = self.write_all(stream);
+        let (written, result) = self.write_all(stream, progress);
         counters.out.wire_bytes.fetch_add(written as u64, Relaxed);
         let unsent = self.settle(written, counters);
         result.map_err(|e| (e, unsent))
@@ -146,7 +148,11 @@ impl Batch {
 
     /// Writes the pieces in order; returns how many bytes went out, and why it
     /// stopped if not all did.
-    fn write_all(&self, mut stream: impl Write) -> (usize, io::Result<()>) {
+    fn write_all(
+        &self,
+        mut stream: impl Write,
+        progress: &mut dyn FnMut(),
+    ) -> (usize, io::Result<()>) {
         let mut slices: Vec<IoSlice<'_>> = self
             .pieces
             .iter()
@@ -167,6 +173,7 @@ impl Batch {
                 Ok(n) => {
                     written += n;
                     IoSlice::advance_slices(&mut slices, n);
+                    progress();
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return (written, Err(e)),
@@ -280,7 +287,7 @@ mod tests {
                 limit,
                 fail_at: usize::MAX,
             };
-            batch.write(&mut out, &counters).unwrap();
+            batch.write(&mut out, &counters, &mut || {}).unwrap();
             assert_eq!(out.out, expected, "limit {limit}");
             assert_eq!(counters.out.private.messages.load(Relaxed), 3);
             assert_eq!(counters.out.gossip.messages.load(Relaxed), 2);
@@ -299,7 +306,7 @@ mod tests {
                 limit: 1000,
                 fail_at,
             };
-            let (_, unsent) = batch.write(&mut out, &counters).unwrap_err();
+            let (_, unsent) = batch.write(&mut out, &counters, &mut || {}).unwrap_err();
             let sent = counters.out.private.messages.load(Relaxed);
             assert_eq!(sent as usize + unsent.len(), 3, "at byte {fail_at}");
             // What comes back is the tail of the private messages, in order.

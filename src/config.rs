@@ -64,8 +64,10 @@ pub struct Config {
     /// `ping_interval`. Default 10 s.
     pub silence_timeout: Duration,
     /// On a graceful close (disconnect, shutdown, or the peer's close) the
-    /// connection keeps reading for up to this long, so that messages already on the
-    /// wire in both directions are delivered before the socket goes. Default 1 s.
+    /// connection stays open until both sides have finished, so that messages already
+    /// on the wire in both directions are delivered before the socket goes. It waits
+    /// as long as data keeps moving, gives up once nothing has moved for this long,
+    /// and in any case after ten times this. Default 1 s.
     pub linger: Duration,
     /// The writer gathers ready frames into one buffer of up to about this many
     /// bytes before each write. Default 64 KiB.

@@ -58,10 +58,16 @@ pub(crate) struct ConnShared {
     pub(crate) discards: LogLimit,
 }
 
+/// A graceful close lasts at most this many lingers, however steadily data moves.
+const LINGER_CAP: u32 = 10;
+
 #[derive(Default)]
 struct CloseState {
     reason: Option<DisconnectReason>,
+    /// When a graceful close gives up waiting for the peer; pushed back while data
+    /// still moves, never past `hard_deadline`.
     linger_deadline: Option<Instant>,
+    hard_deadline: Option<Instant>,
 }
 
 impl ConnShared {
@@ -114,7 +120,9 @@ impl ConnShared {
                 return false;
             }
             state.reason = Some(reason);
-            state.linger_deadline = Some(Instant::now() + self.linger);
+            let now = Instant::now();
+            state.linger_deadline = Some(now + self.linger);
+            state.hard_deadline = Some(now + self.linger * LINGER_CAP);
         }
         self.closing.store(true, Ordering::SeqCst);
         // Dropped here, outside the table's lock: the last `Link` going away is what
@@ -137,9 +145,49 @@ impl ConnShared {
         self.close.lock().reason.clone()
     }
 
-    /// When a graceful close stops waiting for the peer.
+    /// When a graceful close stops waiting for the peer, as things stand: the
+    /// deadline moves while data still moves.
     pub(crate) fn linger_deadline(&self) -> Option<Instant> {
         self.close.lock().linger_deadline
+    }
+
+    /// Whether a graceful close has waited its linger out.
+    pub(crate) fn linger_over(&self) -> bool {
+        self.linger_deadline().is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Notes that data moved on a closing connection (bytes read or written, a
+    /// message handed to the application): the peer is slow, not gone, and cutting
+    /// the socket now would throw away what is in flight. No-op while open.
+    pub(crate) fn progress(&self) {
+        if !self.is_closing() {
+            return;
+        }
+        let mut state = self.close.lock();
+        if let Some(cap) = state.hard_deadline {
+            state.linger_deadline = Some((Instant::now() + self.linger).min(cap));
+        }
+    }
+
+    /// Waits on `rx` until it yields or disconnects, or the linger runs out (the
+    /// deadline may move while waiting). Returns `None` if the linger ran out.
+    pub(crate) fn wait_lingering<T>(
+        &self,
+        rx: &Receiver<T>,
+    ) -> Option<Result<T, crossbeam_channel::RecvError>> {
+        loop {
+            let deadline = self.linger_deadline()?;
+            match rx.recv_deadline(deadline) {
+                Ok(v) => return Some(Ok(v)),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Some(Err(crossbeam_channel::RecvError))
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) if self.linger_over() => {
+                    return None
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            }
+        }
     }
 
     /// Marks the handshake as done. Returns `false` if the connection was closed

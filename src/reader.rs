@@ -59,7 +59,9 @@ impl Reader<'_> {
         }
         if let Some(after) = &self.after {
             // Bounded: the previous connection is closing, and its reader ends within
-            // its linger. Our own close ends the wait too.
+            // its linger. If this connection closes meanwhile, a graceful close still
+            // delivers what arrives, so the order still matters: keep waiting, within
+            // this connection's own linger. After a forced close nothing is delivered.
             let mut sel = Select::new();
             let previous = sel.recv(after);
             sel.recv(&self.conn.closed_rx);
@@ -68,6 +70,9 @@ impl Reader<'_> {
                 let _ = oper.recv(after);
             } else {
                 let _ = oper.recv(&self.conn.closed_rx);
+                if self.conn.reason().is_some_and(|r| r.is_graceful()) {
+                    let _ = self.conn.wait_lingering(after);
+                }
             }
         }
         let mut last_heard = Instant::now();
@@ -169,11 +174,7 @@ impl Reader<'_> {
     /// Ends a graceful close whose peer did not finish its side in time. Cutting the
     /// socket also frees a writer stuck on a send buffer the peer no longer drains.
     fn linger_expired(&self) -> Option<DisconnectReason> {
-        if !self.conn.is_closing() {
-            return None;
-        }
-        let deadline = self.conn.linger_deadline()?;
-        if Instant::now() < deadline {
+        if !self.conn.is_closing() || !self.conn.linger_over() {
             return None;
         }
         self.conn.cut();
@@ -216,6 +217,7 @@ impl Reader<'_> {
                     *last_heard = Instant::now();
                     let wire = &self.conn.counters.inb.wire_bytes;
                     wire.fetch_add(n as u64, Relaxed);
+                    self.conn.progress();
                 }
             }
             if let Some(reason) = self.linger_expired() {
@@ -246,6 +248,10 @@ impl Reader<'_> {
         tally: &mut Tally,
         last_heard: &mut Instant,
     ) -> Next {
+        if matches!(kind, FrameKind::Gossip | FrameKind::Private) {
+            // Data still arriving keeps a graceful close lingering; pings do not.
+            self.conn.progress();
+        }
         match kind {
             FrameKind::Gossip => {
                 let len = payload.len() as u64;
@@ -336,20 +342,30 @@ impl Reader<'_> {
         let room = sel.send(self.inbound);
         sel.recv(&self.conn.closed_rx);
         let oper = sel.select();
-        let msg = if oper.index() == room {
+        let mut msg = if oper.index() == room {
             return oper.send(self.inbound, msg).is_ok();
         } else {
             let _ = oper.recv(&self.conn.closed_rx);
             msg
         };
-        let graceful = self.conn.reason().is_some_and(|r| r.is_graceful());
-        let deadline = self.conn.linger_deadline();
-        match deadline {
-            Some(deadline) if graceful => match self.inbound.send_deadline(msg, deadline) {
-                Ok(()) => true,
-                Err(SendTimeoutError::Timeout(_) | SendTimeoutError::Disconnected(_)) => false,
-            },
-            _ => false,
+        if !self.conn.reason().is_some_and(|r| r.is_graceful()) {
+            return false;
+        }
+        // Closing gracefully: keep waiting while the close lingers (the application
+        // taking other messages, or the socket moving, keeps it lingering).
+        loop {
+            let Some(deadline) = self.conn.linger_deadline() else {
+                return false;
+            };
+            match self.inbound.send_deadline(msg, deadline) {
+                Ok(()) => {
+                    self.conn.progress();
+                    return true;
+                }
+                Err(SendTimeoutError::Disconnected(_)) => return false,
+                Err(SendTimeoutError::Timeout(_)) if self.conn.linger_over() => return false,
+                Err(SendTimeoutError::Timeout(back)) => msg = back,
+            }
         }
     }
 

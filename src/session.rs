@@ -9,7 +9,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
 use bytes::Bytes;
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::connection::{self, ConnShared, LaneRx, Link, Never};
 use crate::error::HandshakeError;
@@ -123,11 +123,10 @@ pub(crate) fn run(
     drop(done_tx);
     node.table.reader_finished(peer, conn.id);
     // The writer may be stuck in a write the peer will never read. The reader has
-    // stopped, so the linger is enforced here: past it, the socket is cut.
-    if let Some(deadline) = conn.linger_deadline() {
-        if let Err(RecvTimeoutError::Timeout) = writer_done.recv_deadline(deadline) {
-            conn.cut();
-        }
+    // stopped, so the linger is enforced here: once nothing has moved for a
+    // linger, the socket is cut.
+    if conn.wait_lingering(&writer_done).is_none() {
+        conn.cut();
     }
     if let Some(writer) = writer {
         if writer.join().is_err() {

@@ -60,7 +60,9 @@ impl Writer {
                 }
                 batch.control(FrameKind::Ping);
             }
-            match batch.write(&*self.stream, &self.conn.counters) {
+            match batch.write(&*self.stream, &self.conn.counters, &mut || {
+                self.conn.progress()
+            }) {
                 Ok(()) => last_write = Instant::now(),
                 Err((e, unsent)) => {
                     self.conn.close(DisconnectReason::Io(Arc::new(e)));
@@ -91,10 +93,16 @@ impl Writer {
         }
     }
 
-    /// Says goodbye (on a graceful close) and hands back what was never written. It
-    /// does not wait for the peer's end: the reader lingers for that, and emitting
-    /// `Undelivered` now lets the application resend at once.
+    /// Hands back what was never written, then says goodbye (on a graceful close).
+    /// The hand-back comes first because the goodbye can block behind a peer that
+    /// has stopped reading; it does not wait for the peer's end either: the reader
+    /// lingers for that.
     fn finish(self, mut unsent: Vec<Bytes>) {
+        unsent.extend(self.lanes.drain(&self.conn.counters));
+        if !unsent.is_empty() {
+            let HandBack { node, events, peer } = &self.handback;
+            session::undelivered(node, &self.conn, events, *peer, unsent);
+        }
         let reason = self.conn.reason();
         if reason.as_ref().is_some_and(DisconnectReason::is_graceful) {
             let code = match reason {
@@ -103,18 +111,14 @@ impl Writer {
             };
             let mut out = Vec::with_capacity(frame::HEADER_LEN + 1);
             frame::encode_close(&mut out, code);
-            // If the peer has stopped reading this can block; the reader cuts the
-            // socket when the linger runs out, which ends the write.
+            // If the peer has stopped reading this can block; the connection cuts
+            // the socket when the linger runs out, which ends the write.
             if (&*self.stream).write_all(&out).is_ok() {
                 let bytes = &self.conn.counters.out.wire_bytes;
                 bytes.fetch_add(out.len() as u64, Relaxed);
+                self.conn.progress();
             }
             let _ = self.stream.shutdown(Shutdown::Write);
-        }
-        unsent.extend(self.lanes.drain(&self.conn.counters));
-        if !unsent.is_empty() {
-            let HandBack { node, events, peer } = &self.handback;
-            session::undelivered(node, &self.conn, events, *peer, unsent);
         }
     }
 }
