@@ -24,30 +24,38 @@ that every private message accepted by `send` arrived exactly once and in order.
 
 subcommands:
   throughput --size N --count M [--lane private|gossip] [--conns K] [--batch B]
+             [--capacity C] [--repeat R] [--impl all|wirelane]
         one-way messages from one node to another in this process (K sender nodes
         into one receiver); every payload freshly allocated. Also measures, in the
         same run, the raw loopback TCP limit and the in-process channel limit, and
-        prints our ratio to each. --batch sets Config::max_batch_bytes.
+        prints our ratio to each. --batch sets Config::max_batch_bytes, --capacity
+        both lane capacities; each contender runs R times (default 3), best kept.
   latency --size N --count M [--impl wirelane|naive|both]
         ping-pong round trips over one connection; p50, p99, p99.9.
-  mesh --nodes N --size S --secs T
+  mesh [--nodes N] [--size S] [--secs T]
         all-to-all gossip and private traffic among N nodes; aggregate msgs/s,
-        drops, lost private messages (must be 0).
-  deadlock [--impl locked|wirelane]
+        drops, lost private messages (must be 0). The defaults (4 nodes, 64 bytes,
+        5 s) are the main job.
+  deadlock [--impl locked|wirelane] [--messages N] [--watchdog SECS]
         the Fabric FAB-10469 scenario: two peers flooding each other with private
         messages through full buffers. `locked` is a reference implementation that
         blocks on a full buffer while holding its connection lock; it deadlocks,
-        which a watchdog reports. Without --impl both run side by side.
-  scale --conns N
-        N idle connections into one node: threads, resident memory per connection,
-        and the throughput of one active connection among them.
-  soak --secs T
-        mixed load among several nodes with random disconnects and reconnects;
-        checks that no private message is lost, duplicated or reordered (messages
-        handed back in Undelivered count as returned), and that threads and memory
-        stay bounded. Exits 1 on any violation.
-  serve --listen ADDR --id N
-        a node that answers the `load` workloads from another process or host.
+        which a watchdog reports after SECS (default 3) without progress. N
+        messages per thread (default 20000). Without --impl both run side by side;
+        exits 1 unless wirelane completes with nothing lost or reordered.
+  scale [--conns N] [--size S] [--count M] [--repeat R]
+        N idle connections (default 1000) into one node: threads, resident memory
+        per connection, and the throughput of one active connection (M S-byte
+        private messages) alone and among them, best of R runs (default 3).
+  soak [--secs T] [--nodes N] [--seed X]
+        mixed load among N nodes (default 4) for T seconds (default 30) with random
+        disconnects and reconnects (chaos seeded by X, default 1); checks that no
+        private message is lost, duplicated or reordered (messages handed back in
+        Undelivered count as returned), and that threads and memory stay bounded.
+        Exits 1 on any violation.
+  serve --listen ADDR --id N [--secs T]
+        a node that answers the `load` workloads from another process or host,
+        until killed or for T seconds; logs each peer's arrival and departure.
   load --connect ADDR [--id N] [--workload throughput|latency] [--size N] [--count M]
         runs a workload against a `serve` process.
   baseline raw|channel|naive --size N [--count M]

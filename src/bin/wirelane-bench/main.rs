@@ -9,11 +9,20 @@
 
 mod baseline;
 mod cli;
+mod deadlock;
 mod latency;
+mod load;
+mod locked;
 mod mesh;
 mod naive;
+mod procfs;
 mod progress;
+mod remote;
 mod report;
+mod scale;
+mod serve;
+mod soak;
+mod streams;
 mod table;
 mod threads;
 mod throughput;
@@ -36,8 +45,14 @@ fn main() -> ExitCode {
         json: args.flag("json"),
     };
     let result = match args.command.as_str() {
-        "" => args.finish(0).map_err(Into::into).map(|()| mesh::run()),
+        "" => mesh::main_job(&args, out),
+        "mesh" => mesh::run(&args, out),
+        "serve" => serve::run(&args, out),
+        "load" => load::run(&args, out),
+        "deadlock" => deadlock::run(&args, out),
         "throughput" => throughput::run(&args, out),
+        "scale" => scale::run(&args, out),
+        "soak" => soak::run(&args, out),
         "latency" => latency::run(&args, out),
         "baseline" => baseline::run(&args, out),
         other => return usage_error(&CliError::UnknownCommand(other.to_owned())),

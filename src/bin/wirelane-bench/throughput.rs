@@ -44,6 +44,9 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, Box<dyn std::error::Err
     if let Some(batch) = args.get_opt::<usize>("batch")? {
         config = config.max_batch_bytes(batch);
     }
+    if let Some(capacity) = args.get_opt::<usize>("capacity")? {
+        config = config.gossip_capacity(capacity).private_capacity(capacity);
+    }
     args.finish(0)?;
     let plan = Plan {
         size,
