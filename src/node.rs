@@ -74,8 +74,8 @@ pub(crate) struct NodeShared {
     pub(crate) config: Config,
     pub(crate) local_addr: SocketAddr,
     pub(crate) table: Arc<PeerTable>,
-    /// Recycled buffers for large inbound payloads, shared by every reader.
-    pub(crate) pool: BufPool,
+    /// Recycled buffers for inbound data, shared by every reader.
+    pub(crate) pool: Arc<BufPool>,
     registry: Mutex<Registry>,
     /// Disconnects when shutdown begins.
     shutdown_rx: Receiver<Never>,
@@ -126,7 +126,7 @@ impl Node {
             config,
             local_addr,
             table: Arc::new(PeerTable::default()),
-            pool: BufPool::default(),
+            pool: Arc::new(BufPool::default()),
             registry: Mutex::new(Registry {
                 shut: false,
                 live: HashMap::new(),

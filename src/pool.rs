@@ -1,8 +1,8 @@
-//! Recycled buffers for large inbound payloads.
+//! Recycled buffers for inbound data: the reader's blocks, and large payloads.
 //!
-//! A large frame is read straight into a buffer of its own, and the application
-//! receives that buffer as [`Bytes`]. When the application drops the last handle, the
-//! buffer comes back here instead of going to the allocator. Freeing in the
+//! Reads land in a buffer from here, and the application receives slices of it (or,
+//! for a large frame, the whole of it) as [`Bytes`]. When the application drops the
+//! last handle, the buffer comes back here instead of going to the allocator. Freeing in the
 //! application's thread what the reader's thread allocated makes the system allocator
 //! trim and re-fault memory on every message; recycling keeps the pages warm, and a
 //! recycled buffer is already initialised, so it is never zeroed again.
@@ -14,12 +14,12 @@
 use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-/// Smallest class.
-const MIN_CLASS_SHIFT: u32 = 14; // 16 KiB
+/// Smallest class: the smallest read block.
+const MIN_CLASS_SHIFT: u32 = 12; // 4 KiB
 /// Largest class; larger payloads get unpooled allocations.
 const MAX_CLASS_SHIFT: u32 = 22; // 4 MiB
 /// Idle bytes kept per class, at most (and at least two buffers).
-const CLASS_BYTES: usize = 4 << 20;
+const CLASS_BYTES: usize = 2 << 20;
 
 /// The idle buffers of one size class: returned through the sender, taken from the
 /// receiver.
@@ -106,13 +106,14 @@ mod tests {
         let pool = BufPool::default();
         let mut buf = pool.get(20_000);
         assert_eq!(buf.len(), 32 * 1024);
+        let class = 3;
         buf[..5].copy_from_slice(b"hello");
         let ptr = buf.as_ptr();
         let bytes = pool.freeze(buf, 5);
         let clone = bytes.slice(1..3);
         assert_eq!(&bytes[..], b"hello");
         drop(bytes);
-        assert!(pool.classes[1].1.is_empty(), "a clone still holds it");
+        assert!(pool.classes[class].1.is_empty(), "a clone still holds it");
         assert_eq!(&clone[..], b"el");
         drop(clone);
         let again = pool.get(17_000);

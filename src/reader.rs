@@ -139,6 +139,13 @@ impl Reader<'_> {
                         .fetch_add(n as u64, Relaxed);
                 }
                 Err(e) => {
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) {
+                        // Idle for a tick: hand the read block back to the pool.
+                        rb.release();
+                    }
                     if let Some(reason) = self.on_read_error(e, last_heard) {
                         return reason;
                     }

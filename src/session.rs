@@ -41,7 +41,7 @@ pub(crate) fn run(
     outlets: Outlets,
     report: Option<Report>,
 ) {
-    let mut rb = ReadBuf::new(node.config.read_buffer);
+    let mut rb = ReadBuf::new(node.pool.clone(), node.config.read_buffer);
     // Disconnects when the reader has finished: tells the writer, and the reader of
     // a connection that replaces this one, that nothing more will be delivered.
     let (done_tx, done_rx) = bounded::<Never>(0);
