@@ -174,8 +174,10 @@ impl ReadBuf {
             b.len() - self.end >= want.saturating_sub(unread).max(1) && b.len() >= want
         });
         if !fits {
+            // One window: a block is usually frozen after one read, and what a
+            // frozen block has left over stays pinned with its messages.
             let size = want
-                .max(self.window * 2)
+                .max(self.window)
                 .next_power_of_two()
                 .clamp(MIN_WINDOW, self.max_block)
                 .max(want);
