@@ -1,6 +1,6 @@
 //! `load --connect ADDR [--id N] [--workload throughput|latency] [--size S]
 //! [--count M]`: the `throughput` and `latency` workloads against a `serve` process,
-//! on this host or another, over the [`remote`](crate::remote) protocol.
+//! on this host or another, over the [`remote`] protocol.
 //!
 //! Throughput is timed from the first data message sent to the answer to a count
 //! request showing that `serve` has received them all, so it includes one round trip

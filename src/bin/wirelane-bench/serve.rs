@@ -2,7 +2,7 @@
 //! wirelane between two processes or two hosts.
 //!
 //! One node, any number of `load` peers, one thread: it takes messages and events
-//! as they come and answers each message as the [`remote`](crate::remote) protocol
+//! as they come and answers each message as the [`remote`] protocol
 //! says (echo, count, answer a count request). One thread is enough because every
 //! answer is a private send to a peer that is waiting for it, so a reply never waits
 //! for room unless a peer misbehaves, and then only for [`REPLY_TIMEOUT`]. It logs
