@@ -1,7 +1,9 @@
 //! Node configuration: one struct, safe defaults, chainable setters, validation.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Authenticator;
 use crate::error::Error;
 
 /// Everything a [`Node`](crate::Node) can be tuned with.
@@ -24,7 +26,7 @@ use crate::error::Error;
 /// assert_eq!(config.private_capacity, 64);
 /// assert!(config.validate().is_ok());
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
     /// Most messages the gossip lane of one connection holds before
@@ -82,6 +84,12 @@ pub struct Config {
     /// Stack size of every thread the node starts. Default 256 KiB: the reader and
     /// writer loops are shallow, and thousands of connections must fit in memory.
     pub thread_stack_size: usize,
+    /// Proves this node's identity to every peer and checks theirs during the
+    /// handshake; a peer that fails is refused. Default `None`: any peer that speaks
+    /// the protocol may connect under any id. Both ends of a connection must agree:
+    /// a node with an authenticator refuses one without, and the other way round.
+    /// See [`SharedSecret`](crate::SharedSecret) and [`Authenticator`](crate::Authenticator).
+    pub authenticator: Option<Arc<dyn Authenticator>>,
 }
 
 impl Default for Config {
@@ -100,6 +108,7 @@ impl Default for Config {
             max_batch_bytes: 64 * 1024,
             read_buffer: 64 * 1024,
             thread_stack_size: 256 * 1024,
+            authenticator: None,
         }
     }
 }
@@ -145,6 +154,13 @@ impl Config {
         read_buffer: usize;
         /// Sets [`thread_stack_size`](Config::thread_stack_size).
         thread_stack_size: usize;
+    }
+
+    /// Sets [`authenticator`](Config::authenticator).
+    #[must_use]
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticator = Some(Arc::new(authenticator));
+        self
     }
 
     /// Checks that the values make sense together.

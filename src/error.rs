@@ -90,6 +90,19 @@ pub enum HandshakeError {
     SelfConnect,
     /// A live connection to this peer already exists and is kept; this one is refused.
     Duplicate(PeerId),
+    /// One side authenticates its peers and the other does not (`ours`: whether this
+    /// node does).
+    AuthMismatch {
+        /// Whether this node has an authenticator.
+        ours: bool,
+        /// Whether the peer announced one.
+        theirs: bool,
+    },
+    /// The peer's proof of identity did not verify: it lacks the secret, or claims an
+    /// id it may not use, or replays an old handshake.
+    AuthFailed,
+    /// The peer did not accept this node's proof of identity.
+    PeerRejectedAuth,
     /// The peer is shutting down.
     PeerShuttingDown,
     /// The peer refused the connection (one of its limits, or a protocol error it saw).
@@ -111,6 +124,20 @@ impl fmt::Display for HandshakeError {
             }
             HandshakeError::SelfConnect => f.write_str("peer claims this node's own id"),
             HandshakeError::Duplicate(peer) => write!(f, "already connected to {peer}"),
+            HandshakeError::AuthMismatch { ours, theirs } => write!(
+                f,
+                "authentication mismatch: this node {}, the peer {}",
+                if *ours {
+                    "authenticates"
+                } else {
+                    "does not authenticate"
+                },
+                if *theirs { "does" } else { "does not" }
+            ),
+            HandshakeError::AuthFailed => f.write_str("peer failed to authenticate"),
+            HandshakeError::PeerRejectedAuth => {
+                f.write_str("peer rejected this node's authentication")
+            }
             HandshakeError::PeerShuttingDown => f.write_str("peer is shutting down"),
             HandshakeError::PeerRefused => f.write_str("peer refused the connection"),
             HandshakeError::Shutdown => f.write_str("node is shutting down"),

@@ -38,6 +38,8 @@ pub enum FrameKind {
     Gossip,
     /// A private-lane message.
     Private,
+    /// A proof of identity during the handshake (when authentication is on).
+    Auth,
 }
 
 impl FrameKind {
@@ -50,6 +52,7 @@ impl FrameKind {
             FrameKind::Pong => 5,
             FrameKind::Gossip => 6,
             FrameKind::Private => 7,
+            FrameKind::Auth => 8,
         }
     }
 
@@ -60,7 +63,7 @@ impl FrameKind {
             FrameKind::Hello => Some(crate::handshake::HELLO_LEN as u32),
             FrameKind::Accept | FrameKind::Ping | FrameKind::Pong => Some(0),
             FrameKind::Close => Some(1),
-            FrameKind::Gossip | FrameKind::Private => None,
+            FrameKind::Gossip | FrameKind::Private | FrameKind::Auth => None,
         }
     }
 }
@@ -77,6 +80,7 @@ impl TryFrom<u8> for FrameKind {
             5 => FrameKind::Pong,
             6 => FrameKind::Gossip,
             7 => FrameKind::Private,
+            8 => FrameKind::Auth,
             other => return Err(FrameError::UnknownKind(other)),
         })
     }
@@ -92,6 +96,7 @@ impl fmt::Display for FrameKind {
             FrameKind::Pong => "pong",
             FrameKind::Gossip => "gossip",
             FrameKind::Private => "private",
+            FrameKind::Auth => "auth",
         };
         f.write_str(name)
     }
@@ -178,6 +183,11 @@ pub fn decode_header(buf: &[u8], max_payload: u32) -> Result<Option<Header>, Fra
     match kind.fixed_len() {
         Some(fixed) if len != fixed => return Err(FrameError::BadLength { kind, len }),
         Some(_) => {}
+        None if kind == FrameKind::Auth
+            && (len == 0 || len as usize > crate::auth::MAX_PROOF_LEN) =>
+        {
+            return Err(FrameError::BadLength { kind, len })
+        }
         None if len > max_payload => {
             return Err(FrameError::TooLarge {
                 len,
@@ -222,6 +232,8 @@ pub(crate) enum CloseCode {
     Protocol,
     /// A limit of ours refused the connection.
     Refused,
+    /// Authentication failed: the proof did not verify, or only one side authenticates.
+    AuthFailed,
     /// A code this version does not know; treated as a normal close.
     Other(u8),
 }
@@ -234,6 +246,7 @@ impl CloseCode {
             CloseCode::Duplicate => 2,
             CloseCode::Protocol => 3,
             CloseCode::Refused => 4,
+            CloseCode::AuthFailed => 5,
             CloseCode::Other(code) => code,
         }
     }
@@ -245,6 +258,7 @@ impl CloseCode {
             2 => CloseCode::Duplicate,
             3 => CloseCode::Protocol,
             4 => CloseCode::Refused,
+            5 => CloseCode::AuthFailed,
             other => CloseCode::Other(other),
         }
     }
@@ -291,6 +305,7 @@ mod tests {
             (FrameKind::Accept, Vec::new()),
             (FrameKind::Close, vec![CloseCode::Shutdown.to_u8()]),
             (FrameKind::Hello, vec![7; crate::handshake::HELLO_LEN]),
+            (FrameKind::Auth, vec![9; 32]),
         ];
         let mut wire = Vec::new();
         for (kind, payload) in &cases {
@@ -371,7 +386,7 @@ mod tests {
 
     #[test]
     fn unknown_kind_and_reserved_flags_are_errors() {
-        for kind in [0u8, 8, 0x7F, 0xFF] {
+        for kind in [0u8, 9, 0x7F, 0xFF] {
             assert_eq!(
                 decode_header(&[0, 0, 0, 0, kind, 0], MAX),
                 Err(FrameError::UnknownKind(kind))
@@ -401,6 +416,10 @@ mod tests {
             })
         ));
         assert!(decode_header(&[0, 0, 0, 2, 3, 0], MAX).is_err());
+        // An auth frame is bounded by the proof limit, whatever the data limit.
+        assert!(decode_header(&[0, 0, 0, 32, 8, 0], MAX).unwrap().is_some());
+        assert!(decode_header(&[0, 0, 0, 0, 8, 0], MAX).is_err());
+        assert!(decode_header(&[0, 0, 0x04, 0x01, 8, 0], MAX).is_err());
     }
 
     #[test]

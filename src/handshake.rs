@@ -1,10 +1,12 @@
-//! The handshake: hello exchange, then the arbiter's verdict.
+//! The handshake: hello exchange, optional authentication, then the arbiter's verdict.
 //!
-//! Both sides send a hello at once (magic, protocol version, peer id, incarnation,
-//! frame limit) and read the other's. The side with the lower id arbitrates: it
-//! registers the connection and sends `Accept`, or refuses it with a close frame (a
-//! live connection to that peer already exists, or it is shutting down). The other
-//! side registers on `Accept` and answers with its own `Accept`. So when either side
+//! Both sides send a hello at once (magic, protocol version, capability flags, peer
+//! id, incarnation, frame limit, a fresh random nonce) and read the other's. If they
+//! authenticate, each then sends a proof of identity over both hellos and checks the
+//! other's (see [`crate::auth`]). The side with the lower id arbitrates: it registers
+//! the connection and sends `Accept`, or refuses it with a close frame (a live
+//! connection to that peer already exists, or it is shutting down). The other side
+//! registers on `Accept` and answers with its own `Accept`. So when either side
 //! finishes, both have registered the connection, and a connection that loses a
 //! simultaneous dial never carries a message. Every step has the same deadline.
 
@@ -14,6 +16,7 @@ use std::time::Instant;
 
 use byteorder::{BigEndian, ByteOrder};
 
+use crate::auth::{self, Authenticator, MAX_PROOF_LEN};
 use crate::error::HandshakeError;
 use crate::frame::{self, CloseCode, FrameError, FrameKind, Header, HEADER_LEN};
 use crate::id::PeerId;
@@ -21,11 +24,13 @@ use crate::readbuf::ReadBuf;
 use crate::reader::until;
 
 /// Bytes in a hello payload.
-pub(crate) const HELLO_LEN: usize = 28;
+pub(crate) const HELLO_LEN: usize = 60;
 /// The first bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"WRLN";
 /// The protocol version this crate speaks.
 pub(crate) const VERSION: u16 = 1;
+/// Capability flag: the sender authenticates its peers, and will send a proof.
+const FLAG_AUTH: u16 = 1;
 
 /// What a node says about itself when a connection opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,19 +40,29 @@ pub(crate) struct Hello {
     pub(crate) incarnation: u64,
     /// The largest payload the sender accepts.
     pub(crate) max_frame_len: u32,
+    /// Whether the sender authenticates its peers.
+    pub(crate) authenticates: bool,
+    /// Random per connection: makes every handshake's transcript unique.
+    pub(crate) nonce: [u8; 32],
 }
 
-/// Appends a whole hello frame.
-pub(crate) fn encode_hello(out: &mut Vec<u8>, hello: &Hello) {
+/// A hello as sent: the payload bytes, which authentication proofs cover.
+pub(crate) type HelloBytes = [u8; HELLO_LEN];
+
+/// Encodes a hello payload.
+pub(crate) fn encode_hello(hello: &Hello) -> HelloBytes {
     let mut payload = [0u8; HELLO_LEN];
     payload[0..4].copy_from_slice(&MAGIC);
     BigEndian::write_u16(&mut payload[4..6], VERSION);
-    // Bytes 6..8: capability flags. Version 1 sends zero and ignores them, so a
-    // later version can offer an optional feature without breaking this one.
+    // Capability flags: version 1 ignores the bits it does not know, so a later
+    // version can offer an optional feature without breaking this one.
+    let flags = if hello.authenticates { FLAG_AUTH } else { 0 };
+    BigEndian::write_u16(&mut payload[6..8], flags);
     BigEndian::write_u64(&mut payload[8..16], hello.peer.0);
     BigEndian::write_u64(&mut payload[16..24], hello.incarnation);
     BigEndian::write_u32(&mut payload[24..28], hello.max_frame_len);
-    frame::encode(out, FrameKind::Hello, &payload);
+    payload[28..60].copy_from_slice(&hello.nonce);
+    payload
 }
 
 /// Parses a hello payload.
@@ -57,12 +72,12 @@ pub(crate) fn encode_hello(out: &mut Vec<u8>, hello: &Hello) {
 /// Fails on a payload of the wrong size, wrong magic bytes, another protocol version,
 /// or a zero frame limit.
 pub(crate) fn decode_hello(payload: &[u8]) -> Result<Hello, HandshakeError> {
-    if payload.len() != HELLO_LEN {
+    let Ok(payload) = <&HelloBytes>::try_from(payload) else {
         return Err(HandshakeError::Frame(FrameError::BadLength {
             kind: FrameKind::Hello,
             len: payload.len() as u32,
         }));
-    }
+    };
     if payload[0..4] != MAGIC {
         return Err(HandshakeError::BadMagic);
     }
@@ -77,31 +92,109 @@ pub(crate) fn decode_hello(payload: &[u8]) -> Result<Hello, HandshakeError> {
     if max_frame_len == 0 {
         return Err(HandshakeError::PeerRefused);
     }
+    let mut nonce = [0u8; 32];
+    nonce.copy_from_slice(&payload[28..60]);
     Ok(Hello {
         peer: PeerId(BigEndian::read_u64(&payload[8..16])),
         incarnation: BigEndian::read_u64(&payload[16..24]),
         max_frame_len,
+        authenticates: BigEndian::read_u16(&payload[6..8]) & FLAG_AUTH != 0,
+        nonce,
     })
 }
 
-/// Sends our hello and reads the peer's.
+/// A fresh random nonce from the operating system.
+pub(crate) fn nonce() -> Result<[u8; 32], HandshakeError> {
+    let mut nonce = [0u8; 32];
+    getrandom::fill(&mut nonce).map_err(|e| {
+        log::error!("no system randomness for a handshake nonce: {e}");
+        HandshakeError::Io(std::io::ErrorKind::Other)
+    })?;
+    Ok(nonce)
+}
+
+/// Sends our hello and reads the peer's; returns the peer's, as decoded and as sent.
 pub(crate) fn exchange_hello(
     stream: &TcpStream,
     rb: &mut ReadBuf,
     ours: &Hello,
     deadline: Instant,
-) -> Result<Hello, HandshakeError> {
+) -> Result<(Hello, HelloBytes), HandshakeError> {
     let mut out = Vec::with_capacity(HEADER_LEN + HELLO_LEN);
-    encode_hello(&mut out, ours);
+    frame::encode(&mut out, FrameKind::Hello, &encode_hello(ours));
     write_all(stream, &out, deadline)?;
     let header = read_frame(stream, rb, &[FrameKind::Hello], deadline)?;
-    let theirs = decode_hello(&rb.data()[HEADER_LEN..header.frame_len()]);
+    let payload = &rb.data()[HEADER_LEN..header.frame_len()];
+    let decoded = decode_hello(payload).map(|hello| {
+        let mut bytes = [0u8; HELLO_LEN];
+        bytes.copy_from_slice(payload);
+        (hello, bytes)
+    });
     rb.consume(header.frame_len());
-    let theirs = theirs?;
+    let (theirs, bytes) = decoded?;
     if theirs.peer == ours.peer {
         return Err(HandshakeError::SelfConnect);
     }
-    Ok(theirs)
+    Ok((theirs, bytes))
+}
+
+/// Proves our identity and checks the peer's, if this node or the peer
+/// authenticates: both must, or the connection is refused.
+pub(crate) fn authenticate(
+    stream: &TcpStream,
+    rb: &mut ReadBuf,
+    authenticator: Option<&dyn Authenticator>,
+    (ours, our_bytes): (&Hello, &HelloBytes),
+    (theirs, their_bytes): (&Hello, &HelloBytes),
+    deadline: Instant,
+) -> Result<(), HandshakeError> {
+    let authenticator = match (authenticator, theirs.authenticates) {
+        (None, false) => return Ok(()),
+        (Some(authenticator), true) => authenticator,
+        (ours, theirs) => {
+            send_refusal(stream, CloseCode::AuthFailed, deadline);
+            return Err(HandshakeError::AuthMismatch {
+                ours: ours.is_some(),
+                theirs,
+            });
+        }
+    };
+    let proof = authenticator.prove(
+        ours.peer,
+        theirs.peer,
+        &auth::transcript(our_bytes, their_bytes),
+    );
+    if proof.is_empty() || proof.len() > MAX_PROOF_LEN {
+        log::error!(
+            "{}: the authenticator made a proof of {} bytes; it must be 1 to {MAX_PROOF_LEN}",
+            ours.peer,
+            proof.len()
+        );
+        send_refusal(stream, CloseCode::AuthFailed, deadline);
+        return Err(HandshakeError::PeerRejectedAuth);
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + proof.len());
+    frame::encode(&mut out, FrameKind::Auth, &proof);
+    write_all(stream, &out, deadline)?;
+
+    let header = read_frame(stream, rb, &[FrameKind::Auth, FrameKind::Close], deadline)?;
+    let payload = &rb.data()[HEADER_LEN..header.frame_len()];
+    let verdict = match header.kind {
+        FrameKind::Auth => {
+            let transcript = auth::transcript(their_bytes, our_bytes);
+            if authenticator.verify(ours.peer, theirs.peer, &transcript, payload) {
+                Ok(())
+            } else {
+                Err(HandshakeError::AuthFailed)
+            }
+        }
+        _ => Err(close_error(payload.first().copied(), theirs.peer)),
+    };
+    rb.consume(header.frame_len());
+    if verdict == Err(HandshakeError::AuthFailed) {
+        send_refusal(stream, CloseCode::AuthFailed, deadline);
+    }
+    verdict
 }
 
 /// Sends `Accept`: the connection is registered on our side.
@@ -129,11 +222,19 @@ pub(crate) fn read_accept(
     let header = read_frame(stream, rb, &[FrameKind::Accept, FrameKind::Close], deadline)?;
     let code = rb.data()[HEADER_LEN..header.frame_len()].first().copied();
     rb.consume(header.frame_len());
-    match (header.kind, code.map(CloseCode::from_u8)) {
-        (FrameKind::Accept, _) => Ok(()),
-        (_, Some(CloseCode::Duplicate)) => Err(HandshakeError::Duplicate(peer)),
-        (_, Some(CloseCode::Shutdown)) => Err(HandshakeError::PeerShuttingDown),
-        _ => Err(HandshakeError::PeerRefused),
+    match header.kind {
+        FrameKind::Accept => Ok(()),
+        _ => Err(close_error(code, peer)),
+    }
+}
+
+/// What a close frame received during the handshake means.
+fn close_error(code: Option<u8>, peer: PeerId) -> HandshakeError {
+    match code.map(CloseCode::from_u8) {
+        Some(CloseCode::Duplicate) => HandshakeError::Duplicate(peer),
+        Some(CloseCode::Shutdown) => HandshakeError::PeerShuttingDown,
+        Some(CloseCode::AuthFailed) => HandshakeError::PeerRejectedAuth,
+        _ => HandshakeError::PeerRefused,
     }
 }
 
@@ -190,39 +291,42 @@ mod tests {
             peer: PeerId(42),
             incarnation: 0xDEAD_BEEF,
             max_frame_len: 1 << 20,
+            authenticates: true,
+            nonce: [5; 32],
         }
-    }
-
-    fn payload(h: &Hello) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_hello(&mut out, h);
-        out[HEADER_LEN..].to_vec()
     }
 
     #[test]
     fn hello_round_trips() {
         let h = hello();
-        assert_eq!(decode_hello(&payload(&h)), Ok(h));
+        assert_eq!(decode_hello(&encode_hello(&h)), Ok(h));
+        let plain = Hello {
+            authenticates: false,
+            ..hello()
+        };
+        assert_eq!(decode_hello(&encode_hello(&plain)), Ok(plain));
     }
 
     #[test]
     fn hello_frame_has_the_documented_layout() {
         let mut out = Vec::new();
-        encode_hello(&mut out, &hello());
+        frame::encode(&mut out, FrameKind::Hello, &encode_hello(&hello()));
         assert_eq!(out.len(), HEADER_LEN + HELLO_LEN);
         assert_eq!(&out[..6], &[0, 0, 0, HELLO_LEN as u8, 1, 0]);
         assert_eq!(&out[6..10], b"WRLN");
         assert_eq!(&out[10..12], &[0, 1]);
+        assert_eq!(&out[12..14], &[0, 1], "the authentication flag");
         assert_eq!(&out[14..22], &42u64.to_be_bytes());
+        assert_eq!(&out[34..66], &[5; 32], "the nonce");
     }
 
     #[test]
     fn bad_magic_version_and_length_are_typed_errors() {
-        let mut p = payload(&hello());
+        let mut p = encode_hello(&hello());
         p[0] = b'X';
         assert_eq!(decode_hello(&p), Err(HandshakeError::BadMagic));
 
-        let mut p = payload(&hello());
+        let mut p = encode_hello(&hello());
         p[5] = 9;
         assert_eq!(
             decode_hello(&p),
@@ -230,16 +334,23 @@ mod tests {
         );
 
         assert!(matches!(
-            decode_hello(&payload(&hello())[..10]),
+            decode_hello(&encode_hello(&hello())[..10]),
             Err(HandshakeError::Frame(FrameError::BadLength { .. }))
         ));
     }
 
     #[test]
     fn unknown_capability_flags_are_ignored() {
-        let mut p = payload(&hello());
+        let mut p = encode_hello(&hello());
         p[6] = 0xFF;
-        p[7] = 0xFF;
-        assert_eq!(decode_hello(&p), Ok(hello()));
+        p[7] = 0xFE;
+        let decoded = decode_hello(&p).unwrap();
+        assert!(!decoded.authenticates);
+        assert_eq!(decoded.peer, PeerId(42));
+    }
+
+    #[test]
+    fn nonces_are_fresh() {
+        assert_ne!(nonce().unwrap(), nonce().unwrap());
     }
 }

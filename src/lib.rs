@@ -95,6 +95,7 @@
 #![deny(missing_docs)]
 
 mod acceptor;
+mod auth;
 mod batch;
 mod config;
 mod connection;
@@ -115,6 +116,7 @@ mod writer;
 pub use bytes::Bytes;
 pub use crossbeam_channel;
 
+pub use crate::auth::{Authenticator, SharedSecret, MAX_PROOF_LEN, MIN_SECRET_LEN};
 pub use crate::config::Config;
 pub use crate::error::{Error, HandshakeError, Result, SendError, SendTimeoutError, TrySendError};
 pub use crate::event::{DisconnectReason, Event, Lane, Message};

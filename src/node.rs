@@ -645,6 +645,11 @@ fn dial(addr: impl ToSocketAddrs, timeout: Duration) -> Result<TcpStream> {
 /// A random number per node instance, so that a peer can tell a restart of this node
 /// from a second connection of the same run.
 fn incarnation(id: PeerId) -> u64 {
+    let mut random = [0u8; 8];
+    if getrandom::fill(&mut random).is_ok() {
+        return u64::from_be_bytes(random);
+    }
+    // No system randomness: the clock and the process still tell runs apart.
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u64(id.0);
     hasher.write_u128(

@@ -333,7 +333,7 @@ impl Reader<'_> {
             }
             FrameKind::Pong => Next::Continue,
             FrameKind::Close => Next::Stop(DisconnectReason::ClosedByPeer),
-            FrameKind::Hello | FrameKind::Accept => {
+            FrameKind::Hello | FrameKind::Accept | FrameKind::Auth => {
                 Next::Stop(DisconnectReason::Protocol(FrameError::Unexpected(kind)))
             }
         }

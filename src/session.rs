@@ -168,8 +168,19 @@ fn shake_hands(
         peer: node.id,
         incarnation: node.incarnation,
         max_frame_len: config.max_frame_len,
+        authenticates: config.authenticator.is_some(),
+        nonce: handshake::nonce()?,
     };
-    let theirs = handshake::exchange_hello(stream, rb, &ours, deadline)?;
+    let our_bytes = handshake::encode_hello(&ours);
+    let (theirs, their_bytes) = handshake::exchange_hello(stream, rb, &ours, deadline)?;
+    handshake::authenticate(
+        stream,
+        rb,
+        config.authenticator.as_deref(),
+        (&ours, &our_bytes),
+        (&theirs, &their_bytes),
+        deadline,
+    )?;
     // The lower id arbitrates; the other side waits for its verdict before it
     // registers anything.
     let arbiter = node.id < theirs.peer;

@@ -14,6 +14,7 @@ pub const PING: u8 = 4;
 pub const PONG: u8 = 5;
 pub const GOSSIP: u8 = 6;
 pub const PRIVATE: u8 = 7;
+pub const AUTH: u8 = 8;
 
 /// A frame: u32 big-endian payload length, kind, zero flags, payload.
 pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
@@ -24,7 +25,8 @@ pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A hello frame: magic, version, capability flags, id, incarnation, frame limit.
+/// A hello frame: magic, version, capability flags, id, incarnation, frame limit,
+/// nonce.
 pub fn hello_with(
     magic: &[u8; 4],
     version: u16,
@@ -32,12 +34,26 @@ pub fn hello_with(
     incarnation: u64,
     max_frame: u32,
 ) -> Vec<u8> {
+    hello_full(magic, version, 0, id, incarnation, max_frame, [0x17; 32])
+}
+
+/// A hello frame with every field chosen.
+pub fn hello_full(
+    magic: &[u8; 4],
+    version: u16,
+    flags: u16,
+    id: u64,
+    incarnation: u64,
+    max_frame: u32,
+    nonce: [u8; 32],
+) -> Vec<u8> {
     let mut p = magic.to_vec();
     p.extend_from_slice(&version.to_be_bytes());
-    p.extend_from_slice(&0u16.to_be_bytes());
+    p.extend_from_slice(&flags.to_be_bytes());
     p.extend_from_slice(&id.to_be_bytes());
     p.extend_from_slice(&incarnation.to_be_bytes());
     p.extend_from_slice(&max_frame.to_be_bytes());
+    p.extend_from_slice(&nonce);
     frame(HELLO, &p)
 }
 

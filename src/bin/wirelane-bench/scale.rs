@@ -289,12 +289,12 @@ fn timed_out(e: io::Error) -> io::Error {
 /// Bytes in a frame header: length (u32), kind, flags.
 const HEADER: usize = 6;
 /// Bytes in a Hello payload.
-const HELLO: usize = 28;
+const HELLO: usize = 60;
 const KIND_HELLO: u8 = 1;
 const KIND_ACCEPT: u8 = 2;
 
 /// A whole Hello frame: magic, version 1, no capability flags, peer id, incarnation,
-/// frame limit. All big-endian.
+/// frame limit, nonce. All big-endian.
 fn hello(id: PeerId, max_frame_len: u32) -> Vec<u8> {
     let mut frame = Vec::with_capacity(HEADER + HELLO);
     frame.extend_from_slice(&(HELLO as u32).to_be_bytes());
@@ -306,6 +306,8 @@ fn hello(id: PeerId, max_frame_len: u32) -> Vec<u8> {
     // Any incarnation will do: each idle client is a distinct peer and never returns.
     frame.extend_from_slice(&(id.0 ^ 0x5CA1_E000_0000_0000).to_be_bytes());
     frame.extend_from_slice(&max_frame_len.to_be_bytes());
+    // The nonce only matters with authentication, which the hub does not use here.
+    frame.extend_from_slice(&[0x5C; 32]);
     frame
 }
 
@@ -400,7 +402,7 @@ mod tests {
     fn hello_has_the_documented_layout() {
         let frame = hello(PeerId(0x0102), 1 << 20);
         assert_eq!(frame.len(), HEADER + HELLO);
-        assert_eq!(&frame[..HEADER], &[0, 0, 0, 28, KIND_HELLO, 0]);
+        assert_eq!(&frame[..HEADER], &[0, 0, 0, 60, KIND_HELLO, 0]);
         assert_eq!(&frame[6..10], b"WRLN");
         assert_eq!(&frame[10..14], &[0, 1, 0, 0]);
         assert_eq!(&frame[14..22], &0x0102u64.to_be_bytes());
