@@ -134,6 +134,98 @@ pub mod __bench {
     pub use crate::stats::Counters;
 }
 
+/// Entry points for the fuzz targets in `fuzz/` and the property tests: the decoders
+/// that bytes from a peer reach, driven without a socket. Not part of the API: hidden
+/// from the documentation and free to change in any release.
+#[doc(hidden)]
+pub mod __fuzz {
+    use std::io::Read;
+    use std::sync::Arc;
+
+    use crate::frame::{decode_header, FrameKind, HEADER_LEN};
+    use crate::pool::BufPool;
+    use crate::readbuf::ReadBuf;
+
+    /// Decodes a hello payload; refuses or accepts, never panics.
+    pub fn hello(payload: &[u8]) -> bool {
+        crate::handshake::decode_hello(payload).is_ok()
+    }
+
+    /// Feeds `stream` through a reader's buffer, `chunks` deciding how many bytes
+    /// each read returns, and cuts frames out of it as the reader does (large frames
+    /// included). Returns each frame's kind and payload, up to the first bad header.
+    pub fn read_frames(
+        stream: &[u8],
+        chunks: &[u8],
+        max_payload: u32,
+        block: usize,
+    ) -> Vec<(FrameKind, Vec<u8>)> {
+        struct Chunked<'a> {
+            data: &'a [u8],
+            sizes: std::iter::Cycle<std::slice::Iter<'a, u8>>,
+        }
+        impl Read for Chunked<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let size = usize::from(*self.sizes.next().unwrap_or(&255)).max(1);
+                let n = size.min(out.len()).min(self.data.len());
+                out[..n].copy_from_slice(&self.data[..n]);
+                self.data = &self.data[n..];
+                Ok(n)
+            }
+        }
+        let sizes: &[u8] = if chunks.is_empty() { &[255] } else { chunks };
+        let mut source = Chunked {
+            data: stream,
+            sizes: sizes.iter().cycle(),
+        };
+        let mut rb = ReadBuf::new(Arc::new(BufPool::default()), block.max(4096));
+        let mut frames = Vec::new();
+        loop {
+            loop {
+                let header = match decode_header(rb.data(), max_payload) {
+                    Ok(Some(h)) => h,
+                    Ok(None) => break,
+                    Err(_) => return frames,
+                };
+                if rb.len() < header.frame_len() {
+                    if header.frame_len() > rb.max() / 4 {
+                        // The reader's large-frame path: the rest of the payload,
+                        // then a window for what follows, in one vectored read.
+                        let len = header.len as usize;
+                        let mut payload = vec![0u8; len];
+                        rb.consume(HEADER_LEN);
+                        let mut filled = rb.len();
+                        payload[..filled].copy_from_slice(rb.data());
+                        rb.consume(filled);
+                        rb.expect_large();
+                        while filled < len {
+                            let n = source.read(&mut payload[filled..]).unwrap_or(0);
+                            if n == 0 {
+                                return frames;
+                            }
+                            filled += n;
+                        }
+                        frames.push((header.kind, payload));
+                        continue;
+                    }
+                    break;
+                }
+                let mut whole = rb.take(header.frame_len());
+                bytes::Buf::advance(&mut whole, HEADER_LEN);
+                frames.push((header.kind, whole.to_vec()));
+            }
+            let want = match decode_header(rb.data(), max_payload) {
+                Ok(Some(h)) => h.frame_len(),
+                _ => HEADER_LEN,
+            };
+            match rb.fill(&mut source, want) {
+                Ok(0) | Err(_) => return frames,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
 /// Compiles and runs the README's example as a doctest, so it cannot rot.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
