@@ -12,9 +12,9 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
-use crate::connection::LaneRx;
 use crate::event::Lane;
 use crate::frame::{self, FrameKind};
+use crate::lane::LaneRx;
 use crate::stats::Counters;
 
 /// Payloads up to this size are copied into the batch buffer; larger ones are written
@@ -107,21 +107,46 @@ impl Batch {
     /// private data never waits behind gossip.
     pub(crate) fn gather(&mut self, lanes: &LaneRx, max: usize, counters: &Counters) {
         let before = self.frames.len();
+        let (mut gossip, mut private) = (0, 0);
         while !self.is_full(max) {
             match lanes.private.try_recv() {
-                Ok(msg) => self.push(Lane::Private, msg),
+                Ok(msg) => {
+                    private += msg.len();
+                    self.push(Lane::Private, msg);
+                }
                 Err(_) => break,
             }
         }
         while !self.is_full(max) {
             match lanes.gossip.try_recv() {
-                Ok(msg) => self.push(Lane::Gossip, msg),
+                Ok(msg) => {
+                    gossip += msg.len();
+                    self.push(Lane::Gossip, msg);
+                }
                 Err(_) => break,
             }
         }
         if self.frames.len() > before {
+            lanes.budgets.release(gossip, private);
             self.publish(counters);
         }
+    }
+
+    /// Adds a message the writer took from a lane itself, outside [`Batch::gather`].
+    pub(crate) fn push_taken(
+        &mut self,
+        lanes: &LaneRx,
+        lane: Lane,
+        msg: Bytes,
+        counters: &Counters,
+    ) {
+        let len = msg.len();
+        self.push(lane, msg);
+        match lane {
+            Lane::Gossip => lanes.budgets.release(len, 0),
+            Lane::Private => lanes.budgets.release(0, len),
+        }
+        self.publish(counters);
     }
 
     /// Makes the messages held in the batch visible in the lanes' `queued` figures.

@@ -40,6 +40,15 @@ pub struct Config {
     /// third; above 384 it hardly grows), small enough that an idle connection costs
     /// under 64 KiB in all.
     pub private_capacity: usize,
+    /// Most bytes of payload the gossip lane holds; beyond, `try_send` drops as when
+    /// the lane is full. A count alone does not bound memory: 256 messages of a
+    /// megabyte each are not "bounded". An empty lane always takes one message, so a
+    /// payload larger than this (but within the peer's frame limit) still goes.
+    /// Default 8 MiB.
+    pub gossip_lane_bytes: usize,
+    /// Most bytes of payload the private lane holds; beyond, `send` waits as when the
+    /// lane is full. An empty lane always takes one message. Default 32 MiB.
+    pub private_lane_bytes: usize,
     /// Most messages the node's [`incoming`](crate::Node::incoming) queue holds.
     /// When it is full, private frames wait (and the wait pushes back over TCP to
     /// the sender) and gossip frames are dropped and counted. Default 4096.
@@ -55,6 +64,15 @@ pub struct Config {
     ///
     /// [`SendError::TooLarge`]: crate::SendError::TooLarge
     pub max_frame_len: u32,
+    /// Most connections a node keeps, registered or still shaking hands; beyond,
+    /// inbound connections are closed at once and `connect` fails. Each costs two
+    /// threads and about 60 KiB when idle. Default 4096.
+    pub max_connections: usize,
+    /// Most handshakes in progress at once. When a new inbound connection finds them
+    /// all taken, the oldest inbound handshake is dropped to make room: a real peer
+    /// finishes its handshake in a round trip, so a flood of clients that connect and
+    /// say nothing cannot keep it out. Default 64.
+    pub max_handshakes: usize,
     /// Time allowed to dial a peer. Default 5 s.
     pub connect_timeout: Duration,
     /// Time allowed for the whole handshake, from either side. A peer that sends
@@ -68,6 +86,15 @@ pub struct Config {
     /// private message to the application does not count. Must be well above
     /// `ping_interval`. Default 10 s.
     pub silence_timeout: Duration,
+    /// A peer whose private lane stays full this long is reported with
+    /// [`Event::SlowPeer`](crate::Event::SlowPeer): senders to it are waiting, and it
+    /// is not draining what it gets. Default 10 s.
+    pub slow_peer_after: Duration,
+    /// Whether a peer reported slow is also disconnected (with
+    /// [`DisconnectReason::SlowPeer`](crate::DisconnectReason::SlowPeer); its queued
+    /// private messages come back in `Undelivered`), so that its senders can move on.
+    /// Default `false`: the application decides, on the event.
+    pub disconnect_slow_peers: bool,
     /// On a graceful close (disconnect, shutdown, or the peer's close) the
     /// connection stays open until both sides have finished, so that messages already
     /// on the wire in both directions are delivered before the socket goes. It waits
@@ -97,13 +124,19 @@ impl Default for Config {
         Config {
             gossip_capacity: 256,
             private_capacity: 384,
+            gossip_lane_bytes: 8 << 20,
+            private_lane_bytes: 32 << 20,
             inbound_capacity: 4096,
             event_capacity: 1024,
             max_frame_len: 16 * 1024 * 1024,
+            max_connections: 4096,
+            max_handshakes: 64,
             connect_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_secs(2),
             silence_timeout: Duration::from_secs(10),
+            slow_peer_after: Duration::from_secs(10),
+            disconnect_slow_peers: false,
             linger: Duration::from_secs(1),
             max_batch_bytes: 64 * 1024,
             read_buffer: 64 * 1024,
@@ -132,12 +165,20 @@ impl Config {
         gossip_capacity: usize;
         /// Sets [`private_capacity`](Config::private_capacity).
         private_capacity: usize;
+        /// Sets [`gossip_lane_bytes`](Config::gossip_lane_bytes).
+        gossip_lane_bytes: usize;
+        /// Sets [`private_lane_bytes`](Config::private_lane_bytes).
+        private_lane_bytes: usize;
         /// Sets [`inbound_capacity`](Config::inbound_capacity).
         inbound_capacity: usize;
         /// Sets [`event_capacity`](Config::event_capacity).
         event_capacity: usize;
         /// Sets [`max_frame_len`](Config::max_frame_len).
         max_frame_len: u32;
+        /// Sets [`max_connections`](Config::max_connections).
+        max_connections: usize;
+        /// Sets [`max_handshakes`](Config::max_handshakes).
+        max_handshakes: usize;
         /// Sets [`connect_timeout`](Config::connect_timeout).
         connect_timeout: Duration;
         /// Sets [`handshake_timeout`](Config::handshake_timeout).
@@ -146,6 +187,10 @@ impl Config {
         ping_interval: Duration;
         /// Sets [`silence_timeout`](Config::silence_timeout).
         silence_timeout: Duration;
+        /// Sets [`slow_peer_after`](Config::slow_peer_after).
+        slow_peer_after: Duration;
+        /// Sets [`disconnect_slow_peers`](Config::disconnect_slow_peers).
+        disconnect_slow_peers: bool;
         /// Sets [`linger`](Config::linger).
         linger: Duration;
         /// Sets [`max_batch_bytes`](Config::max_batch_bytes).
@@ -176,11 +221,17 @@ impl Config {
         if self.gossip_capacity == 0 || self.private_capacity == 0 {
             return bad("lane capacities must be at least 1");
         }
+        if self.gossip_lane_bytes == 0 || self.private_lane_bytes == 0 {
+            return bad("gossip_lane_bytes and private_lane_bytes must be at least 1");
+        }
         if self.inbound_capacity == 0 || self.event_capacity == 0 {
             return bad("inbound_capacity and event_capacity must be at least 1");
         }
         if self.max_frame_len == 0 {
             return bad("max_frame_len must be at least 1");
+        }
+        if self.max_connections == 0 || self.max_handshakes == 0 {
+            return bad("max_connections and max_handshakes must be at least 1");
         }
         if self.connect_timeout == zero || self.handshake_timeout == zero {
             return bad("connect_timeout and handshake_timeout must be above zero");

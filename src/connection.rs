@@ -1,23 +1,19 @@
-//! One connection: its shared state, its close signal, and the handle senders use.
+//! One connection's shared state: identity, close signal, counters.
 //!
-//! The lock rule lives here. A sender finds a [`Link`] in the peer table under a
-//! short read lock, clones the `Arc`, releases the lock, and only then touches the
-//! lanes. Waiting for room on the private lane is a crossbeam `Select` over the lane
-//! and the connection's close signal: no lock of ours is held while it waits, so the
-//! writer that empties the lane and the reader that feeds the other side never stop
-//! for a blocked sender (the Fabric FAB-10469 deadlock).
+//! Everyone who waits on a connection — a blocked sender, the writer, a reader
+//! handing a message to a full inbound queue — waits in a crossbeam select that
+//! includes this connection's close signal, so closing it wakes them all. See
+//! [`crate::lane`] for the senders' side.
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use crossbeam_channel::{bounded, Receiver, Select, Sender, TrySendError as ChanTrySend};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::config::Config;
-use crate::error::{SendTimeoutError, TrySendError};
 use crate::event::DisconnectReason;
 use crate::id::{ConnId, PeerId};
 use crate::stats::Counters;
@@ -48,6 +44,8 @@ pub(crate) struct ConnShared {
     /// Set once the reader and writer run; before that, closing must cut the socket
     /// to interrupt the handshake.
     established: AtomicBool,
+    /// Set when the handshake was dropped to make room under the handshake limit.
+    evicted: AtomicBool,
     closed_tx: Mutex<Option<Sender<Never>>>,
     /// Disconnects when the connection starts closing; selected on by everyone who
     /// waits on this connection.
@@ -95,6 +93,7 @@ impl ConnShared {
             close: Mutex::new(CloseState::default()),
             closing: AtomicBool::new(false),
             established: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
             closed_tx: Mutex::new(Some(closed_tx)),
             closed_rx,
             table,
@@ -197,6 +196,17 @@ impl ConnShared {
         !self.is_closing()
     }
 
+    /// Drops a connection still shaking hands, to make room for another.
+    pub(crate) fn evict(&self) {
+        self.evicted.store(true, Ordering::SeqCst);
+        self.close(DisconnectReason::ClosedByUs);
+    }
+
+    /// Whether [`ConnShared::evict`] dropped it.
+    pub(crate) fn was_evicted(&self) -> bool {
+        self.evicted.load(Ordering::SeqCst)
+    }
+
     /// Cuts the socket in both directions, waking any blocked read or write.
     pub(crate) fn cut(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
@@ -208,141 +218,11 @@ impl ConnShared {
     }
 }
 
-/// The registered handle to a connection: the senders of its two lanes.
-///
-/// Only the peer table keeps a `Link` for long; a send holds a clone for its duration.
-/// When the last clone goes the lanes disconnect, which is how the writer knows that
-/// no message can arrive after its final drain.
-pub(crate) struct Link {
-    pub(crate) conn: Arc<ConnShared>,
-    pub(crate) peer: PeerId,
-    pub(crate) incarnation: u64,
-    /// The largest payload the peer said it accepts.
-    pub(crate) peer_max_frame: u32,
-    pub(crate) gossip: Sender<Bytes>,
-    pub(crate) private: Sender<Bytes>,
-}
-
-/// The receiving ends of a connection's lanes, owned by its writer.
-pub(crate) struct LaneRx {
-    pub(crate) gossip: Receiver<Bytes>,
-    pub(crate) private: Receiver<Bytes>,
-}
-
-/// Creates the two bounded lanes of a connection.
-pub(crate) fn lanes(config: &Config) -> ((Sender<Bytes>, Sender<Bytes>), LaneRx) {
-    let (gossip_tx, gossip) = bounded(config.gossip_capacity);
-    let (private_tx, private) = bounded(config.private_capacity);
-    ((gossip_tx, private_tx), LaneRx { gossip, private })
-}
-
-impl LaneRx {
-    /// Takes every message left in the lanes once no sender can add more, counting
-    /// discarded gossip, and returns the private messages oldest first.
-    ///
-    /// Blocks until every `Link` is gone: the caller has already closed the
-    /// connection, so the table no longer holds one and any send in flight returns
-    /// promptly.
-    pub(crate) fn drain(self, counters: &Counters) -> Vec<Bytes> {
-        let private: Vec<Bytes> = self.private.iter().collect();
-        let gossip = self.gossip.try_iter().count() as u64;
-        counters.out.gossip.drop_n(gossip);
-        private
-    }
-}
-
-impl Link {
-    /// Queues a gossip message, or drops it if the lane is full.
-    pub(crate) fn try_send(&self, msg: Bytes) -> Result<(), TrySendError<Bytes>> {
-        if msg.len() > self.peer_max_frame as usize {
-            return Err(TrySendError::TooLarge(msg));
-        }
-        if self.conn.is_closing() {
-            return Err(self.closed_try(msg));
-        }
-        match self.gossip.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(ChanTrySend::Full(msg)) => {
-                self.conn
-                    .counters
-                    .gossip_full
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some(n) = self.conn.send_drops.hit(self.conn.now_ms()) {
-                    log::warn!(
-                        "{}: gossip lane to {} is full; dropped {n} message(s) since the last report",
-                        self.conn.node,
-                        self.peer
-                    );
-                }
-                Err(TrySendError::Full(msg))
-            }
-            Err(ChanTrySend::Disconnected(msg)) => Err(self.closed_try(msg)),
-        }
-    }
-
-    /// Queues a private message, waiting for room until the deadline (if any).
-    ///
-    /// The wait is a select over the lane and the close signal, with no lock held: a
-    /// close, a shutdown or the deadline always gets the sender out, with its message.
-    pub(crate) fn send(
-        &self,
-        msg: Bytes,
-        deadline: Option<Instant>,
-    ) -> Result<(), SendTimeoutError<Bytes>> {
-        if msg.len() > self.peer_max_frame as usize {
-            return Err(SendTimeoutError::TooLarge(msg));
-        }
-        if self.conn.is_closing() {
-            return Err(self.closed(msg));
-        }
-        let msg = match self.private.try_send(msg) {
-            Ok(()) => return Ok(()),
-            Err(ChanTrySend::Full(msg)) => msg,
-            Err(ChanTrySend::Disconnected(msg)) => return Err(self.closed(msg)),
-        };
-
-        let _waiting = Gauge::enter(&self.conn.counters.waiting);
-        let mut sel = Select::new();
-        let lane = sel.send(&self.private);
-        sel.recv(&self.conn.closed_rx);
-        let oper = match deadline {
-            None => sel.select(),
-            Some(deadline) => match sel.select_deadline(deadline) {
-                Ok(oper) => oper,
-                Err(_) => return Err(SendTimeoutError::Timeout(msg)),
-            },
-        };
-        if oper.index() == lane {
-            // If the close raced us and won't be drained, the writer's final drain
-            // (which waits for this `Link` to be dropped) still hands it back.
-            oper.send(&self.private, msg)
-                .map_err(|e| self.closed(e.into_inner()))
-        } else {
-            let _ = oper.recv(&self.conn.closed_rx);
-            Err(self.closed(msg))
-        }
-    }
-
-    fn closed(&self, msg: Bytes) -> SendTimeoutError<Bytes> {
-        match self.conn.reason() {
-            Some(DisconnectReason::Shutdown) => SendTimeoutError::Shutdown(msg),
-            _ => SendTimeoutError::Disconnected(msg),
-        }
-    }
-
-    fn closed_try(&self, msg: Bytes) -> TrySendError<Bytes> {
-        match self.conn.reason() {
-            Some(DisconnectReason::Shutdown) => TrySendError::Shutdown(msg),
-            _ => TrySendError::Disconnected(msg),
-        }
-    }
-}
-
 /// Counts a thread in a gauge for as long as it lives.
-struct Gauge<'a>(&'a AtomicU64);
+pub(crate) struct Gauge<'a>(&'a AtomicU64);
 
 impl<'a> Gauge<'a> {
-    fn enter(gauge: &'a AtomicU64) -> Self {
+    pub(crate) fn enter(gauge: &'a AtomicU64) -> Self {
         gauge.fetch_add(1, Ordering::Relaxed);
         Gauge(gauge)
     }

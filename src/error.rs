@@ -23,6 +23,12 @@ pub enum Error {
     Shutdown,
     /// The address resolved to nothing.
     NoAddress,
+    /// The node has [`Config::max_connections`](crate::Config::max_connections)
+    /// connections already.
+    TooManyConnections,
+    /// The node has [`Config::max_handshakes`](crate::Config::max_handshakes)
+    /// handshakes in progress, none of them inbound ones that could make room.
+    TooManyHandshakes,
 }
 
 impl fmt::Display for Error {
@@ -33,6 +39,8 @@ impl fmt::Display for Error {
             Error::Handshake(e) => write!(f, "handshake failed: {e}"),
             Error::Shutdown => f.write_str("node is shut down"),
             Error::NoAddress => f.write_str("address resolved to nothing"),
+            Error::TooManyConnections => f.write_str("connection limit reached"),
+            Error::TooManyHandshakes => f.write_str("handshake limit reached"),
         }
     }
 }
@@ -109,6 +117,9 @@ pub enum HandshakeError {
     PeerRefused,
     /// This node is shutting down.
     Shutdown,
+    /// A limit of this node refused the connection: too many connections, or too
+    /// many handshakes in progress (this one was the oldest, or could not make room).
+    LimitReached,
 }
 
 impl fmt::Display for HandshakeError {
@@ -141,6 +152,9 @@ impl fmt::Display for HandshakeError {
             HandshakeError::PeerShuttingDown => f.write_str("peer is shutting down"),
             HandshakeError::PeerRefused => f.write_str("peer refused the connection"),
             HandshakeError::Shutdown => f.write_str("node is shutting down"),
+            HandshakeError::LimitReached => {
+                f.write_str("refused by a connection or handshake limit")
+            }
         }
     }
 }

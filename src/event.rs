@@ -80,6 +80,19 @@ pub enum Event {
         /// The payloads, oldest first.
         messages: Vec<Bytes>,
     },
+    /// The peer's private lane has stayed full for
+    /// [`Config::slow_peer_after`](crate::Config::slow_peer_after): senders to it are
+    /// waiting and it is not draining. Reported once per episode; if
+    /// [`Config::disconnect_slow_peers`](crate::Config::disconnect_slow_peers) is set,
+    /// the connection is closed too.
+    SlowPeer {
+        /// The slow peer.
+        peer: PeerId,
+        /// Its connection.
+        conn: ConnId,
+        /// How long the lane has been full.
+        full_for: std::time::Duration,
+    },
     /// An inbound connection was refused during its handshake.
     Refused {
         /// Where it came from.
@@ -103,6 +116,10 @@ pub enum DisconnectReason {
     Dead,
     /// A newer connection to the same peer took its place.
     Replaced,
+    /// The peer's private lane stayed full for longer than
+    /// [`Config::slow_peer_after`](crate::Config::slow_peer_after), and the node is
+    /// set to disconnect slow peers.
+    SlowPeer,
     /// The peer broke the protocol.
     Protocol(FrameError),
     /// The socket failed.
@@ -133,6 +150,9 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::ClosedByPeer => f.write_str("closed by the peer"),
             DisconnectReason::Dead => f.write_str("peer went silent"),
             DisconnectReason::Replaced => f.write_str("replaced by a newer connection"),
+            DisconnectReason::SlowPeer => {
+                f.write_str("peer too slow: its private lane stayed full")
+            }
             DisconnectReason::Protocol(e) => write!(f, "protocol error: {e}"),
             DisconnectReason::Io(e) => write!(f, "i/o error: {e}"),
         }

@@ -104,6 +104,7 @@ mod event;
 mod frame;
 mod handshake;
 mod id;
+mod lane;
 mod node;
 mod pool;
 mod readbuf;

@@ -15,13 +15,14 @@ use parking_lot::Mutex;
 
 use crate::acceptor::{self, Acceptor};
 use crate::config::Config;
-use crate::connection::{ConnShared, Link, LogLimit, Never};
+use crate::connection::{ConnShared, LogLimit, Never};
 use crate::error::{Error, HandshakeError, Result, SendError, SendTimeoutError, TrySendError};
 use crate::event::{DisconnectReason, Event, Lane, Message};
 use crate::id::{ConnId, PeerId};
+use crate::lane::Link;
 use crate::pool::BufPool;
 use crate::session::{self, Outlets, Report};
-use crate::stats::{Counters, NodeStats, PeerStats};
+use crate::stats::{Counters, LaneStats, NodeStats, PeerStats};
 use crate::table::PeerTable;
 
 /// A wirelane node: a listening socket, a connection per peer, and the queues the
@@ -86,6 +87,8 @@ pub(crate) struct NodeShared {
     pub(crate) handshakes_failed: AtomicU64,
     events_dropped: AtomicU64,
     event_drops: LogLimit,
+    limit_log: LogLimit,
+    pub(crate) refusal_log: LogLimit,
     next_conn: AtomicU64,
     epoch: Instant,
 }
@@ -94,6 +97,9 @@ pub(crate) struct NodeShared {
 struct Registry {
     shut: bool,
     live: HashMap<ConnId, Arc<ConnShared>>,
+    /// Connections still shaking hands, oldest first (ids only grow), and whether
+    /// each is inbound.
+    handshaking: std::collections::BTreeMap<ConnId, bool>,
     handles: Vec<JoinHandle<()>>,
     /// The node's own senders; taken at shutdown so the queues disconnect once every
     /// connection (each holding clones) has ended.
@@ -130,6 +136,7 @@ impl Node {
             registry: Mutex::new(Registry {
                 shut: false,
                 live: HashMap::new(),
+                handshaking: Default::default(),
                 handles: Vec::new(),
                 inbound: Some(inbound),
                 events: Some(events_tx),
@@ -142,6 +149,8 @@ impl Node {
             handshakes_failed: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
             event_drops: LogLimit::new(),
+            limit_log: LogLimit::new(),
+            refusal_log: LogLimit::new(),
             next_conn: AtomicU64::new(1),
             epoch: Instant::now(),
         });
@@ -373,6 +382,8 @@ impl Node {
             stats.peers += 1;
             stats.gossip.queued += link.gossip.len() as u64;
             stats.private.queued += link.private.len() as u64;
+            stats.gossip.queued_bytes += link.queued_bytes(Lane::Gossip) as u64;
+            stats.private.queued_bytes += link.queued_bytes(Lane::Private) as u64;
         }
         stats
     }
@@ -406,8 +417,14 @@ impl Node {
             local_addr: conn.local_addr,
             peer_addr: conn.peer_addr,
             inbound: conn.inbound,
-            gossip: counters.lane(Lane::Gossip, link.gossip.len() as u64),
-            private: counters.lane(Lane::Private, link.private.len() as u64),
+            gossip: LaneStats {
+                queued_bytes: link.queued_bytes(Lane::Gossip) as u64,
+                ..counters.lane(Lane::Gossip, link.gossip.len() as u64)
+            },
+            private: LaneStats {
+                queued_bytes: link.queued_bytes(Lane::Private) as u64,
+                ..counters.lane(Lane::Private, link.private.len() as u64)
+            },
             bytes_in: counters.bytes_in(),
             bytes_out: counters.bytes_out(),
             blocked_senders: counters.waiting.load(Relaxed),
@@ -502,9 +519,9 @@ impl NodeShared {
             self.epoch,
             Arc::downgrade(&self.table),
         )?);
-        let (outlets, alive) = {
+        let (outlets, alive, evicted) = {
             let mut registry = self.registry.lock();
-            let (Some(inbound), Some(events), Some(alive), false) = (
+            let (Some(inbound_tx), Some(events), Some(alive), false) = (
                 registry.inbound.clone(),
                 registry.events.clone(),
                 registry.alive.clone(),
@@ -512,9 +529,50 @@ impl NodeShared {
             ) else {
                 return Err(Error::Shutdown);
             };
+            if registry.live.len() >= self.config.max_connections {
+                drop(registry);
+                return Err(self.at_limit(&conn, Error::TooManyConnections));
+            }
+            let mut evicted = None;
+            if registry.handshaking.len() >= self.config.max_handshakes {
+                // Only an inbound connection may push out a stranger's handshake;
+                // the application's own dials are never dropped for it.
+                let oldest = inbound
+                    .then(|| {
+                        registry
+                            .handshaking
+                            .iter()
+                            .find(|(_, &inb)| inb)
+                            .map(|(&id, _)| id)
+                    })
+                    .flatten();
+                let Some(oldest) = oldest else {
+                    drop(registry);
+                    return Err(self.at_limit(&conn, Error::TooManyHandshakes));
+                };
+                registry.handshaking.remove(&oldest);
+                evicted = registry.live.get(&oldest).cloned();
+            }
+            registry.handshaking.insert(id, inbound);
             registry.live.insert(id, conn.clone());
-            (Outlets { inbound, events }, alive)
+            let outlets = Outlets {
+                inbound: inbound_tx,
+                events,
+            };
+            (outlets, alive, evicted)
         };
+        if let Some(old) = evicted {
+            if let Some(n) = self.limit_log.hit(self.epoch.elapsed().as_millis() as u64) {
+                log::warn!(
+                    "{}: {} handshakes in progress; dropped the oldest ({} of them since the last report), from {}",
+                    self.id,
+                    self.config.max_handshakes,
+                    n,
+                    old.peer_addr
+                );
+            }
+            old.evict();
+        }
         let node = self.clone();
         let thread_alive = alive.clone();
         let spawned = thread::Builder::new()
@@ -555,7 +613,41 @@ impl NodeShared {
     pub(crate) fn retire(&self, conn: &ConnShared) {
         let mut registry = self.registry.lock();
         registry.live.remove(&conn.id);
+        registry.handshaking.remove(&conn.id);
         self.totals.absorb(&conn.counters);
+    }
+
+    /// Called when a connection's handshake has finished: it no longer counts against
+    /// the handshake limit.
+    pub(crate) fn handshake_done(&self, conn: &ConnShared) {
+        self.registry.lock().handshaking.remove(&conn.id);
+    }
+
+    /// Reports a connection refused by a limit: one log line (at most one a second),
+    /// a counter, an event for inbound connections. Returns the error.
+    fn at_limit(&self, conn: &ConnShared, error: Error) -> Error {
+        self.handshakes_failed.fetch_add(1, Relaxed);
+        if let Some(n) = self.limit_log.hit(self.epoch.elapsed().as_millis() as u64) {
+            log::warn!(
+                "{}: {error}; refused {n} connection(s) since the last report, the latest {} {}",
+                self.id,
+                if conn.inbound { "from" } else { "to" },
+                conn.peer_addr
+            );
+        }
+        if conn.inbound {
+            if let Some(events) = self.registry.lock().events.clone() {
+                self.emit(
+                    &events,
+                    Event::Refused {
+                        addr: conn.peer_addr,
+                        error: HandshakeError::LimitReached,
+                    },
+                );
+            }
+        }
+        conn.cut();
+        error
     }
 
     /// Counts of ended connections plus live ones (queue depths are added by the

@@ -15,9 +15,11 @@ use crossbeam_channel::{Receiver, Select, SendTimeoutError, Sender, TrySendError
 
 use crate::config::Config;
 use crate::connection::{ConnShared, Never};
-use crate::event::{DisconnectReason, Lane, Message};
+use crate::event::{DisconnectReason, Event, Lane, Message};
 use crate::frame::{self, FrameError, FrameKind, Header, HEADER_LEN};
 use crate::id::PeerId;
+use crate::lane::Budgets;
+use crate::node::NodeShared;
 use crate::pool::BufPool;
 use crate::readbuf::ReadBuf;
 
@@ -35,6 +37,19 @@ pub(crate) struct Reader<'a> {
     /// Disconnects when the reader of the connection this one replaced has finished;
     /// nothing is delivered before, so the peer's messages keep their order.
     pub(crate) after: Option<Receiver<Never>>,
+    /// The private lane, watched for a peer that stops draining it.
+    pub(crate) private: &'a Receiver<Bytes>,
+    pub(crate) budgets: &'a Budgets,
+    /// For reporting a slow peer.
+    pub(crate) node: &'a NodeShared,
+    pub(crate) events: &'a Sender<Event>,
+}
+
+/// Since when the peer's private lane has been full, as the reader last looked.
+#[derive(Default)]
+struct Slow {
+    since: Option<Instant>,
+    reported: bool,
 }
 
 /// What handling one frame asks of the loop.
@@ -76,6 +91,7 @@ impl Reader<'_> {
             }
         }
         let mut last_heard = Instant::now();
+        let mut slow = Slow::default();
         let max = self.config.max_frame_len;
         loop {
             // Deliver every complete frame already buffered.
@@ -119,6 +135,7 @@ impl Reader<'_> {
                 _ => HEADER_LEN,
             };
             let filled = rb.fill(self.stream, want);
+            self.watch_slow(&mut slow);
             if let Some(reason) = self.linger_expired() {
                 return reason;
             }
@@ -175,6 +192,42 @@ impl Reader<'_> {
                 None
             }
             _ => Some(DisconnectReason::Io(Arc::new(e))),
+        }
+    }
+
+    /// Reports a peer whose private lane stays full (and closes the connection if the
+    /// node is set to). Runs on every read and every tick, so at least twice a linger.
+    fn watch_slow(&self, slow: &mut Slow) {
+        if !(self.private.is_full() || self.budgets.private.is_full()) {
+            *slow = Slow::default();
+            return;
+        }
+        let since = *slow.since.get_or_insert_with(Instant::now);
+        let full_for = since.elapsed();
+        if slow.reported || full_for < self.config.slow_peer_after {
+            return;
+        }
+        slow.reported = true;
+        log::warn!(
+            "{}: the private lane to {} has been full for {full_for:?}{}",
+            self.conn.node,
+            self.peer,
+            if self.config.disconnect_slow_peers {
+                "; disconnecting it"
+            } else {
+                ""
+            }
+        );
+        self.node.emit(
+            self.events,
+            Event::SlowPeer {
+                peer: self.peer,
+                conn: self.conn.id,
+                full_for,
+            },
+        );
+        if self.config.disconnect_slow_peers {
+            self.conn.close(DisconnectReason::SlowPeer);
         }
     }
 

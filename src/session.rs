@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::TcpStream;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -11,12 +12,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::connection::{self, ConnShared, LaneRx, Link, Never};
+use crate::connection::{ConnShared, Never};
 use crate::error::HandshakeError;
 use crate::event::{DisconnectReason, Event, Message};
 use crate::frame::CloseCode;
 use crate::handshake::{self, Hello};
 use crate::id::PeerId;
+use crate::lane::{self, LaneRx, Link};
 use crate::node::NodeShared;
 use crate::readbuf::ReadBuf;
 use crate::reader::Reader;
@@ -45,9 +47,18 @@ pub(crate) fn run(
     // Disconnects when the reader has finished: tells the writer, and the reader of
     // a connection that replaces this one, that nothing more will be delivered.
     let (done_tx, done_rx) = bounded::<Never>(0);
-    let (peer, lanes, after) = match shake_hands(&node, &conn, &stream, &mut rb, &outlets, &done_rx)
-    {
+    let shaken = contain(&node, &conn, "handshake", || {
+        shake_hands(&node, &conn, &stream, &mut rb, &outlets, &done_rx)
+    })
+    .unwrap_or(Err(HandshakeError::Io(io::ErrorKind::Other)));
+    node.handshake_done(&conn);
+    let (peer, lanes, after) = match shaken {
         Ok(ok) => ok,
+        Err(_) if conn.was_evicted() => {
+            refused(&node, &conn, &outlets, report, HandshakeError::LimitReached);
+            node.retire(&conn);
+            return;
+        }
         Err(error) => {
             refused(&node, &conn, &outlets, report, error);
             node.retire(&conn);
@@ -80,6 +91,8 @@ pub(crate) fn run(
     );
 
     let (pong_tx, pong_rx) = bounded(1);
+    // The reader watches the private lane for a peer that stops draining it.
+    let (private_watch, budgets) = (lanes.private.clone(), lanes.budgets.clone());
     let (writer_done_tx, writer_done) = bounded::<Never>(0);
     let writer = Writer {
         stream: stream.clone(),
@@ -107,7 +120,7 @@ pub(crate) fn run(
         }
     };
     if writer.is_some() {
-        let reason = Reader {
+        let reader = Reader {
             stream: &stream,
             conn: &conn,
             peer,
@@ -116,8 +129,13 @@ pub(crate) fn run(
             pong: &pong_tx,
             config: &node.config,
             after,
-        }
-        .run(&mut rb);
+            private: &private_watch,
+            budgets: &budgets,
+            node: &node,
+            events: &outlets.events,
+        };
+        let reason =
+            contain(&node, &conn, "reader", || reader.run(&mut rb)).unwrap_or_else(internal_error);
         conn.close(reason);
     }
     drop(done_tx);
@@ -188,15 +206,14 @@ fn shake_hands(
         handshake::read_accept(stream, rb, theirs.peer, deadline)?;
     }
 
-    let ((gossip, private), lanes) = connection::lanes(config);
-    let link = Arc::new(Link {
-        conn: conn.clone(),
-        peer: theirs.peer,
-        incarnation: theirs.incarnation,
-        peer_max_frame: theirs.max_frame_len,
-        gossip,
-        private,
-    });
+    let (tx, lanes) = lane::lanes(config);
+    let link = Arc::new(Link::new(
+        conn.clone(),
+        theirs.peer,
+        theirs.incarnation,
+        theirs.max_frame_len,
+        tx,
+    ));
     let policy = if arbiter {
         Policy::Arbitrate
     } else {
@@ -270,11 +287,21 @@ fn refused(
         );
     } else {
         node.handshakes_failed.fetch_add(1, Relaxed);
-        log::warn!(
-            "{}: connection {direction} {} refused: {error}",
-            node.id,
-            conn.peer_addr
-        );
+        // One line per refusal; under a flood only the first each second is a
+        // warning, the others go to the debug level with the count in the warning.
+        if let Some(n) = node.refusal_log.hit(conn.now_ms()) {
+            log::warn!(
+                "{}: connection {direction} {} refused: {error} ({n} refused since the last warning)",
+                node.id,
+                conn.peer_addr
+            );
+        } else {
+            log::debug!(
+                "{}: connection {direction} {} refused: {error}",
+                node.id,
+                conn.peer_addr
+            );
+        }
     }
     conn.close(match error {
         HandshakeError::Shutdown => DisconnectReason::Shutdown,
@@ -322,6 +349,38 @@ pub(crate) fn undelivered(
     }
 }
 
+/// Runs `f`, turning a panic into `None` with one error log line, so that a bug in a
+/// connection's thread ends that connection and not the node's bookkeeping: the
+/// caller still closes it, joins its threads and retires it.
+fn contain<T>(
+    node: &NodeShared,
+    conn: &ConnShared,
+    part: &str,
+    f: impl FnOnce() -> T,
+) -> Option<T> {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(value) => Some(value),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            log::error!(
+                "{}: the {part} of {} panicked ({what}); closing the connection",
+                node.id,
+                conn.id
+            );
+            None
+        }
+    }
+}
+
+/// The reason a connection ends when one of its threads panicked.
+fn internal_error() -> DisconnectReason {
+    DisconnectReason::Io(Arc::new(io::Error::other("internal error")))
+}
+
 /// Starts the writer thread; `done` disconnects when it ends. If the thread cannot
 /// start, the lanes come back so that their messages can be handed back.
 fn spawn_writer(
@@ -343,7 +402,10 @@ fn spawn_writer(
         .spawn(move || {
             let _done = done;
             if let Ok(writer) = theirs.recv() {
-                writer.run();
+                let (node, conn) = (writer.handback.node.clone(), writer.conn.clone());
+                if contain(&node, &conn, "writer", || writer.run()).is_none() {
+                    conn.close(internal_error());
+                }
             }
         });
     spawned.map_err(|e| {

@@ -120,6 +120,7 @@ impl Counters {
             sent: out.messages.load(Relaxed),
             sent_bytes: out.bytes.load(Relaxed),
             queued: queued + out.in_batch.load(Relaxed),
+            queued_bytes: 0,
             dropped: out.dropped.load(Relaxed) + full,
             received: inb.messages.load(Relaxed),
             received_bytes: inb.bytes.load(Relaxed),
@@ -155,6 +156,8 @@ pub struct LaneStats {
     /// Messages accepted and not yet written: in the lane, or in the batch the
     /// writer is writing.
     pub queued: u64,
+    /// Payload bytes in the lane now, against its byte limit.
+    pub queued_bytes: u64,
     /// Gossip: refused because the lane was full, or discarded when the connection
     /// closed. Private: lost because they could be neither written nor handed back
     /// (only when the event queue is full at shutdown); normally zero.
@@ -182,6 +185,7 @@ impl AddAssign for LaneStats {
         self.sent += o.sent;
         self.sent_bytes += o.sent_bytes;
         self.queued += o.queued;
+        self.queued_bytes += o.queued_bytes;
         self.dropped += o.dropped;
         self.received += o.received;
         self.received_bytes += o.received_bytes;
@@ -241,8 +245,15 @@ pub struct NodeStats {
 fn write_lane(f: &mut fmt::Formatter<'_>, name: &str, l: &LaneStats) -> fmt::Result {
     writeln!(
         f,
-        "  {name:<7} sent {} ({} B), queued {}, dropped {} | received {} ({} B), dropped {}",
-        l.sent, l.sent_bytes, l.queued, l.dropped, l.received, l.received_bytes, l.recv_dropped
+        "  {name:<7} sent {} ({} B), queued {} ({} B), dropped {} | received {} ({} B), dropped {}",
+        l.sent,
+        l.sent_bytes,
+        l.queued,
+        l.queued_bytes,
+        l.dropped,
+        l.received,
+        l.received_bytes,
+        l.recv_dropped
     )
 }
 

@@ -12,8 +12,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crossbeam_channel::Receiver;
 
-use crate::connection::{ConnShared, Link, Never};
+use crate::connection::{ConnShared, Never};
 use crate::id::{ConnId, PeerId};
+use crate::lane::Link;
 
 /// How a new connection is registered when the peer already has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

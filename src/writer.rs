@@ -11,10 +11,11 @@ use bytes::Bytes;
 use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::batch::Batch;
-use crate::connection::{ConnShared, LaneRx};
+use crate::connection::ConnShared;
 use crate::event::{DisconnectReason, Event, Lane};
 use crate::frame::{self, CloseCode, FrameKind};
 use crate::id::PeerId;
+use crate::lane::LaneRx;
 use crate::node::NodeShared;
 use crate::session;
 
@@ -80,12 +81,10 @@ impl Writer {
         // loop sees that at its top.
         select! {
             recv(self.lanes.private) -> msg => if let Ok(msg) = msg {
-                batch.push(Lane::Private, msg);
-                batch.publish(&self.conn.counters);
+                batch.push_taken(&self.lanes, Lane::Private, msg, &self.conn.counters);
             },
             recv(self.lanes.gossip) -> msg => if let Ok(msg) = msg {
-                batch.push(Lane::Gossip, msg);
-                batch.publish(&self.conn.counters);
+                batch.push_taken(&self.lanes, Lane::Gossip, msg, &self.conn.counters);
             },
             recv(self.pong) -> req => if req.is_ok() { batch.control(FrameKind::Pong) },
             recv(self.conn.closed_rx) -> _ => {},

@@ -1,0 +1,388 @@
+//! The two lanes of a connection, from the senders' side: the [`Link`] the peer table
+//! holds, and the budgets that bound each lane in bytes as well as in messages.
+//!
+//! The lock rule lives here. A sender finds a `Link` in the peer table under a short
+//! read lock, clones the `Arc`, releases the lock, and only then touches the lanes.
+//! Waiting — for bytes or for a slot on the private lane — is a crossbeam select over
+//! what it waits for and the connection's close signal, with no lock of ours held, so
+//! the writer that empties the lane and the reader that feeds the other side never
+//! stop for a blocked sender (the Fabric FAB-10469 deadlock).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use crossbeam_channel::{bounded, Receiver, Select, Sender, TrySendError as ChanTrySend};
+
+use crate::config::Config;
+use crate::connection::{ConnShared, Gauge};
+use crate::error::{SendTimeoutError, TrySendError};
+use crate::event::{DisconnectReason, Lane};
+use crate::id::PeerId;
+
+/// Bytes queued on one lane, against its limit.
+pub(crate) struct Budget {
+    queued: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Budget {
+        Budget {
+            queued: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Takes `len` bytes of the budget, if they fit. A message always fits an empty
+    /// lane, so one larger than the budget (but within the frame limit) still goes.
+    fn reserve(&self, len: usize) -> bool {
+        let before = self.queued.fetch_add(len, Ordering::SeqCst);
+        if before == 0 || before + len <= self.limit {
+            return true;
+        }
+        self.queued.fetch_sub(len, Ordering::SeqCst);
+        false
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Whether the lane holds as many bytes as it may.
+    pub(crate) fn is_full(&self) -> bool {
+        self.queued() >= self.limit
+    }
+}
+
+/// The byte budgets of a connection's lanes, shared by its senders and its writer.
+pub(crate) struct Budgets {
+    pub(crate) gossip: Budget,
+    pub(crate) private: Budget,
+    /// Senders waiting for bytes on the private lane.
+    waiting: AtomicUsize,
+    /// A token here says private bytes were released; capacity one, so it never
+    /// blocks and a token is never lost.
+    room_tx: Sender<()>,
+    room_rx: Receiver<()>,
+}
+
+impl Budgets {
+    fn new(config: &Config) -> Budgets {
+        let (room_tx, room_rx) = bounded(1);
+        Budgets {
+            gossip: Budget::new(config.gossip_lane_bytes),
+            private: Budget::new(config.private_lane_bytes),
+            waiting: AtomicUsize::new(0),
+            room_tx,
+            room_rx,
+        }
+    }
+
+    /// The writer took messages of `gossip` and `private` bytes out of the lanes.
+    pub(crate) fn release(&self, gossip: usize, private: usize) {
+        if gossip > 0 {
+            self.gossip.queued.fetch_sub(gossip, Ordering::SeqCst);
+        }
+        if private > 0 {
+            self.private.queued.fetch_sub(private, Ordering::SeqCst);
+            self.wake_one();
+        }
+    }
+
+    /// Wakes a sender waiting for private bytes, if any. Pairs with the waiter's
+    /// check-after-registering in `Link::wait_for_bytes`: one of them always sees the
+    /// other.
+    fn wake_one(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let _ = self.room_tx.try_send(());
+        }
+    }
+}
+
+/// The registered handle to a connection: the senders of its two lanes.
+///
+/// Only the peer table keeps a `Link` for long; a send holds a clone for its duration.
+/// When the last clone goes the lanes disconnect, which is how the writer knows that
+/// no message can arrive after its final drain.
+pub(crate) struct Link {
+    pub(crate) conn: Arc<ConnShared>,
+    pub(crate) peer: PeerId,
+    pub(crate) incarnation: u64,
+    /// The largest payload the peer said it accepts.
+    pub(crate) peer_max_frame: u32,
+    pub(crate) gossip: Sender<Bytes>,
+    pub(crate) private: Sender<Bytes>,
+    pub(crate) budgets: Arc<Budgets>,
+}
+
+/// The receiving ends of a connection's lanes, owned by its writer.
+pub(crate) struct LaneRx {
+    pub(crate) gossip: Receiver<Bytes>,
+    pub(crate) private: Receiver<Bytes>,
+    pub(crate) budgets: Arc<Budgets>,
+}
+
+/// The sending ends of a connection's lanes, for its `Link`.
+pub(crate) struct LaneTx {
+    pub(crate) gossip: Sender<Bytes>,
+    pub(crate) private: Sender<Bytes>,
+    pub(crate) budgets: Arc<Budgets>,
+}
+
+/// Creates the two bounded lanes of a connection.
+pub(crate) fn lanes(config: &Config) -> (LaneTx, LaneRx) {
+    let (gossip_tx, gossip) = bounded(config.gossip_capacity);
+    let (private_tx, private) = bounded(config.private_capacity);
+    let budgets = Arc::new(Budgets::new(config));
+    (
+        LaneTx {
+            gossip: gossip_tx,
+            private: private_tx,
+            budgets: budgets.clone(),
+        },
+        LaneRx {
+            gossip,
+            private,
+            budgets,
+        },
+    )
+}
+
+impl LaneRx {
+    /// Takes every message left in the lanes once no sender can add more, counting
+    /// discarded gossip, and returns the private messages oldest first.
+    ///
+    /// Blocks until every `Link` is gone: the caller has already closed the
+    /// connection, so the table no longer holds one and any send in flight returns
+    /// promptly.
+    pub(crate) fn drain(self, counters: &crate::stats::Counters) -> Vec<Bytes> {
+        let private: Vec<Bytes> = self.private.iter().collect();
+        let gossip = self.gossip.try_iter().count() as u64;
+        counters.out.gossip.drop_n(gossip);
+        private
+    }
+}
+
+/// What ended a wait: the connection closing, or the deadline.
+enum Interrupted {
+    Closed,
+    Timeout,
+}
+
+impl Link {
+    pub(crate) fn new(
+        conn: Arc<ConnShared>,
+        peer: PeerId,
+        incarnation: u64,
+        peer_max_frame: u32,
+        tx: LaneTx,
+    ) -> Link {
+        Link {
+            conn,
+            peer,
+            incarnation,
+            peer_max_frame,
+            gossip: tx.gossip,
+            private: tx.private,
+            budgets: tx.budgets,
+        }
+    }
+
+    /// Queues a gossip message, or drops it if the lane is full (in messages or in
+    /// bytes).
+    pub(crate) fn try_send(&self, msg: Bytes) -> Result<(), TrySendError<Bytes>> {
+        if msg.len() > self.peer_max_frame as usize {
+            return Err(TrySendError::TooLarge(msg));
+        }
+        if self.conn.is_closing() {
+            return Err(self.closed_try(msg));
+        }
+        let len = msg.len();
+        if !self.budgets.gossip.reserve(len) {
+            return Err(self.dropped(msg));
+        }
+        match self.gossip.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(ChanTrySend::Full(msg)) => {
+                self.budgets.release(len, 0);
+                Err(self.dropped(msg))
+            }
+            Err(ChanTrySend::Disconnected(msg)) => {
+                self.budgets.release(len, 0);
+                Err(self.closed_try(msg))
+            }
+        }
+    }
+
+    /// Counts and reports a gossip message refused because its lane was full.
+    fn dropped(&self, msg: Bytes) -> TrySendError<Bytes> {
+        self.conn
+            .counters
+            .gossip_full
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = self.conn.send_drops.hit(self.conn.now_ms()) {
+            log::warn!(
+                "{}: gossip lane to {} is full; dropped {n} message(s) since the last report",
+                self.conn.node,
+                self.peer
+            );
+        }
+        TrySendError::Full(msg)
+    }
+
+    /// Queues a private message, waiting for room (bytes, then a slot) until the
+    /// deadline, if any.
+    ///
+    /// Every wait is a select with the connection's close signal, holding no lock: a
+    /// close, a shutdown or the deadline always gets the sender out, with its message.
+    pub(crate) fn send(
+        &self,
+        msg: Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendTimeoutError<Bytes>> {
+        if msg.len() > self.peer_max_frame as usize {
+            return Err(SendTimeoutError::TooLarge(msg));
+        }
+        if self.conn.is_closing() {
+            return Err(self.closed(msg));
+        }
+        let len = msg.len();
+        if !self.budgets.private.reserve(len) {
+            let _waiting = Gauge::enter(&self.conn.counters.waiting);
+            if let Err(why) = self.wait_for_bytes(len, deadline) {
+                return Err(self.interrupted(why, msg));
+            }
+        }
+        let msg = match self.private.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(ChanTrySend::Full(msg)) => msg,
+            Err(ChanTrySend::Disconnected(msg)) => {
+                return Err(self.give_back(Interrupted::Closed, msg))
+            }
+        };
+
+        let _waiting = Gauge::enter(&self.conn.counters.waiting);
+        let mut sel = Select::new();
+        let lane = sel.send(&self.private);
+        sel.recv(&self.conn.closed_rx);
+        let oper = match deadline {
+            None => sel.select(),
+            Some(deadline) => match sel.select_deadline(deadline) {
+                Ok(oper) => oper,
+                Err(_) => return Err(self.give_back(Interrupted::Timeout, msg)),
+            },
+        };
+        if oper.index() == lane {
+            // If the close raced us, the writer's final drain (which waits for this
+            // `Link` to be dropped) still hands the message back.
+            oper.send(&self.private, msg)
+                .map_err(|e| self.give_back(Interrupted::Closed, e.into_inner()))
+        } else {
+            let _ = oper.recv(&self.conn.closed_rx);
+            Err(self.give_back(Interrupted::Closed, msg))
+        }
+    }
+
+    /// Waits until `len` private bytes fit the budget and takes them.
+    fn wait_for_bytes(&self, len: usize, deadline: Option<Instant>) -> Result<(), Interrupted> {
+        let budgets = &self.budgets;
+        loop {
+            budgets.waiting.fetch_add(1, Ordering::SeqCst);
+            // Registered as waiting first, then looked again: bytes the writer
+            // released meanwhile are seen here, or the writer sees us and leaves a
+            // token.
+            let took = budgets.private.reserve(len);
+            let woken = if took {
+                Ok(())
+            } else {
+                let mut sel = Select::new();
+                let room = sel.recv(&budgets.room_rx);
+                sel.recv(&self.conn.closed_rx);
+                let oper = match deadline {
+                    None => Ok(sel.select()),
+                    Some(deadline) => sel
+                        .select_deadline(deadline)
+                        .map_err(|_| Interrupted::Timeout),
+                };
+                match oper {
+                    Ok(oper) if oper.index() == room => {
+                        oper.recv(&budgets.room_rx).map_err(|_| Interrupted::Closed)
+                    }
+                    Ok(oper) => {
+                        let _ = oper.recv(&self.conn.closed_rx);
+                        Err(Interrupted::Closed)
+                    }
+                    Err(timeout) => Err(timeout),
+                }
+            };
+            budgets.waiting.fetch_sub(1, Ordering::SeqCst);
+            woken?;
+            if took || budgets.private.reserve(len) {
+                // Pass the token on: others may fit in what is left.
+                budgets.wake_one();
+                return Ok(());
+            }
+        }
+    }
+
+    /// Returns the bytes a message had reserved, and the message with the reason.
+    fn give_back(&self, why: Interrupted, msg: Bytes) -> SendTimeoutError<Bytes> {
+        self.budgets
+            .private
+            .queued
+            .fetch_sub(msg.len(), Ordering::SeqCst);
+        self.budgets.wake_one();
+        self.interrupted(why, msg)
+    }
+
+    fn interrupted(&self, why: Interrupted, msg: Bytes) -> SendTimeoutError<Bytes> {
+        match why {
+            Interrupted::Timeout => SendTimeoutError::Timeout(msg),
+            Interrupted::Closed => self.closed(msg),
+        }
+    }
+
+    fn closed(&self, msg: Bytes) -> SendTimeoutError<Bytes> {
+        match self.conn.reason() {
+            Some(DisconnectReason::Shutdown) => SendTimeoutError::Shutdown(msg),
+            _ => SendTimeoutError::Disconnected(msg),
+        }
+    }
+
+    fn closed_try(&self, msg: Bytes) -> TrySendError<Bytes> {
+        match self.conn.reason() {
+            Some(DisconnectReason::Shutdown) => TrySendError::Shutdown(msg),
+            _ => TrySendError::Disconnected(msg),
+        }
+    }
+
+    /// Bytes queued on a lane now.
+    pub(crate) fn queued_bytes(&self, lane: Lane) -> usize {
+        match lane {
+            Lane::Gossip => self.budgets.gossip.queued(),
+            Lane::Private => self.budgets.private.queued(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_admits_what_fits_and_always_one_message() {
+        let budget = Budget::new(100);
+        assert!(budget.reserve(60));
+        assert!(budget.reserve(40));
+        assert!(!budget.reserve(1), "full");
+        budget.queued.fetch_sub(100, Ordering::SeqCst);
+        assert!(
+            budget.reserve(500),
+            "an empty lane takes one message of any size"
+        );
+        assert!(!budget.reserve(1));
+        assert_eq!(budget.queued(), 500);
+    }
+}
