@@ -58,6 +58,11 @@ subcommands:
         until killed or for T seconds; logs each peer's arrival and departure.
   load --connect ADDR [--id N] [--workload throughput|latency] [--size N] [--count M]
         runs a workload against a `serve` process.
+  peer --listen ADDR --id N [--read all|none] [--inbound N] [--max-frame N]
+       [--private-capacity N] [--ping-ms N] [--silence-ms N] [--linger-ms N]
+        a scriptable peer for the fault tests (tests/fault_*.rs), not a benchmark:
+        a node that reports its events on stdout and takes commands on stdin
+        (`send COUNT SIZE`, `report PEER`); exits when stdin closes.
   baseline raw|channel|naive --size N [--count M]
         raw: pre-framed bytes over loopback TCP in 64 KiB writes (the transport
         limit). channel: a fresh payload per message through a crossbeam bounded

@@ -15,6 +15,7 @@ mod load;
 mod locked;
 mod mesh;
 mod naive;
+mod peer;
 mod procfs;
 mod progress;
 mod remote;
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
         "soak" => soak::run(&args, out),
         "latency" => latency::run(&args, out),
         "baseline" => baseline::run(&args, out),
+        "peer" => peer::run(&args, out),
         other => return usage_error(&CliError::UnknownCommand(other.to_owned())),
     };
     match result {
