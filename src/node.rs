@@ -19,7 +19,7 @@ use crate::connection::{ConnShared, LogLimit, Never};
 use crate::error::{Error, HandshakeError, Result, SendError, SendTimeoutError, TrySendError};
 use crate::event::{DisconnectReason, Event, Lane, Message};
 use crate::id::{ConnId, PeerId};
-use crate::lane::Link;
+use crate::lane::{Link, Patience};
 use crate::pool::BufPool;
 use crate::session::{self, Outlets, Report};
 use crate::stats::{Counters, LaneStats, NodeStats, PeerStats};
@@ -276,7 +276,7 @@ impl Node {
     pub fn send(&self, peer: PeerId, payload: impl Into<Bytes>) -> Result<(), SendError<Bytes>> {
         let payload = payload.into();
         match self.shared.table.get(peer) {
-            Some(link) => link.send(payload, None).map_err(|e| match e {
+            Some(link) => link.send(payload, Patience::Forever).map_err(|e| match e {
                 SendTimeoutError::NotConnected(m) => SendError::NotConnected(m),
                 SendTimeoutError::Shutdown(m) => SendError::Shutdown(m),
                 SendTimeoutError::TooLarge(m) => SendError::TooLarge(m),
@@ -320,9 +320,8 @@ impl Node {
         timeout: Duration,
     ) -> Result<(), SendTimeoutError<Bytes>> {
         let payload = payload.into();
-        let deadline = Instant::now().checked_add(timeout);
         match self.shared.table.get(peer) {
-            Some(link) => link.send(payload, deadline),
+            Some(link) => link.send(payload, Patience::For(timeout)),
             None => Err(self.unroutable(payload).into()),
         }
     }
