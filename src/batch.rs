@@ -26,6 +26,10 @@ pub(crate) const INLINE_MAX: usize = 512;
 /// Most `iovec`s in one vectored write (Linux accepts 1024).
 const MAX_SLICES: usize = 512;
 
+/// Slices that cover most batches: copied frames merge into one piece, so a batch
+/// has two pieces for each referenced payload and about one more.
+const FEW_SLICES: usize = 16;
+
 /// How many times `max_batch_bytes` a batch may reference without copying: such
 /// bytes cost no copy, and fewer, larger writes cost fewer system calls.
 const REFERENCED_FACTOR: usize = 16;
@@ -56,11 +60,17 @@ impl Batch {
         self.total == 0
     }
 
+    /// How many data frames the batch holds.
+    pub fn frames(&self) -> usize {
+        self.frames.len()
+    }
+
     /// Whether the batch should take no more frames.
     fn is_full(&self, max: usize) -> bool {
         self.buf.len() >= max
             || self.total >= max.saturating_mul(REFERENCED_FACTOR)
-            || self.pieces.len() >= MAX_SLICES - 2
+            // Room for one more data frame (two pieces) and a control frame.
+            || self.pieces.len() >= MAX_SLICES - 3
     }
 
     /// Adds a data frame.
@@ -174,20 +184,34 @@ impl Batch {
 
     /// Writes the pieces in order; returns how many bytes went out, and why it
     /// stopped if not all did.
-    fn write_all(
+    fn write_all(&self, stream: impl Write, progress: &mut dyn FnMut()) -> (usize, io::Result<()>) {
+        // The slices live on the stack, so that the writer's steady state allocates
+        // nothing; most batches have a few pieces, so the small array is the usual one.
+        if self.pieces.len() <= FEW_SLICES {
+            self.write_slices::<FEW_SLICES>(stream, progress)
+        } else {
+            self.write_slices::<MAX_SLICES>(stream, progress)
+        }
+    }
+
+    /// [`Batch::write_all`] with room for `N` slices, at least as many as pieces.
+    fn write_slices<const N: usize>(
         &self,
         mut stream: impl Write,
         progress: &mut dyn FnMut(),
     ) -> (usize, io::Result<()>) {
-        let mut slices: Vec<IoSlice<'_>> = self
-            .pieces
-            .iter()
-            .map(|piece| match *piece {
+        assert!(
+            self.pieces.len() <= N,
+            "`is_full` keeps a batch within MAX_SLICES pieces"
+        );
+        let mut array = [IoSlice::new(&[]); N];
+        for (slice, piece) in array.iter_mut().zip(&self.pieces) {
+            *slice = match *piece {
                 Piece::Copied { start, end } => IoSlice::new(&self.buf[start..end]),
                 Piece::Referenced { index } => IoSlice::new(&self.frames[index].2),
-            })
-            .collect();
-        let mut slices = &mut slices[..];
+            };
+        }
+        let mut slices = &mut array[..self.pieces.len()];
         let mut written = 0;
         while written < self.total {
             let result = match slices {
