@@ -53,6 +53,19 @@ pub struct Config {
     /// When it is full, private frames wait (and the wait pushes back over TCP to
     /// the sender) and gossip frames are dropped and counted. Default 4096.
     pub inbound_capacity: usize,
+    /// Most bytes of large inbound payloads the node holds at once: payloads over a
+    /// quarter of [`read_buffer`](Config::read_buffer), each read into a buffer of
+    /// its own, count from the moment that buffer is allocated until the application
+    /// drops the message. When they would not fit, readers of large frames wait
+    /// before allocating (pushing back over TCP, as a full inbound queue does), and a
+    /// warning is logged at most once a second. With nothing held, one payload of any
+    /// size within `max_frame_len` is admitted.
+    ///
+    /// Without it a peer sending `inbound_capacity` frames of `max_frame_len` each
+    /// to a busy application would make the node hold 64 GiB. Smaller payloads are
+    /// cut out of the readers' shared buffers and are bounded by `inbound_capacity`.
+    /// Default 64 MiB.
+    pub inbound_bytes: usize,
     /// Most events the [`events`](crate::Node::events) queue holds. Informational
     /// events that find it full are dropped and counted; `Undelivered` waits for
     /// room. Default 1024.
@@ -127,6 +140,7 @@ impl Default for Config {
             gossip_lane_bytes: 8 << 20,
             private_lane_bytes: 32 << 20,
             inbound_capacity: 4096,
+            inbound_bytes: 64 << 20,
             event_capacity: 1024,
             max_frame_len: 16 * 1024 * 1024,
             max_connections: 4096,
@@ -171,6 +185,8 @@ impl Config {
         private_lane_bytes: usize;
         /// Sets [`inbound_capacity`](Config::inbound_capacity).
         inbound_capacity: usize;
+        /// Sets [`inbound_bytes`](Config::inbound_bytes).
+        inbound_bytes: usize;
         /// Sets [`event_capacity`](Config::event_capacity).
         event_capacity: usize;
         /// Sets [`max_frame_len`](Config::max_frame_len).
@@ -227,6 +243,9 @@ impl Config {
         if self.inbound_capacity == 0 || self.event_capacity == 0 {
             return bad("inbound_capacity and event_capacity must be at least 1");
         }
+        if self.inbound_bytes == 0 {
+            return bad("inbound_bytes must be at least 1");
+        }
         if self.max_frame_len == 0 {
             return bad("max_frame_len must be at least 1");
         }
@@ -279,6 +298,7 @@ mod tests {
         let cases = [
             (Config::default().private_capacity(0), "lane capacities"),
             (Config::default().inbound_capacity(0), "inbound_capacity"),
+            (Config::default().inbound_bytes(0), "inbound_bytes"),
             (Config::default().max_frame_len(0), "max_frame_len"),
             (
                 Config::default()

@@ -8,95 +8,42 @@
 //! the writer that empties the lane and the reader that feeds the other side never
 //! stop for a blocked sender (the Fabric FAB-10469 deadlock).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Select, Sender, TrySendError as ChanTrySend};
 
+use crate::budget::{Budget, Interrupted, WaitBudget};
 use crate::config::Config;
 use crate::connection::{ConnShared, Gauge};
 use crate::error::{SendTimeoutError, TrySendError};
 use crate::event::{DisconnectReason, Lane};
 use crate::id::PeerId;
 
-/// Bytes queued on one lane, against its limit.
-pub(crate) struct Budget {
-    queued: AtomicUsize,
-    limit: usize,
-}
-
-impl Budget {
-    fn new(limit: usize) -> Budget {
-        Budget {
-            queued: AtomicUsize::new(0),
-            limit,
-        }
-    }
-
-    /// Takes `len` bytes of the budget, if they fit. A message always fits an empty
-    /// lane, so one larger than the budget (but within the frame limit) still goes.
-    fn reserve(&self, len: usize) -> bool {
-        let before = self.queued.fetch_add(len, Ordering::SeqCst);
-        if before == 0 || before + len <= self.limit {
-            return true;
-        }
-        self.queued.fetch_sub(len, Ordering::SeqCst);
-        false
-    }
-
-    pub(crate) fn queued(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
-    }
-
-    /// Whether the lane holds as many bytes as it may.
-    pub(crate) fn is_full(&self) -> bool {
-        self.queued() >= self.limit
-    }
-}
-
 /// The byte budgets of a connection's lanes, shared by its senders and its writer.
+/// A full gossip budget drops; a full private budget makes senders wait.
 pub(crate) struct Budgets {
     pub(crate) gossip: Budget,
-    pub(crate) private: Budget,
-    /// Senders waiting for bytes on the private lane.
-    waiting: AtomicUsize,
-    /// A token here says private bytes were released; capacity one, so it never
-    /// blocks and a token is never lost.
-    room_tx: Sender<()>,
-    room_rx: Receiver<()>,
+    pub(crate) private: WaitBudget,
 }
 
 impl Budgets {
     fn new(config: &Config) -> Budgets {
-        let (room_tx, room_rx) = bounded(1);
         Budgets {
             gossip: Budget::new(config.gossip_lane_bytes),
-            private: Budget::new(config.private_lane_bytes),
-            waiting: AtomicUsize::new(0),
-            room_tx,
-            room_rx,
+            private: WaitBudget::new(config.private_lane_bytes),
         }
     }
 
     /// The writer took messages of `gossip` and `private` bytes out of the lanes.
     pub(crate) fn release(&self, gossip: usize, private: usize) {
         if gossip > 0 {
-            self.gossip.queued.fetch_sub(gossip, Ordering::SeqCst);
+            self.gossip.release(gossip);
         }
         if private > 0 {
-            self.private.queued.fetch_sub(private, Ordering::SeqCst);
-            self.wake_one();
-        }
-    }
-
-    /// Wakes a sender waiting for private bytes, if any. Pairs with the waiter's
-    /// check-after-registering in `Link::wait_for_bytes`: one of them always sees the
-    /// other.
-    fn wake_one(&self) {
-        if self.waiting.load(Ordering::SeqCst) > 0 {
-            let _ = self.room_tx.try_send(());
+            self.private.release(private);
         }
     }
 }
@@ -196,12 +143,6 @@ impl Deadline {
     }
 }
 
-/// What ended a wait: the connection closing, or the deadline.
-enum Interrupted {
-    Closed,
-    Timeout,
-}
-
 impl Link {
     pub(crate) fn new(
         conn: Arc<ConnShared>,
@@ -283,7 +224,8 @@ impl Link {
         let mut deadline = Deadline::new(patience);
         if !self.budgets.private.reserve(len) {
             let _waiting = Gauge::enter(&self.conn.counters.waiting);
-            if let Err(why) = self.wait_for_bytes(len, deadline.get()) {
+            let closed = Some(&self.conn.closed_rx);
+            if let Err(why) = self.budgets.private.wait(len, deadline.get(), closed) {
                 return Err(self.interrupted(why, msg));
             }
         }
@@ -317,55 +259,9 @@ impl Link {
         }
     }
 
-    /// Waits until `len` private bytes fit the budget and takes them.
-    fn wait_for_bytes(&self, len: usize, deadline: Option<Instant>) -> Result<(), Interrupted> {
-        let budgets = &self.budgets;
-        loop {
-            budgets.waiting.fetch_add(1, Ordering::SeqCst);
-            // Registered as waiting first, then looked again: bytes the writer
-            // released meanwhile are seen here, or the writer sees us and leaves a
-            // token.
-            let took = budgets.private.reserve(len);
-            let woken = if took {
-                Ok(())
-            } else {
-                let mut sel = Select::new();
-                let room = sel.recv(&budgets.room_rx);
-                sel.recv(&self.conn.closed_rx);
-                let oper = match deadline {
-                    None => Ok(sel.select()),
-                    Some(deadline) => sel
-                        .select_deadline(deadline)
-                        .map_err(|_| Interrupted::Timeout),
-                };
-                match oper {
-                    Ok(oper) if oper.index() == room => {
-                        oper.recv(&budgets.room_rx).map_err(|_| Interrupted::Closed)
-                    }
-                    Ok(oper) => {
-                        let _ = oper.recv(&self.conn.closed_rx);
-                        Err(Interrupted::Closed)
-                    }
-                    Err(timeout) => Err(timeout),
-                }
-            };
-            budgets.waiting.fetch_sub(1, Ordering::SeqCst);
-            woken?;
-            if took || budgets.private.reserve(len) {
-                // Pass the token on: others may fit in what is left.
-                budgets.wake_one();
-                return Ok(());
-            }
-        }
-    }
-
     /// Returns the bytes a message had reserved, and the message with the reason.
     fn give_back(&self, why: Interrupted, msg: Bytes) -> SendTimeoutError<Bytes> {
-        self.budgets
-            .private
-            .queued
-            .fetch_sub(msg.len(), Ordering::SeqCst);
-        self.budgets.wake_one();
+        self.budgets.private.release(msg.len());
         self.interrupted(why, msg)
     }
 
@@ -393,28 +289,8 @@ impl Link {
     /// Bytes queued on a lane now.
     pub(crate) fn queued_bytes(&self, lane: Lane) -> usize {
         match lane {
-            Lane::Gossip => self.budgets.gossip.queued(),
-            Lane::Private => self.budgets.private.queued(),
+            Lane::Gossip => self.budgets.gossip.held(),
+            Lane::Private => self.budgets.private.held(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_budget_admits_what_fits_and_always_one_message() {
-        let budget = Budget::new(100);
-        assert!(budget.reserve(60));
-        assert!(budget.reserve(40));
-        assert!(!budget.reserve(1), "full");
-        budget.queued.fetch_sub(100, Ordering::SeqCst);
-        assert!(
-            budget.reserve(500),
-            "an empty lane takes one message of any size"
-        );
-        assert!(!budget.reserve(1));
-        assert_eq!(budget.queued(), 500);
     }
 }

@@ -97,6 +97,7 @@
 mod acceptor;
 mod auth;
 mod batch;
+mod budget;
 mod config;
 mod connection;
 mod error;

@@ -14,6 +14,7 @@ use crossbeam_channel::{bounded, Receiver, Select, Sender, TrySendError as ChanT
 use parking_lot::Mutex;
 
 use crate::acceptor::{self, Acceptor};
+use crate::budget::WaitBudget;
 use crate::config::Config;
 use crate::connection::{ConnShared, LogLimit, Never};
 use crate::error::{Error, HandshakeError, Result, SendError, SendTimeoutError, TrySendError};
@@ -77,6 +78,10 @@ pub(crate) struct NodeShared {
     pub(crate) table: Arc<PeerTable>,
     /// Recycled buffers for inbound data, shared by every reader.
     pub(crate) pool: Arc<BufPool>,
+    /// Bytes of large inbound payloads held (`Config::inbound_bytes`).
+    pub(crate) inbound_bytes: Arc<WaitBudget>,
+    /// Rate-limits the warning that readers wait for `inbound_bytes`.
+    pub(crate) inbound_log: LogLimit,
     registry: Mutex<Registry>,
     /// Disconnects when shutdown begins.
     shutdown_rx: Receiver<Never>,
@@ -126,6 +131,7 @@ impl Node {
         let (shutdown_tx, shutdown_rx) = bounded(0);
         let (shutting_down, shut_down) = bounded(0);
         let stack = config.thread_stack_size;
+        let inbound_bytes = Arc::new(WaitBudget::new(config.inbound_bytes));
         let shared = Arc::new(NodeShared {
             id,
             incarnation: incarnation(id),
@@ -133,6 +139,8 @@ impl Node {
             local_addr,
             table: Arc::new(PeerTable::default()),
             pool: Arc::new(BufPool::default()),
+            inbound_bytes,
+            inbound_log: LogLimit::new(),
             registry: Mutex::new(Registry {
                 shut: false,
                 live: HashMap::new(),
@@ -427,6 +435,7 @@ impl Node {
             bytes_in: counters.bytes_in(),
             bytes_out: counters.bytes_out(),
             blocked_senders: counters.waiting.load(Relaxed),
+            reader_waiting: counters.reader_waiting.load(Relaxed) > 0,
         })
     }
 
@@ -660,7 +669,9 @@ impl NodeShared {
             events_dropped: self.events_dropped.load(Relaxed),
             ..NodeStats::default()
         };
+        stats.inbound_bytes = self.inbound_bytes.held() as u64;
         for counters in all {
+            stats.readers_waiting += counters.reader_waiting.load(Relaxed);
             stats.gossip += counters.lane(Lane::Gossip, 0);
             stats.private += counters.lane(Lane::Private, 0);
             stats.bytes_in += counters.bytes_in();

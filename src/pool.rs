@@ -14,6 +14,8 @@
 use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use crate::budget::Credit;
+
 /// Smallest class: the smallest read block.
 const MIN_CLASS_SHIFT: u32 = 12; // 4 KiB
 /// Largest class; larger payloads get unpooled allocations.
@@ -44,25 +46,41 @@ impl BufPool {
     /// A buffer of at least `len` initialised bytes, recycled when possible.
     pub(crate) fn get(&self, len: usize) -> Vec<u8> {
         match self.class(len) {
-            Some(class) => {
-                let size = 1usize << (MIN_CLASS_SHIFT as usize + class);
-                self.classes[class]
-                    .1
-                    .try_recv()
-                    .unwrap_or_else(|_| vec![0; size])
-            }
+            Some(class) => self.classes[class]
+                .1
+                .try_recv()
+                .unwrap_or_else(|_| vec![0; self.size_for(len)]),
             None => vec![0; len],
+        }
+    }
+
+    /// The size of the buffer [`BufPool::get`] returns for `len` bytes.
+    pub(crate) fn size_for(&self, len: usize) -> usize {
+        match self.class(len) {
+            Some(class) => 1usize << (MIN_CLASS_SHIFT as usize + class),
+            None => len,
         }
     }
 
     /// Hands `buf[..len]` to the application; the buffer returns to its class when
     /// the last handle is dropped.
     pub(crate) fn freeze(&self, buf: Vec<u8>, len: usize) -> Bytes {
+        self.freeze_with(buf, len, None)
+    }
+
+    /// Like [`BufPool::freeze`], and `credit` is given back when the last handle is
+    /// dropped.
+    pub(crate) fn freeze_with(&self, buf: Vec<u8>, len: usize, credit: Option<Credit>) -> Bytes {
         let home = self
             .class(buf.len())
             .filter(|&class| buf.len() == 1 << (MIN_CLASS_SHIFT as usize + class))
             .map(|class| self.classes[class].0.clone());
-        Bytes::from_owner(Recycled { buf, len, home })
+        Bytes::from_owner(Recycled {
+            buf,
+            len,
+            home,
+            _credit: credit,
+        })
     }
 
     fn class(&self, len: usize) -> Option<usize> {
@@ -80,6 +98,9 @@ struct Recycled {
     buf: Vec<u8>,
     len: usize,
     home: Option<Sender<Vec<u8>>>,
+    /// The bytes this buffer holds against a budget, if any; given back when the
+    /// buffer goes.
+    _credit: Option<Credit>,
 }
 
 impl AsRef<[u8]> for Recycled {

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use crossbeam_channel::{Receiver, Select, SendTimeoutError, Sender, TrySendError};
 
+use crate::budget::{Credit, WaitBudget};
 use crate::config::Config;
-use crate::connection::{ConnShared, Never};
+use crate::connection::{ConnShared, Gauge, Never};
 use crate::event::{DisconnectReason, Event, Lane, Message};
 use crate::frame::{self, FrameError, FrameKind, Header, HEADER_LEN};
 use crate::id::PeerId;
@@ -107,8 +108,14 @@ impl Reader<'_> {
                         break None;
                     }
                     // A large frame: read the rest of it straight into its own
-                    // allocation rather than through the buffer.
-                    let payload = match self.read_large(rb, header, &mut last_heard) {
+                    // allocation rather than through the buffer, once the node's
+                    // budget for such payloads has room for it.
+                    let size = self.pool.size_for(header.len as usize);
+                    let credit = match self.inbound_credit(size, &mut tally, &mut last_heard) {
+                        Ok(credit) => credit,
+                        Err(reason) => break Some(reason),
+                    };
+                    let payload = match self.read_large(rb, header, credit, &mut last_heard) {
                         Ok(payload) => payload,
                         Err(reason) => break Some(reason),
                     };
@@ -249,6 +256,7 @@ impl Reader<'_> {
         &self,
         rb: &mut ReadBuf,
         header: Header,
+        credit: Credit,
         last_heard: &mut Instant,
     ) -> Result<Bytes, DisconnectReason> {
         let len = header.len as usize;
@@ -298,7 +306,68 @@ impl Reader<'_> {
                 }
             }
         }
-        Ok(self.pool.freeze(payload, len))
+        Ok(self.pool.freeze_with(payload, len, Some(credit)))
+    }
+
+    /// Reserves `len` bytes (a large payload's buffer) of the node's budget for large
+    /// inbound payloads
+    /// (`Config::inbound_bytes`), first waiting, if they do not fit, for the
+    /// application to drop earlier ones. Backpressure, as for a full inbound queue:
+    /// while this waits nothing is read, and the time is not the peer's silence.
+    ///
+    /// The wait ends when the connection closes; a graceful close still allows until
+    /// its linger deadline.
+    fn inbound_credit(
+        &self,
+        len: usize,
+        tally: &mut Tally,
+        last_heard: &mut Instant,
+    ) -> Result<Credit, DisconnectReason> {
+        let budget = &self.node.inbound_bytes;
+        if !budget.reserve(len) {
+            // Counters first: the application may be waiting on them.
+            self.flush(tally);
+            *tally = Tally::default();
+            if let Some(n) = self.node.inbound_log.hit(self.conn.now_ms()) {
+                log::warn!(
+                    "{}: large payloads received and not yet dropped by the application hold {} bytes, the inbound_bytes limit; reading from {} waits for room ({n} wait(s) since the last report)",
+                    self.conn.node,
+                    budget.held(),
+                    self.peer
+                );
+            }
+            let waiting = Gauge::enter(&self.conn.counters.reader_waiting);
+            let reserved = match budget.wait(len, None, Some(&self.conn.closed_rx)) {
+                Ok(()) => true,
+                Err(_) if self.conn.reason().is_some_and(|r| r.is_graceful()) => {
+                    self.wait_lingering(budget, len)
+                }
+                Err(_) => false,
+            };
+            drop(waiting);
+            *last_heard = Instant::now();
+            if !reserved {
+                // The close already has its reason; this one is never recorded.
+                return Err(DisconnectReason::ClosedByUs);
+            }
+        }
+        Ok(Credit::reserved(budget.clone(), len))
+    }
+
+    /// Waits for room in `budget` while a graceful close lingers (the application
+    /// dropping messages keeps it lingering). Returns whether `len` bytes were taken.
+    fn wait_lingering(&self, budget: &WaitBudget, len: usize) -> bool {
+        while let Some(deadline) = self.conn.linger_deadline() {
+            match budget.wait(len, Some(deadline), None) {
+                Ok(()) => {
+                    self.conn.progress();
+                    return true;
+                }
+                Err(_) if self.conn.linger_over() => return false,
+                Err(_) => {}
+            }
+        }
+        false
     }
 
     fn handle(
@@ -398,6 +467,7 @@ impl Reader<'_> {
     /// The wait ends when the connection closes; a graceful close still allows until
     /// its linger deadline. Returns whether the message was delivered.
     fn deliver_blocking(&self, msg: Message) -> bool {
+        let _waiting = Gauge::enter(&self.conn.counters.reader_waiting);
         let mut sel = Select::new();
         let room = sel.send(self.inbound);
         sel.recv(&self.conn.closed_rx);

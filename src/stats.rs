@@ -96,6 +96,9 @@ pub struct Counters {
     pub(crate) gossip_full: Padded<AtomicU64>,
     /// Application threads waiting in `send` right now.
     pub(crate) waiting: Padded<AtomicU64>,
+    /// 1 while the reader waits for the application to make room (see
+    /// [`PeerStats::reader_waiting`]).
+    pub(crate) reader_waiting: Padded<AtomicU64>,
 }
 
 impl Counters {
@@ -217,6 +220,11 @@ pub struct PeerStats {
     pub bytes_out: u64,
     /// Application threads waiting in `send` for room on the private lane right now.
     pub blocked_senders: u64,
+    /// Whether the connection's reader is waiting right now for the application to
+    /// make room: a private message for a full [`incoming`](crate::Node::incoming)
+    /// queue, or a large payload for [`Config::inbound_bytes`](crate::Config::inbound_bytes).
+    /// While it waits nothing is read, and the peer's sends back up.
+    pub reader_waiting: bool,
 }
 
 /// A snapshot of a node's counters, from [`Node::stats`](crate::Node::stats): live
@@ -240,6 +248,13 @@ pub struct NodeStats {
     pub handshakes_failed: u64,
     /// Informational events dropped because the event queue was full.
     pub events_dropped: u64,
+    /// Readers waiting right now for the application to make room (see
+    /// [`PeerStats::reader_waiting`]).
+    pub readers_waiting: u64,
+    /// Bytes of large inbound payloads held now, against
+    /// [`Config::inbound_bytes`](crate::Config::inbound_bytes): in the inbound
+    /// queue, or received by the application and not yet dropped.
+    pub inbound_bytes: u64,
 }
 
 fn write_lane(f: &mut fmt::Formatter<'_>, name: &str, l: &LaneStats) -> fmt::Result {
@@ -261,13 +276,15 @@ impl fmt::Display for NodeStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} peers; {} B in, {} B out; {} connections opened, {} refused; {} events dropped",
+            "{} peers; {} B in, {} B out; {} connections opened, {} refused; {} events dropped; {} readers waiting, {} B of large payloads held",
             self.peers,
             self.bytes_in,
             self.bytes_out,
             self.connections_opened,
             self.handshakes_failed,
-            self.events_dropped
+            self.events_dropped,
+            self.readers_waiting,
+            self.inbound_bytes
         )?;
         write_lane(f, "gossip", &self.gossip)?;
         write_lane(f, "private", &self.private)
@@ -278,7 +295,7 @@ impl fmt::Display for PeerStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} over {} ({} -> {}, {}); {} B in, {} B out; {} senders waiting",
+            "{} over {} ({} -> {}, {}); {} B in, {} B out; {} senders waiting{}",
             self.peer,
             self.conn,
             self.local_addr,
@@ -286,7 +303,12 @@ impl fmt::Display for PeerStats {
             if self.inbound { "inbound" } else { "outbound" },
             self.bytes_in,
             self.bytes_out,
-            self.blocked_senders
+            self.blocked_senders,
+            if self.reader_waiting {
+                "; reader waiting for the application"
+            } else {
+                ""
+            }
         )?;
         write_lane(f, "gossip", &self.gossip)?;
         write_lane(f, "private", &self.private)
