@@ -222,7 +222,9 @@ mod tests {
         let credit = Credit::reserved(budget.clone(), 100);
         let waiter = {
             let budget = budget.clone();
-            thread::spawn(move || budget.wait(50, None, None))
+            // The deadline only turns a lost wake-up into a failure.
+            let guard = Instant::now() + Duration::from_secs(60);
+            thread::spawn(move || budget.wait(50, Some(guard), None))
         };
         // Dropped once the waiter is asleep (or about to be), so that it is the
         // release that wakes it.

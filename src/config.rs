@@ -73,7 +73,7 @@ pub struct Config {
     /// Largest payload, in bytes, this node accepts in one frame. It is announced in
     /// the handshake, so peers refuse to send more ([`SendError::TooLarge`]); a peer
     /// that declares more anyway is disconnected before anything is allocated.
-    /// Default 16 MiB.
+    /// Default 16 MiB; at most 2 GiB.
     ///
     /// [`SendError::TooLarge`]: crate::SendError::TooLarge
     pub max_frame_len: u32,
@@ -86,10 +86,11 @@ pub struct Config {
     /// finishes its handshake in a round trip, so a flood of clients that connect and
     /// say nothing cannot keep it out. Default 64.
     pub max_handshakes: usize,
-    /// Time allowed to dial a peer. Default 5 s.
+    /// Time allowed to dial a peer. Default 5 s; at most a day.
     pub connect_timeout: Duration,
     /// Time allowed for the whole handshake, from either side. A peer that sends
-    /// nothing, or half a hello, is refused when it runs out. Default 5 s.
+    /// nothing, or half a hello, is refused when it runs out. Default 5 s; at most a
+    /// day.
     pub handshake_timeout: Duration,
     /// A connection's writer sends a ping when it has written nothing for this long,
     /// so that a quiet but healthy peer is never taken for dead. Default 2 s.
@@ -112,7 +113,7 @@ pub struct Config {
     /// connection stays open until both sides have finished, so that messages already
     /// on the wire in both directions are delivered before the socket goes. It waits
     /// as long as data keeps moving, gives up once nothing has moved for this long,
-    /// and in any case after ten times this. Default 1 s.
+    /// and in any case after ten times this. Default 1 s; at most a day.
     pub linger: Duration,
     /// The writer gathers ready frames into one buffer of up to about this many
     /// bytes before each write. Default 64 KiB.
@@ -131,6 +132,13 @@ pub struct Config {
     /// See [`SharedSecret`](crate::SharedSecret) and [`Authenticator`](crate::Authenticator).
     pub authenticator: Option<Arc<dyn Authenticator>>,
 }
+
+/// The longest `connect_timeout`, `handshake_timeout` and `linger` accepted.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The largest `max_frame_len` accepted: a frame's length plus its header must fit the
+/// 32-bit length field and the address space of any target.
+const MAX_FRAME_LEN: u32 = 1 << 31;
 
 impl Default for Config {
     fn default() -> Self {
@@ -255,6 +263,17 @@ impl Config {
         if self.connect_timeout == zero || self.handshake_timeout == zero {
             return bad("connect_timeout and handshake_timeout must be above zero");
         }
+        // Deadlines are computed by adding these to the clock; a day is more than any
+        // of them needs, and keeps the sums far from overflowing.
+        if self.connect_timeout > MAX_TIMEOUT
+            || self.handshake_timeout > MAX_TIMEOUT
+            || self.linger > MAX_TIMEOUT
+        {
+            return bad("connect_timeout, handshake_timeout and linger must be at most a day");
+        }
+        if self.max_frame_len > MAX_FRAME_LEN {
+            return bad("max_frame_len must be at most 2 GiB");
+        }
         if self.ping_interval < Duration::from_millis(1) {
             return bad("ping_interval must be at least 1 ms");
         }
@@ -311,6 +330,8 @@ mod tests {
                 "handshake_timeout",
             ),
             (Config::default().read_buffer(10), "read_buffer"),
+            (Config::default().linger(Duration::MAX), "linger"),
+            (Config::default().max_frame_len(u32::MAX), "max_frame_len"),
         ];
         for (config, field) in cases {
             match config.validate() {

@@ -593,7 +593,11 @@ impl NodeShared {
         let handle = match spawned {
             Ok(handle) => handle,
             Err(e) => {
-                self.registry.lock().live.remove(&id);
+                let mut registry = self.registry.lock();
+                registry.live.remove(&id);
+                // Or the slot would stay taken for good: a dial's entry is never
+                // evicted.
+                registry.handshaking.remove(&id);
                 return Err(Error::Io(e));
             }
         };
@@ -644,7 +648,10 @@ impl NodeShared {
             );
         }
         if conn.inbound {
-            if let Some(events) = self.registry.lock().events.clone() {
+            // Cloned in a statement of its own, so that the registry's lock is not
+            // held while the event is queued.
+            let events = self.registry.lock().events.clone();
+            if let Some(events) = events {
                 self.emit(
                     &events,
                     Event::Refused {

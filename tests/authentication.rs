@@ -146,10 +146,15 @@ fn recording_relay(target: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<M
         let upstream = thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = client_r.read(&mut buf) {
-                if n == 0 || server_w.write_all(&buf[..n]).is_err() {
+                if n == 0 {
                     break;
                 }
+                // Recorded before it is forwarded: once the server has seen bytes
+                // (and so once the handshake is over), they are on the tape.
                 tape.lock().unwrap().extend_from_slice(&buf[..n]);
+                if server_w.write_all(&buf[..n]).is_err() {
+                    break;
+                }
             }
         });
         let _ = std::io::copy(&mut server, &mut client);

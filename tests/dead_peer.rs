@@ -23,8 +23,10 @@ fn a_silent_peer_is_declared_dead_and_a_quiet_one_is_not() {
 
     // The silent peer completes the handshake by hand, then never writes again; it
     // keeps its socket open and does read, so nothing else looks wrong.
-    let mut silent = RawPeer::handshake(a.local_addr(), 9, 1);
+    // Timed from before the handshake, so that the node's silence clock, which starts
+    // when its side of the handshake ends, cannot have started earlier.
     let registered = Instant::now();
+    let mut silent = RawPeer::handshake(a.local_addr(), 9, 1);
     silent.set_read_timeout(util::GUARD);
 
     let e = event(&a, "the silent peer's disconnection", |e| {

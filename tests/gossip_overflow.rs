@@ -51,11 +51,12 @@ fn try_send_never_blocks_and_every_attempt_is_counted() {
     });
     let s = a.peer_stats(to_b).unwrap().gossip;
     assert_eq!(s.dropped, full, "every refusal is counted");
-    assert_eq!(
-        s.sent + s.queued,
-        queued,
-        "every accepted message is written or waiting"
-    );
+    // A snapshot taken while the writer still moves messages from the lane to the
+    // socket can be off by those in motion; once it is stuck the sum is exact.
+    wait_until("every accepted message is written or waiting", || {
+        let s = a.peer_stats(to_b).unwrap().gossip;
+        s.sent + s.queued == queued
+    });
 
     // Once the connection ends, what was still queued is dropped and counted too:
     // sent + dropped equals attempted, exactly.

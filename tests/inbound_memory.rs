@@ -62,9 +62,12 @@ fn large_payloads_wait_for_the_application_to_drop_earlier_ones() {
         assert!(b.stats().inbound_bytes <= BUDGET as u64);
     }
     finishes("the sender", GUARD, move || sender.join().unwrap());
+    // The reader adds to its counters just after delivering, so they may trail.
+    wait_until("the counters catch up", || {
+        b.stats().private.received == u64::from(COUNT)
+    });
     let stats = b.stats();
     assert_eq!((stats.inbound_bytes, stats.readers_waiting), (0, 0));
-    assert_eq!(stats.private.received, u64::from(COUNT));
     assert_eq!(stats.private.recv_dropped, 0);
 }
 
@@ -98,10 +101,11 @@ fn a_flood_of_frames_at_the_limit_leaves_memory_bounded() {
     assert_eq!(stats.inbound_bytes, 4 * FRAME as u64);
     assert_eq!(stats.private.received, 4);
     // Without the budget the node would read the whole flood (384 MiB). Allow the
-    // four payloads, a partly filled read buffer, and the allocator's slack.
+    // four payloads, a partly filled read buffer, and room for what the other test
+    // in this file holds meanwhile.
     let grown = rss_kib().saturating_sub(before);
     assert!(
-        grown < (64 + 32) * 1024,
+        grown < (64 + 64) * 1024,
         "resident memory grew by {grown} KiB"
     );
 

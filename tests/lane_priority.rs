@@ -24,7 +24,8 @@ fn private_messages_overtake_queued_gossip_and_each_lane_keeps_its_order() {
     a.send(PeerId(2), tagged(b'p', 0, huge)).unwrap();
     wait_until("the writer is inside the huge write", || {
         let s = a.peer_stats(PeerId(2)).unwrap().private;
-        s.sent == 0 && s.queued == 1
+        // Out of the lane (no bytes queued there) and not yet written.
+        s.sent == 0 && s.queued == 1 && s.queued_bytes == 0
     });
 
     // Gossip first, then private, all queued behind the blocked write.

@@ -128,9 +128,11 @@ fn lanes_are_bounded_in_bytes_as_well_as_in_messages() {
         a.send(to_b, tagged(1, seq, 16)).unwrap();
     }
     a.send(to_b, tagged(1, 2, unbufferable())).unwrap();
+    // The writer has taken all three out of the lane (it may hold them in one batch
+    // or have written the first ones already) and is stuck inside the huge write.
     util::wait_until("the writer holds the huge message", || {
         a.peer_stats(to_b)
-            .is_some_and(|s| s.private.queued == 1 && s.private.queued_bytes == 0)
+            .is_some_and(|s| s.private.queued_bytes == 0 && s.private.sent + s.private.queued == 3)
     });
 
     // Private: about 1 MiB fits, then sends wait (and time out).
@@ -187,7 +189,14 @@ fn a_peer_that_stops_draining_is_reported_and_optionally_disconnected() {
             }) else {
                 unreachable!()
             };
-            assert_eq!(messages.len(), 5, "the huge message and the four queued");
+            // The huge message and the four queued — and the blocked sender's message
+            // 7 if, woken as the writer drained the lane after the close, it took a
+            // freed slot before it saw the close (`fault_sigkill.rs` explains).
+            let returned: Vec<u32> = messages.iter().map(|m| util::untag(m).1).collect();
+            assert!(
+                returned == [2, 3, 4, 5, 6] || returned == [2, 3, 4, 5, 6, 7],
+                "{returned:?}"
+            );
             let ended = event(&a, "disconnected", |e| {
                 matches!(e, Event::Disconnected { .. })
             });
@@ -198,12 +207,16 @@ fn a_peer_that_stops_draining_is_reported_and_optionally_disconnected() {
                     ..
                 }
             ));
-            let (_, err) = finishes(
+            let (refused, err) = finishes(
                 "the blocked sender returns",
                 Duration::from_secs(20),
                 move || stuck.thread.join().unwrap(),
             );
-            assert!(matches!(err, wirelane::SendError::Disconnected(_)));
+            match (refused, &err) {
+                (7, wirelane::SendError::Disconnected(_)) if returned.len() == 5 => {}
+                (8, wirelane::SendError::NotConnected(_)) if returned.len() == 6 => {}
+                _ => panic!("message {refused} refused with {err:?} after {returned:?}"),
+            }
         } else {
             // Reported only: still connected, the sender still waits.
             assert!(a.is_connected(to_b));

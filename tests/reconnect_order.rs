@@ -22,16 +22,30 @@ fn backlog() -> (Node, Node, u32) {
     let a = node_with(1, cfg.clone().private_capacity(8));
     let b = node_with(2, cfg.inbound_capacity(4));
     a.connect(b.local_addr()).unwrap();
+    // Sends until the pipeline is full: a send finds no room while B's reader waits
+    // for room in its inbound queue. A send that finds no room while B's reader is
+    // still reading is offered again, so a slow writer cannot end this early.
     let mut accepted = 0;
-    for seq in 0..OLD {
-        match a.send_timeout(PeerId(2), tagged(b'o', seq, 512), Duration::from_millis(50)) {
-            Ok(()) => accepted += 1,
-            Err(e) if e.is_timeout() => break,
-            Err(e) => panic!("{e}"),
+    'sending: for seq in 0..OLD {
+        let mut msg: Bytes = tagged(b'o', seq, 512).into();
+        loop {
+            match a.send_timeout(PeerId(2), msg, Duration::from_millis(50)) {
+                Ok(()) => break,
+                Err(e) if e.is_timeout() => {
+                    if b.peer_stats(PeerId(1)).is_some_and(|s| s.reader_waiting) {
+                        break 'sending;
+                    }
+                    msg = e.into_inner();
+                }
+                Err(e) => panic!("{e}"),
+            }
         }
+        accepted += 1;
     }
+    // Beyond A's lane: B's inbound queue, the one B's reader holds, and maybe more in
+    // the socket buffers.
     assert!(
-        accepted > 8,
+        accepted > 8 + 4,
         "the pipeline absorbed only {accepted} messages"
     );
     (a, b, accepted)

@@ -11,6 +11,7 @@ use util::{
     config, connect, event, finishes, node_with, silent_receiver, stuck_sender, tagged, untag,
     StuckSender,
 };
+use wirelane::crossbeam_channel::RecvTimeoutError;
 use wirelane::{DisconnectReason, Event, Node, PeerId, SendError, SendTimeoutError};
 
 const PROMPT: Duration = Duration::from_secs(20);
@@ -108,7 +109,10 @@ fn shutdown_wakes_the_blocked_sender_and_hands_back_the_queue() {
         }
     ));
     assert!(
-        a.events().recv_timeout(util::GUARD).is_err(),
+        matches!(
+            a.events().recv_timeout(util::GUARD),
+            Err(RecvTimeoutError::Disconnected)
+        ),
         "events disconnect after shutdown"
     );
     assert!(matches!(
