@@ -12,7 +12,7 @@ use wirelane::{DisconnectReason, Event, PeerId};
 
 #[test]
 fn a_silent_peer_is_declared_dead_and_a_quiet_one_is_not() {
-    let silence = Duration::from_millis(600);
+    let silence = Duration::from_secs(1);
     let cfg = config()
         .ping_interval(Duration::from_millis(100))
         .silence_timeout(silence);
