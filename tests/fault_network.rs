@@ -103,10 +103,23 @@ fn report_when_received(peer: &mut PeerProcess, last: u32) -> (Vec<(u32, u32)>, 
     }
 }
 
-/// Checks how long detection took: not before the silence could have run out (the
-/// last thing heard came at most a ping interval or so before the fault), and not
-/// much after it (the silence, a read tick, and room for a busy machine).
-fn check_detection_time(config: &Config, took: Duration) {
+/// Checks that the connection ended because the peer was declared dead, `took` after
+/// the fault: not before the silence could have run out (the last thing heard came
+/// at most a ping interval or so before the fault), and not much after it (the
+/// silence, a read tick, and room for a busy machine).
+#[track_caller]
+fn check_declared_dead(ended: &Event, config: &Config, took: Duration) {
+    assert!(
+        matches!(
+            ended,
+            Event::Disconnected {
+                peer: PEER,
+                reason: DisconnectReason::Dead,
+                ..
+            }
+        ),
+        "{ended:?}"
+    );
     let silence = config.silence_timeout;
     assert!(
         took >= silence / 2,
@@ -145,18 +158,7 @@ fn half_open() {
         matches!(e, Event::Disconnected { .. })
     });
     let took = cut.elapsed();
-    assert!(
-        matches!(
-            ended,
-            Event::Disconnected {
-                peer: PEER,
-                reason: DisconnectReason::Dead,
-                ..
-            }
-        ),
-        "{ended:?}"
-    );
-    check_detection_time(&config, took);
+    check_declared_dead(&ended, &config, took);
     eprintln!("half_open: declared dead {took:?} after the link went down");
     assert!(!node.is_connected(PEER));
 
@@ -299,18 +301,7 @@ fn partition_heals() {
         }
     };
     let took = cut.elapsed();
-    assert!(
-        matches!(
-            ended,
-            Event::Disconnected {
-                peer: PEER,
-                reason: DisconnectReason::Dead,
-                ..
-            }
-        ),
-        "{ended:?}"
-    );
-    check_detection_time(&config, took);
+    check_declared_dead(&ended, &config, took);
     // And the peer's side.
     let line = peer.wait_line("the peer's disconnection", |l| {
         l.starts_with("disconnected 1 ")

@@ -12,6 +12,8 @@
 //! and `PROPTEST_RNG_SEED` another sequence of cases (the default seed is fixed, so
 //! that every run checks the same cases). Failures are not persisted to files.
 
+mod util;
+
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError};
@@ -40,18 +42,10 @@ fn config(cases: u32) -> Config {
     }
 }
 
-/// `len` pseudo-random bytes from `seed`: cheap to make at any length, and different
-/// for every frame, so a payload cut from the wrong place does not look right.
+/// `len` pseudo-random bytes from `seed`, different for every frame, so a payload
+/// cut from the wrong place does not look right.
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    util::pseudo_random(seed, len)
 }
 
 /// A data payload: mostly small, some of any size up to [`MAX_PAYLOAD`], and some

@@ -9,23 +9,12 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use util::raw::{self, RawPeer};
-use util::{config, connect, count_node_panics, event, node, node_with, recv, rss_kib};
+use util::{
+    config, connect, count_node_panics, event, node, node_with, pseudo_random, recv, rss_kib,
+};
 use wirelane::{DisconnectReason, Event, FrameError, FrameKind, HandshakeError, Node, PeerId};
 
 const EACH: usize = 20;
-
-/// Deterministic pseudo-random bytes.
-fn garbage(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
 
 /// Collects `n` `Refused` events and returns their errors.
 fn refusals(node: &Node, n: usize) -> Vec<HandshakeError> {
@@ -54,7 +43,7 @@ fn hostile_clients_are_refused_while_a_good_peer_is_served() {
         hostile.push(slow);
         // Garbage.
         let mut junk = RawPeer::connect(addr);
-        junk.send(&garbage(i as u64 + 1, 64 * 1024));
+        junk.send(&pseudo_random(i as u64 + 1, 64 * 1024));
         hostile.push(junk);
         // A frame header announcing 4 GiB, as a hello and as a data frame.
         let mut giant = RawPeer::connect(addr);

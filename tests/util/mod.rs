@@ -120,6 +120,20 @@ pub fn rss_kib() -> u64 {
         .expect("VmRSS line")
 }
 
+/// `len` deterministic pseudo-random bytes from `seed` (xorshift): cheap at any
+/// length, and different for every seed.
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 /// A payload that says who sent it and its sequence number.
 pub fn tagged(sender: u8, seq: u32, len: usize) -> Vec<u8> {
     let mut p = vec![0u8; len.max(5)];
