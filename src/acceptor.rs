@@ -15,7 +15,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
 use crate::error::Error;
-use crate::node::NodeShared;
+use crate::shared::NodeShared;
 
 const LISTENER: Token = Token(0);
 const WAKE: Token = Token(1);

@@ -19,9 +19,9 @@ use crate::frame::CloseCode;
 use crate::handshake::{self, Hello};
 use crate::id::PeerId;
 use crate::lane::{self, LaneRx, Link};
-use crate::node::NodeShared;
 use crate::readbuf::ReadBuf;
 use crate::reader::Reader;
+use crate::shared::NodeShared;
 use crate::table::{Policy, Refusal};
 use crate::writer::{HandBack, Writer};
 

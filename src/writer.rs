@@ -18,8 +18,8 @@ use crate::event::{DisconnectReason, Event, Lane};
 use crate::frame::{self, CloseCode, FrameKind};
 use crate::id::PeerId;
 use crate::lane::LaneRx;
-use crate::node::NodeShared;
 use crate::session;
+use crate::shared::NodeShared;
 
 /// A batch of fewer data frames than this is "small": written at once, its system
 /// call is shared by few messages.
