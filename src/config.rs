@@ -109,6 +109,16 @@ pub struct Config {
     /// private messages come back in `Undelivered`), so that its senders can move on.
     /// Default `false`: the application decides, on the event.
     pub disconnect_slow_peers: bool,
+    /// When set, a connection this node dialled that is lost — the peer went silent,
+    /// the socket failed, or the peer closed it — is dialled again after this long,
+    /// then at doubling intervals up to [`reconnect_max`](Config::reconnect_max),
+    /// until the peer is connected again (by any dial, from either side), the
+    /// application calls [`Node::disconnect`](crate::Node::disconnect) for it, or the
+    /// node shuts down. Connections the peer dialled are left to the peer, which
+    /// alone knows its address. Default `None`: the application redials.
+    pub reconnect_interval: Option<Duration>,
+    /// The longest wait between two redials of a peer. Default 30 s.
+    pub reconnect_max: Duration,
     /// On a graceful close (disconnect, shutdown, or the peer's close) the
     /// connection stays open until both sides have finished, so that messages already
     /// on the wire in both directions are delivered before the socket goes. It waits
@@ -159,6 +169,8 @@ impl Default for Config {
             silence_timeout: Duration::from_secs(10),
             slow_peer_after: Duration::from_secs(10),
             disconnect_slow_peers: false,
+            reconnect_interval: None,
+            reconnect_max: Duration::from_secs(30),
             linger: Duration::from_secs(1),
             max_batch_bytes: 64 * 1024,
             read_buffer: 64 * 1024,
@@ -215,6 +227,10 @@ impl Config {
         slow_peer_after: Duration;
         /// Sets [`disconnect_slow_peers`](Config::disconnect_slow_peers).
         disconnect_slow_peers: bool;
+        /// Sets [`reconnect_interval`](Config::reconnect_interval).
+        reconnect_interval: Option<Duration>;
+        /// Sets [`reconnect_max`](Config::reconnect_max).
+        reconnect_max: Duration;
         /// Sets [`linger`](Config::linger).
         linger: Duration;
         /// Sets [`max_batch_bytes`](Config::max_batch_bytes).
@@ -270,6 +286,14 @@ impl Config {
             || self.linger > MAX_TIMEOUT
         {
             return bad("connect_timeout, handshake_timeout and linger must be at most a day");
+        }
+        if let Some(interval) = self.reconnect_interval {
+            if interval < Duration::from_millis(1)
+                || interval > MAX_TIMEOUT
+                || self.reconnect_max > MAX_TIMEOUT
+            {
+                return bad("reconnect_interval must be between 1 ms and a day, and reconnect_max at most a day");
+            }
         }
         if self.max_frame_len > MAX_FRAME_LEN {
             return bad("max_frame_len must be at most 2 GiB");
@@ -331,6 +355,10 @@ mod tests {
             ),
             (Config::default().read_buffer(10), "read_buffer"),
             (Config::default().linger(Duration::MAX), "linger"),
+            (
+                Config::default().reconnect_interval(Some(Duration::ZERO)),
+                "reconnect_interval",
+            ),
             (Config::default().max_frame_len(u32::MAX), "max_frame_len"),
         ];
         for (config, field) in cases {

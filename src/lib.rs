@@ -84,7 +84,8 @@
 //!
 //! # Threads
 //!
-//! A node runs one accept thread (a mio poll loop, woken by a `mio::Waker` to stop)
+//! A node runs one accept thread (a mio poll loop, woken by a `mio::Waker` to stop),
+//! one redial thread if [`Config::reconnect_interval`] is set,
 //! and, per connection, a reader thread — which also runs the handshake — and a
 //! writer thread. All are named and all are joined by [`Node::shutdown`], which also
 //! runs when a node is dropped. The reader checks for a silent peer; the writer sends
@@ -111,6 +112,7 @@ mod node;
 mod pool;
 mod readbuf;
 mod reader;
+mod redial;
 mod session;
 mod shared;
 mod stats;

@@ -16,6 +16,7 @@ use crate::error::{Error, HandshakeError, Result, SendError, SendTimeoutError, T
 use crate::event::{DisconnectReason, Event, Lane, Message};
 use crate::id::PeerId;
 use crate::lane::Patience;
+use crate::redial;
 use crate::session::Outlets;
 use crate::shared::NodeShared;
 use crate::stats::{LaneStats, NodeStats, PeerStats};
@@ -80,6 +81,13 @@ impl Node {
         let (shutdown_tx, shutdown_rx) = bounded(0);
         let (shutting_down, shut_down) = bounded(0);
         let stack = config.thread_stack_size;
+        let (redial, redial_loop) = match config.reconnect_interval {
+            Some(_) => {
+                let (redial, state) = redial::new()?;
+                (Some(redial), Some(state))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(NodeShared::new(
             id,
             config,
@@ -90,8 +98,22 @@ impl Node {
             },
             alive_tx,
             (shutdown_tx, shutdown_rx),
+            redial,
         ));
-        let acceptor = acceptor::start(shared.clone(), listener, stack)?;
+        if let (Some(redial), Some(state)) = (&shared.redial, redial_loop) {
+            redial.start(shared.clone(), state)?;
+        }
+        let acceptor = match acceptor::start(shared.clone(), listener, stack) {
+            Ok(acceptor) => acceptor,
+            Err(e) => {
+                // Nothing else has started; the redial thread must not outlive this.
+                shared.begin_shutdown();
+                if let Some(redial) = &shared.redial {
+                    redial.stop();
+                }
+                return Err(e.into());
+            }
+        };
         log::info!("{id}: listening on {local_addr}");
         Ok(Node {
             shared,
@@ -303,8 +325,13 @@ impl Node {
     /// Closes the connection to `peer`, gracefully: senders waiting on it get their
     /// messages back at once, messages still queued come back in an
     /// [`Event::Undelivered`], and frames already written are delivered if the peer
-    /// reads them within the linger. Returns whether there was a connection.
+    /// reads them within the linger. With
+    /// [`Config::reconnect_interval`](Config::reconnect_interval) set, it also stops
+    /// dialling `peer` again. Returns whether there was a connection.
     pub fn disconnect(&self, peer: PeerId) -> bool {
+        if let Some(redial) = &self.shared.redial {
+            redial.cancel(self.shared.id, peer);
+        }
         match self.shared.table.get(peer) {
             Some(link) => link.conn.close(DisconnectReason::ClosedByUs),
             None => false,
@@ -385,6 +412,9 @@ impl Node {
         log::info!("{id}: shutting down");
         let (links, conns) = self.shared.begin_shutdown();
         self.acceptor.stop();
+        if let Some(redial) = &self.shared.redial {
+            redial.stop();
+        }
         for conn in &conns {
             conn.close(DisconnectReason::Shutdown);
         }

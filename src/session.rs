@@ -21,6 +21,7 @@ use crate::id::PeerId;
 use crate::lane::{self, LaneRx, Link};
 use crate::readbuf::ReadBuf;
 use crate::reader::Reader;
+use crate::redial;
 use crate::shared::NodeShared;
 use crate::table::{Policy, Refusal};
 use crate::writer::{HandBack, Writer};
@@ -80,6 +81,9 @@ pub(crate) fn run(
         if conn.inbound { "inbound" } else { "outbound" },
         conn.id
     );
+    if let Some(redial) = &node.redial {
+        redial.connected(node.id, peer);
+    }
     node.emit(
         &outlets.events,
         Event::Connected {
@@ -157,6 +161,11 @@ pub(crate) fn run(
         node.id,
         conn.id
     );
+    if let Some(redial) = node.redial.as_ref().filter(|_| !conn.inbound) {
+        if redial::is_lost(&reason) {
+            redial.lost(node.id, peer, conn.peer_addr);
+        }
+    }
     node.emit(
         &outlets.events,
         Event::Disconnected {
@@ -273,6 +282,9 @@ fn refused(
     report: Option<Report>,
     error: HandshakeError,
 ) {
+    if let Some(redial) = node.redial.as_ref().filter(|_| !conn.inbound) {
+        redial.refused(node.id, conn.peer_addr);
+    }
     let direction = if conn.inbound { "from" } else { "to" };
     // Losing an arbitration is routine: the pair is connected over the other socket.
     let routine = matches!(

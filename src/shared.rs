@@ -22,6 +22,7 @@ use crate::event::{Event, Lane, Message};
 use crate::id::{ConnId, PeerId};
 use crate::lane::Link;
 use crate::pool::BufPool;
+use crate::redial::Redial;
 use crate::session::{self, Outlets, Report};
 use crate::stats::{Counters, NodeStats};
 use crate::table::PeerTable;
@@ -39,6 +40,8 @@ pub(crate) struct NodeShared {
     pub(crate) inbound_bytes: Arc<WaitBudget>,
     /// Rate-limits the warning that readers wait for `inbound_bytes`.
     pub(crate) inbound_log: LogLimit,
+    /// Dials lost peers again, if `Config::reconnect_interval` is set.
+    pub(crate) redial: Option<Redial>,
     registry: Mutex<Registry>,
     /// Disconnects when shutdown begins.
     shutdown_rx: Receiver<Never>,
@@ -81,8 +84,10 @@ impl NodeShared {
         outlets: Outlets,
         alive: Sender<Never>,
         (shutdown_tx, shutdown_rx): (Sender<Never>, Receiver<Never>),
+        redial: Option<Redial>,
     ) -> NodeShared {
         NodeShared {
+            redial,
             id,
             incarnation: incarnation(id),
             inbound_bytes: Arc::new(WaitBudget::new(config.inbound_bytes)),
@@ -296,6 +301,7 @@ impl NodeShared {
             ..NodeStats::default()
         };
         stats.inbound_bytes = self.inbound_bytes.held() as u64;
+        stats.redials_pending = self.redial.as_ref().map_or(0, Redial::pending);
         for counters in all {
             stats.readers_waiting += counters.reader_waiting.load(Relaxed);
             stats.gossip += counters.lane(Lane::Gossip, 0);

@@ -255,6 +255,9 @@ pub struct NodeStats {
     /// [`Config::inbound_bytes`](crate::Config::inbound_bytes): in the inbound
     /// queue, or received by the application and not yet dropped.
     pub inbound_bytes: u64,
+    /// Peers this node is waiting to dial again, or dialling
+    /// ([`Config::reconnect_interval`](crate::Config::reconnect_interval)).
+    pub redials_pending: u64,
 }
 
 fn write_lane(f: &mut fmt::Formatter<'_>, name: &str, l: &LaneStats) -> fmt::Result {

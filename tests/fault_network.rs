@@ -11,8 +11,9 @@
 //!   way arrive, none lost, duplicated or reordered, and no one is declared dead.
 //! - `partition_heals`: a full partition is detected as dead on both sides, the
 //!   private messages still queued come back in `Undelivered` (and are accounted as
-//!   returned, not lost), and once the partition lifts the nodes reconnect and
-//!   private messages flow again, both ways.
+//!   returned, not lost), and once the partition lifts the node dials the peer again
+//!   by itself (`Config::reconnect_interval`) and private messages flow again, both
+//!   ways.
 //!
 //! These need root, `ip` and `nft`. On a machine that cannot give them, each test
 //! prints a banner on stderr saying what is missing and passes without checking.
@@ -265,7 +266,13 @@ fn partition_heals() {
     };
     const SIZE: usize = 4096;
     const AFTER: u32 = 500;
-    let config = quick().private_capacity(16);
+    // The test's node dials the peer again by itself once the partition lifts; short
+    // dial timeouts, so that a dial whose SYN the partition dropped gives way soon.
+    let config = quick()
+        .private_capacity(16)
+        .reconnect_interval(Some(Duration::from_millis(100)))
+        .reconnect_max(Duration::from_millis(500))
+        .connect_timeout(Duration::from_secs(1));
     let mut peer = start_peer(&net, &config);
     let node = start_node(&net, config.clone());
     assert_eq!(node.connect(peer.addr).expect("connect"), PEER);
@@ -335,9 +342,30 @@ fn partition_heals() {
         seqs.len()
     );
 
-    // The partition lifts; the test redials.
+    // The partition lifts, and the node reconnects by itself.
+    util::wait_until("the node dials the peer again", || {
+        node.stats().redials_pending == 1
+    });
+    let healed = Instant::now();
     net.heal();
-    assert_eq!(node.connect(peer.addr).expect("reconnect"), PEER);
+    let back = event(&node, "the reconnection", |e| {
+        matches!(e, Event::Connected { .. })
+    });
+    assert!(
+        matches!(
+            back,
+            Event::Connected {
+                peer: PEER,
+                inbound: false,
+                ..
+            }
+        ),
+        "{back:?}"
+    );
+    eprintln!(
+        "partition_heals: reconnected {:?} after the partition lifted",
+        healed.elapsed()
+    );
 
     // What came back is sent again, first, then more; and the peer sends too.
     peer.command("send 1000 64");

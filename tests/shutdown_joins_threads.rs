@@ -21,7 +21,11 @@ fn shutdown_joins_every_thread_it_started() {
     {
         let a = Arc::new(node_with(1, config().private_capacity(2)));
         let b = node_with(2, silent_receiver());
-        let c = node_with(3, config());
+        // C dials A again when A goes: its redial thread must be joined too.
+        let c = node_with(
+            3,
+            config().reconnect_interval(Some(Duration::from_millis(20))),
+        );
         connect(&a, &b);
         connect(&c, &a);
         for i in 0..100u32 {

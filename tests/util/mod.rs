@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod relay;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};

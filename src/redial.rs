@@ -1,0 +1,416 @@
+//! Dialling lost peers again (`Config::reconnect_interval`).
+//!
+//! When a connection this node dialled ends because the peer went silent, the socket
+//! failed, or the peer closed it, the redial thread dials the same address again after
+//! the interval, and again at doubling intervals up to `Config::reconnect_max`, until
+//! the peer is connected again (by this or any other dial), the application calls
+//! [`Node::disconnect`](crate::Node::disconnect) for it, or the node shuts down.
+//!
+//! The dials are non-blocking connects in one mio poll, so that shutdown, which wakes
+//! the poll with its `mio::Waker`, never waits for a dial to time out. Once a socket
+//! connects, the handshake runs on the new connection's own thread, as for any dial.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use mio::{Events, Interest, Poll, Token, Waker};
+use parking_lot::Mutex;
+
+use crate::error::Error;
+use crate::event::DisconnectReason;
+use crate::id::PeerId;
+use crate::shared::NodeShared;
+
+const WAKE: Token = Token(0);
+
+/// Requests queued for the redial thread before it takes them; beyond, a request is
+/// dropped with a warning (one per lost connection, so this takes a storm).
+const REQUESTS: usize = 1024;
+
+/// The application's side of the redial thread.
+pub(crate) struct Redial {
+    requests: Sender<Request>,
+    waker: Waker,
+    /// Peers waiting to be dialled again, or being dialled.
+    pending: Arc<AtomicU64>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The redial thread's own state, until it starts.
+pub(crate) struct RedialLoop {
+    poll: Poll,
+    requests: Receiver<Request>,
+    pending: Arc<AtomicU64>,
+}
+
+enum Request {
+    /// The connection to `peer`, dialled at `addr`, was lost.
+    Dial { peer: PeerId, addr: SocketAddr },
+    /// `peer` is connected (again).
+    Connected(PeerId),
+    /// The handshake of a connection this node dialled at this address failed.
+    Refused(SocketAddr),
+    /// Stop dialling `peer`.
+    Cancel(PeerId),
+}
+
+/// Whether a connection that ended for `reason` is one to dial again: the network or
+/// the peer ended it, not a decision of this node.
+pub(crate) fn is_lost(reason: &DisconnectReason) -> bool {
+    matches!(
+        reason,
+        DisconnectReason::Dead | DisconnectReason::Io(_) | DisconnectReason::ClosedByPeer
+    )
+}
+
+/// The two halves of a redial thread that has not started yet.
+pub(crate) fn new() -> io::Result<(Redial, RedialLoop)> {
+    let poll = Poll::new()?;
+    let waker = Waker::new(poll.registry(), WAKE)?;
+    let (tx, rx) = bounded(REQUESTS);
+    let pending = Arc::new(AtomicU64::new(0));
+    Ok((
+        Redial {
+            requests: tx,
+            waker,
+            pending: pending.clone(),
+            handle: Mutex::new(None),
+        },
+        RedialLoop {
+            poll,
+            requests: rx,
+            pending,
+        },
+    ))
+}
+
+impl Redial {
+    /// Starts the redial thread for `node`, whose `redial` this is.
+    pub(crate) fn start(&self, node: Arc<NodeShared>, state: RedialLoop) -> io::Result<()> {
+        let handle = thread::Builder::new()
+            .name(format!("wl{}-redial", node.id.0))
+            .stack_size(node.config.thread_stack_size)
+            .spawn(move || run(state, node))?;
+        *self.handle.lock() = Some(handle);
+        Ok(())
+    }
+
+    /// Asks for `peer`, dialled at `addr`, to be dialled again. Never blocks.
+    pub(crate) fn lost(&self, node: PeerId, peer: PeerId, addr: SocketAddr) {
+        self.request(node, Request::Dial { peer, addr });
+    }
+
+    /// Says `peer` is connected, so that a pending redial of it ends. Never blocks.
+    pub(crate) fn connected(&self, node: PeerId, peer: PeerId) {
+        self.request(node, Request::Connected(peer));
+    }
+
+    /// Says the handshake of a connection dialled at `addr` failed, so that a redial
+    /// waiting on it tries again later. Never blocks.
+    pub(crate) fn refused(&self, node: PeerId, addr: SocketAddr) {
+        self.request(node, Request::Refused(addr));
+    }
+
+    /// Stops dialling `peer` again. Never blocks.
+    pub(crate) fn cancel(&self, node: PeerId, peer: PeerId) {
+        self.request(node, Request::Cancel(peer));
+    }
+
+    fn request(&self, node: PeerId, request: Request) {
+        match self.requests.try_send(request) {
+            Ok(()) => {
+                if let Err(e) = self.waker.wake() {
+                    log::error!("{node}: cannot wake the redial thread: {e}");
+                }
+            }
+            Err(TrySendError::Full(_)) => {
+                log::warn!("{node}: {REQUESTS} redial requests are waiting; dropped one")
+            }
+            // The thread has ended: the node is shutting down.
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Peers waiting to be dialled again, or being dialled, now.
+    pub(crate) fn pending(&self) -> u64 {
+        self.pending.load(Relaxed)
+    }
+
+    /// Stops the thread and joins it; the node is already marked as shutting down.
+    /// Idempotent.
+    pub(crate) fn stop(&self) {
+        if let Err(e) = self.waker.wake() {
+            log::error!("cannot wake the redial thread: {e}");
+        }
+        let handle = self.handle.lock().take();
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                log::error!("the redial thread panicked");
+            }
+        }
+    }
+}
+
+/// A peer to dial again.
+struct Entry {
+    peer: PeerId,
+    addr: SocketAddr,
+    /// When to dial; or, after a dial whose socket connected, when its handshake
+    /// has had its time.
+    due: Instant,
+    /// Whether a dial's socket connected and its handshake is under way.
+    shaking_hands: bool,
+    /// The wait after the next failure.
+    backoff: Duration,
+}
+
+/// A non-blocking connect in progress.
+struct Dial {
+    entry: Entry,
+    stream: mio::net::TcpStream,
+    deadline: Instant,
+}
+
+/// The redial thread's loop.
+struct Redialer {
+    node: Arc<NodeShared>,
+    interval: Duration,
+    max: Duration,
+    waiting: HashMap<PeerId, Entry>,
+    dialing: HashMap<Token, Dial>,
+    next_token: usize,
+}
+
+fn run(mut state: RedialLoop, node: Arc<NodeShared>) {
+    let interval = node
+        .config
+        .reconnect_interval
+        .expect("the redial thread runs only with a reconnect interval");
+    let mut r = Redialer {
+        max: node.config.reconnect_max.max(interval),
+        node,
+        interval,
+        waiting: HashMap::new(),
+        dialing: HashMap::new(),
+        next_token: 1,
+    };
+    let mut events = Events::with_capacity(16);
+    loop {
+        let wake_at = r
+            .waiting
+            .values()
+            .map(|e| e.due)
+            .chain(r.dialing.values().map(|d| d.deadline))
+            .min();
+        let timeout = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
+        if let Err(e) = state.poll.poll(&mut events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                log::error!("{}: redial loop failed: {e}", r.node.id);
+                return;
+            }
+        }
+        if r.node.is_shut() {
+            return;
+        }
+        for event in events.iter() {
+            if event.token() != WAKE {
+                r.connected_or_failed(&state.poll, event.token());
+            }
+        }
+        while let Ok(request) = state.requests.try_recv() {
+            r.take(&state.poll, request);
+        }
+        if r.run_due(&state.poll).is_err() {
+            return;
+        }
+        state
+            .pending
+            .store((r.waiting.len() + r.dialing.len()) as u64, Relaxed);
+    }
+}
+
+impl Redialer {
+    fn take(&mut self, poll: &Poll, request: Request) {
+        match request {
+            Request::Dial { peer, addr } => {
+                let dialing = self.dialing.values_mut().find(|d| d.entry.peer == peer);
+                if let Some(entry) = self
+                    .waiting
+                    .get_mut(&peer)
+                    .or(dialing.map(|d| &mut d.entry))
+                {
+                    // Lost again soon after a redial: keep its backoff.
+                    entry.addr = addr;
+                    return;
+                }
+                log::info!(
+                    "{}: lost {peer} at {addr}; dialling it again in {:?}",
+                    self.node.id,
+                    self.interval
+                );
+                self.waiting.insert(
+                    peer,
+                    Entry {
+                        peer,
+                        addr,
+                        due: Instant::now() + self.interval,
+                        shaking_hands: false,
+                        backoff: self.interval,
+                    },
+                );
+            }
+            Request::Refused(addr) => {
+                let peer = self
+                    .waiting
+                    .values()
+                    .find(|e| e.shaking_hands && e.addr == addr)
+                    .map(|e| e.peer);
+                if let Some(entry) = peer.and_then(|peer| self.waiting.remove(&peer)) {
+                    let refused = io::Error::other("the handshake was refused");
+                    self.failed(entry, &refused);
+                }
+            }
+            Request::Connected(peer) | Request::Cancel(peer) => {
+                if self.waiting.remove(&peer).is_some() {
+                    log::info!("{}: stopped dialling {peer} again", self.node.id);
+                }
+                let tokens: Vec<Token> = self
+                    .dialing
+                    .iter()
+                    .filter(|(_, d)| d.entry.peer == peer)
+                    .map(|(&t, _)| t)
+                    .collect();
+                for token in tokens {
+                    if let Some(mut dial) = self.dialing.remove(&token) {
+                        let _ = poll.registry().deregister(&mut dial.stream);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dials every peer that is due, after checking it is still not connected; fails
+    /// dials past their deadline. `Err` when the node is shutting down.
+    fn run_due(&mut self, poll: &Poll) -> Result<(), Error> {
+        let now = Instant::now();
+        let late: Vec<Token> = self
+            .dialing
+            .iter()
+            .filter(|(_, d)| d.deadline <= now)
+            .map(|(&t, _)| t)
+            .collect();
+        for token in late {
+            if let Some(mut dial) = self.dialing.remove(&token) {
+                let _ = poll.registry().deregister(&mut dial.stream);
+                self.failed(dial.entry, &io::ErrorKind::TimedOut.into());
+            }
+        }
+        let due: Vec<PeerId> = self
+            .waiting
+            .values()
+            .filter(|e| e.due <= now)
+            .map(|e| e.peer)
+            .collect();
+        for peer in due {
+            let Some(entry) = self.waiting.remove(&peer) else {
+                continue;
+            };
+            if self.node.table.contains(peer) {
+                continue;
+            }
+            if entry.shaking_hands {
+                let timeout =
+                    io::Error::new(io::ErrorKind::TimedOut, "the handshake did not complete");
+                self.failed(entry, &timeout);
+                continue;
+            }
+            self.dial(poll, entry);
+        }
+        if self.node.is_shut() {
+            return Err(Error::Shutdown);
+        }
+        Ok(())
+    }
+
+    fn dial(&mut self, poll: &Poll, entry: Entry) {
+        let mut stream = match mio::net::TcpStream::connect(entry.addr) {
+            Ok(stream) => stream,
+            Err(e) => return self.failed(entry, &e),
+        };
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        if let Err(e) = poll
+            .registry()
+            .register(&mut stream, token, Interest::WRITABLE)
+        {
+            return self.failed(entry, &e);
+        }
+        let deadline = Instant::now() + self.node.config.connect_timeout;
+        self.dialing.insert(
+            token,
+            Dial {
+                entry,
+                stream,
+                deadline,
+            },
+        );
+    }
+
+    /// A connect in progress became writable: it connected or failed.
+    fn connected_or_failed(&mut self, poll: &Poll, token: Token) {
+        let Some(mut dial) = self.dialing.remove(&token) else {
+            return;
+        };
+        let outcome = match dial.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Err(e),
+            Ok(None) => match dial.stream.peer_addr() {
+                Ok(_) => Ok(()),
+                // Not connected yet: a spurious wake-up; the next event will tell.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    self.dialing.insert(token, dial);
+                    return;
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let _ = poll.registry().deregister(&mut dial.stream);
+        let Dial {
+            mut entry, stream, ..
+        } = dial;
+        if let Err(e) = outcome {
+            return self.failed(entry, &e);
+        }
+        match self.node.spawn_connection(stream.into(), false, None) {
+            Ok(()) => {
+                // `Connected` ends the entry; if none comes within the handshake's
+                // time, the dial failed.
+                entry.due = Instant::now() + self.node.config.handshake_timeout;
+                entry.shaking_hands = true;
+                self.waiting.insert(entry.peer, entry);
+            }
+            Err(Error::Shutdown) => {}
+            Err(e) => self.failed(entry, &io::Error::other(e.to_string())),
+        }
+    }
+
+    /// Schedules the next dial of a peer whose dial (or handshake) failed.
+    fn failed(&mut self, mut entry: Entry, error: &io::Error) {
+        log::info!(
+            "{}: dialling {} at {} again failed ({error}); next try in {:?}",
+            self.node.id,
+            entry.peer,
+            entry.addr,
+            entry.backoff
+        );
+        entry.due = Instant::now() + entry.backoff;
+        entry.shaking_hands = false;
+        entry.backoff = (entry.backoff * 2).min(self.max);
+        self.waiting.insert(entry.peer, entry);
+    }
+}
