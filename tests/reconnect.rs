@@ -73,19 +73,28 @@ fn a_lost_connection_comes_back_by_itself() {
     assert_eq!(b.stats().redials_pending, 0);
 }
 
-#[test]
-fn a_peer_that_stays_away_is_tried_again_until_disconnect() {
+/// A (configured with `config`) connected to B through a relay, which then cuts the
+/// connection and refuses new ones: each redial's socket connects and is closed at
+/// once. Returns once A has tried `dials` times, with the first connection's id.
+fn unreachable_peer(
+    config: Config,
+    dials: usize,
+) -> (wirelane::Node, wirelane::Node, Relay, wirelane::ConnId) {
     let b = node(2);
     let relay = Relay::start(b.local_addr());
-    let a = node_with(1, redialling());
+    let a = node_with(1, config);
     a.connect(relay.addr).unwrap();
-    connected(&a);
-
-    // The peer is unreachable: each dial's socket connects, and is closed at once.
+    let first = connected(&a);
     relay.refuse(true);
     relay.cut();
     event(&a, "the loss", |e| matches!(e, Event::Disconnected { .. }));
-    wait_until("several dials were tried", || relay.accepted() >= 4);
+    wait_until("A dials again and again", || relay.accepted() > dials);
+    (a, b, relay, first)
+}
+
+#[test]
+fn a_peer_that_stays_away_is_tried_again_until_disconnect() {
+    let (a, _b, _relay, _) = unreachable_peer(redialling(), 3);
     assert_eq!(a.stats().redials_pending, 1);
     assert!(!a.is_connected(PeerId(2)));
 
@@ -96,15 +105,7 @@ fn a_peer_that_stays_away_is_tried_again_until_disconnect() {
 
 #[test]
 fn the_peer_coming_back_ends_the_retries() {
-    let b = node(2);
-    let relay = Relay::start(b.local_addr());
-    let a = node_with(1, redialling());
-    a.connect(relay.addr).unwrap();
-    let first = connected(&a);
-    relay.refuse(true);
-    relay.cut();
-    event(&a, "the loss", |e| matches!(e, Event::Disconnected { .. }));
-    wait_until("a dial was refused", || relay.accepted() >= 3);
+    let (a, b, relay, first) = unreachable_peer(redialling(), 2);
 
     // Back again: the next dial gets through.
     relay.refuse(false);
@@ -117,16 +118,9 @@ fn the_peer_coming_back_ends_the_retries() {
 
 #[test]
 fn shutdown_ends_the_redials() {
-    let b = node(2);
-    let relay = Relay::start(b.local_addr());
     // Dials are non-blocking connects in the redial thread's poll, which shutdown
     // wakes: however long a connect may take, shutdown does not wait for it.
-    let a = node_with(1, redialling().connect_timeout(Duration::from_secs(600)));
-    a.connect(relay.addr).unwrap();
-    connected(&a);
-    relay.refuse(true);
-    relay.cut();
-    event(&a, "the loss", |e| matches!(e, Event::Disconnected { .. }));
-    wait_until("redialling", || relay.accepted() >= 3);
+    let config = redialling().connect_timeout(Duration::from_secs(600));
+    let (a, _b, _relay, _) = unreachable_peer(config, 2);
     finishes("the shutdown", GUARD, move || a.shutdown());
 }
