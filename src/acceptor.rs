@@ -55,14 +55,20 @@ pub(crate) fn start(
 impl Acceptor {
     /// Stops the loop and joins its thread. Idempotent.
     pub(crate) fn stop(&self) {
-        if let Err(e) = self.waker.wake() {
-            log::error!("cannot wake the accept loop: {e}");
-        }
-        let handle = self.handle.lock().take();
-        if let Some(handle) = handle {
-            if handle.join().is_err() {
-                log::error!("the accept thread panicked");
-            }
+        stop_poll_thread(&self.waker, &self.handle, "accept");
+    }
+}
+
+/// Wakes a thread that runs a mio poll loop, and joins it once it has returned. The
+/// handle is taken out of its lock before the join. Idempotent.
+pub(crate) fn stop_poll_thread(waker: &Waker, handle: &Mutex<Option<JoinHandle<()>>>, what: &str) {
+    if let Err(e) = waker.wake() {
+        log::error!("cannot wake the {what} thread: {e}");
+    }
+    let handle = handle.lock().take();
+    if let Some(handle) = handle {
+        if handle.join().is_err() {
+            log::error!("the {what} thread panicked");
         }
     }
 }

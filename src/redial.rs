@@ -22,6 +22,7 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
+use crate::acceptor::stop_poll_thread;
 use crate::error::Error;
 use crate::event::DisconnectReason;
 use crate::id::PeerId;
@@ -145,15 +146,7 @@ impl Redial {
     /// Stops the thread and joins it; the node is already marked as shutting down.
     /// Idempotent.
     pub(crate) fn stop(&self) {
-        if let Err(e) = self.waker.wake() {
-            log::error!("cannot wake the redial thread: {e}");
-        }
-        let handle = self.handle.lock().take();
-        if let Some(handle) = handle {
-            if handle.join().is_err() {
-                log::error!("the redial thread panicked");
-            }
-        }
+        stop_poll_thread(&self.waker, &self.handle, "redial");
     }
 }
 
