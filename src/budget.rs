@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Select, Sender};
+use parking_lot::Mutex;
 
 use crate::connection::Never;
 
@@ -30,13 +31,26 @@ impl Budget {
     /// Takes `len` bytes of the budget, if they fit. An empty budget takes anything,
     /// so that one item larger than the limit (but within every other limit) still
     /// goes through, alone.
+    ///
+    /// A compare-and-swap rather than an add and an undo: the undo would leave a
+    /// moment in which the budget looks fuller than it is, and a waiter checking
+    /// then would go back to sleep with nothing left to wake it.
     pub(crate) fn reserve(&self, len: usize) -> bool {
-        let before = self.held.fetch_add(len, Ordering::SeqCst);
-        if before == 0 || before + len <= self.limit {
-            return true;
+        let mut held = self.held.load(Ordering::SeqCst);
+        loop {
+            if held != 0 && held.saturating_add(len) > self.limit {
+                return false;
+            }
+            match self.held.compare_exchange_weak(
+                held,
+                held + len,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return true,
+                Err(now) => held = now,
+            }
         }
-        self.held.fetch_sub(len, Ordering::SeqCst);
-        false
     }
 
     /// Gives back `len` bytes taken with [`Budget::reserve`].
@@ -64,28 +78,42 @@ pub(crate) enum Interrupted {
 
 /// A [`Budget`] that threads can wait on until room appears.
 ///
-/// A waiter registers, looks again, and then sleeps in a crossbeam select on a
-/// one-slot "room" channel and its own way out (a close signal, a deadline). A
-/// release that sees a registered waiter leaves a token in the slot. No lock is
-/// involved, so a thread waiting here never stops the one that would make room.
+/// Waiters sleep, in a crossbeam select with their own way out (a close signal, a
+/// deadline), on the current *generation*: a channel that carries nothing and is
+/// disconnected by the next release that sees a waiter, which wakes every waiter of
+/// that generation at once and puts a fresh one in its place. Waking them all, not
+/// one, is what lets a small waiter that fits go ahead of a large one that does not:
+/// a single token handed to the large one would be lost when it went back to sleep.
+///
+/// The mutex guards only the swap of the generation's channel; no thread holds it
+/// while it waits, so a thread waiting here never stops the one that would make
+/// room.
 pub(crate) struct WaitBudget {
     budget: Budget,
     /// Threads waiting for room.
     waiting: AtomicUsize,
-    /// A token here says bytes were released; capacity one, so a release never
-    /// blocks and a token is never lost.
-    room_tx: Sender<()>,
-    room_rx: Receiver<()>,
+    generation: Mutex<Generation>,
+}
+
+/// One generation of waiters: its sender is dropped to wake them.
+struct Generation {
+    _wake: Sender<Never>,
+    woken: Receiver<Never>,
+}
+
+impl Generation {
+    fn new() -> Generation {
+        let (wake, woken) = bounded(0);
+        Generation { _wake: wake, woken }
+    }
 }
 
 impl WaitBudget {
     pub(crate) fn new(limit: usize) -> WaitBudget {
-        let (room_tx, room_rx) = bounded(1);
         WaitBudget {
             budget: Budget::new(limit),
             waiting: AtomicUsize::new(0),
-            room_tx,
-            room_rx,
+            generation: Mutex::new(Generation::new()),
         }
     }
 
@@ -94,10 +122,16 @@ impl WaitBudget {
         self.budget.reserve(len)
     }
 
-    /// Gives back `len` bytes and wakes a waiter, if any.
+    /// Gives back `len` bytes and wakes every waiter, if any.
     pub(crate) fn release(&self, len: usize) {
         self.budget.release(len);
-        self.wake_one();
+        // Pairs with the waiter's register-then-check in `wait`: either the waiter
+        // sees these bytes, or this sees the waiter and wakes its generation.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let old = std::mem::replace(&mut *self.generation.lock(), Generation::new());
+            // Dropped outside the lock: this is what wakes the waiters.
+            drop(old);
+        }
     }
 
     pub(crate) fn held(&self) -> usize {
@@ -117,33 +151,34 @@ impl WaitBudget {
         closed: Option<&Receiver<Never>>,
     ) -> Result<(), Interrupted> {
         loop {
+            // The generation first, then registered as waiting, then looked again:
+            // bytes released before the look are seen by it, and a release after it
+            // sees us and wakes this generation (or a later one, whose release came
+            // after the look too).
+            let woken = self.generation.lock().woken.clone();
             self.waiting.fetch_add(1, Ordering::SeqCst);
-            // Registered as waiting first, then looked again: bytes released
-            // meanwhile are seen here, or the releaser sees us and leaves a token.
-            let took = self.budget.reserve(len);
-            let woken = if took {
-                Ok(())
+            let result = if self.budget.reserve(len) {
+                Some(Ok(()))
             } else {
-                self.sleep(deadline, closed)
+                self.sleep(&woken, deadline, closed).err().map(Err)
             };
             self.waiting.fetch_sub(1, Ordering::SeqCst);
-            woken?;
-            if took || self.budget.reserve(len) {
-                // Pass the token on: others may fit in what is left.
-                self.wake_one();
-                return Ok(());
+            if let Some(result) = result {
+                return result;
             }
         }
     }
 
-    /// Sleeps until a token arrives, `closed` disconnects, or the deadline passes.
+    /// Sleeps until the generation is woken, `closed` disconnects, or the deadline
+    /// passes.
     fn sleep(
         &self,
+        woken: &Receiver<Never>,
         deadline: Option<Instant>,
         closed: Option<&Receiver<Never>>,
     ) -> Result<(), Interrupted> {
         let mut sel = Select::new();
-        let room = sel.recv(&self.room_rx);
+        let room = sel.recv(woken);
         if let Some(closed) = closed {
             sel.recv(closed);
         }
@@ -154,21 +189,12 @@ impl WaitBudget {
                 .map_err(|_| Interrupted::Timeout)?,
         };
         if oper.index() == room {
-            // The budget owns both ends, so the slot never disconnects.
-            let _ = oper.recv(&self.room_rx);
+            let _ = oper.recv(woken);
             Ok(())
         } else {
             let closed = closed.expect("the only other operation is the close signal");
             let _ = oper.recv(closed);
             Err(Interrupted::Closed)
-        }
-    }
-
-    /// Wakes a waiter, if any. Pairs with the waiter's check-after-registering in
-    /// [`WaitBudget::wait`]: one of them always sees the other.
-    fn wake_one(&self) {
-        if self.waiting.load(Ordering::SeqCst) > 0 {
-            let _ = self.room_tx.try_send(());
         }
     }
 }
@@ -236,6 +262,58 @@ mod tests {
         drop(credit);
         assert_eq!(waiter.join().unwrap(), Ok(()));
         assert_eq!(budget.held(), 50);
+    }
+
+    /// Spins (a failure guard only) until `n` threads are waiting on `budget`.
+    fn until_waiting(budget: &WaitBudget, n: usize) {
+        let guard = Instant::now() + Duration::from_secs(60);
+        while budget.waiting.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < guard, "the waiters never waited");
+            thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_release_wakes_a_small_waiter_that_fits_behind_a_large_one_that_does_not() {
+        let budget = Arc::new(WaitBudget::new(64));
+        assert!(budget.reserve(20));
+        assert!(budget.reserve(44));
+        let (small, large) = (budget.clone(), budget.clone());
+        let guard = Instant::now() + Duration::from_secs(60);
+        let large = thread::spawn(move || large.wait(48, Some(guard), None));
+        until_waiting(&budget, 1);
+        let small = thread::spawn(move || small.wait(20, Some(guard), None));
+        until_waiting(&budget, 2);
+        // 20 freed: 44 + 20 fits, 44 + 48 does not. Whichever waiter looks first,
+        // the small one must get in.
+        budget.release(20);
+        assert_eq!(small.join().unwrap(), Ok(()));
+        assert_eq!(budget.held(), 64);
+        budget.release(44);
+        assert!(!large.is_finished() || budget.held() == 48);
+        budget.release(20);
+        assert_eq!(large.join().unwrap(), Ok(()));
+        assert_eq!(budget.held(), 48);
+    }
+
+    #[test]
+    fn a_reservation_that_does_not_fit_never_shows_in_the_count() {
+        let budget = Arc::new(Budget::new(100));
+        assert!(budget.reserve(100));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refuser = {
+            let (budget, stop) = (budget.clone(), stop.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    assert!(!budget.reserve(1));
+                }
+            })
+        };
+        for _ in 0..100_000 {
+            assert_eq!(budget.held(), 100, "a refused reservation was counted");
+        }
+        stop.store(true, Ordering::Relaxed);
+        refuser.join().unwrap();
     }
 
     #[test]
