@@ -15,6 +15,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
 use crate::error::Error;
+use crate::session::Origin;
 use crate::shared::NodeShared;
 
 const LISTENER: Token = Token(0);
@@ -100,7 +101,7 @@ fn accept_loop(mut poll: Poll, listener: mio::net::TcpListener, node: Arc<NodeSh
         // Readiness is edge-triggered: accept until the backlog is empty.
         loop {
             match listener.accept() {
-                Ok((stream, addr)) => match node.spawn_connection(stream.into(), true, None) {
+                Ok((stream, addr)) => match node.spawn_connection(stream.into(), Origin::Inbound) {
                     Ok(()) => {}
                     Err(Error::Shutdown) => return,
                     Err(e) => {

@@ -168,6 +168,29 @@ impl ConnShared {
         }
     }
 
+    /// Starts a graceful close's clock again, linger and cap alike. For a reader that
+    /// could not deliver anything while it waited for the peer's earlier readers:
+    /// the time it waited was not the peer's, nor the application's. No-op while
+    /// open.
+    pub(crate) fn restart_linger(&self) {
+        if !self.is_closing() {
+            return;
+        }
+        let mut state = self.close.lock();
+        let now = Instant::now();
+        state.linger_deadline = Some(now + self.linger);
+        state.hard_deadline = Some(now + self.linger * LINGER_CAP);
+    }
+
+    /// Whether a graceful close has lasted as long as it ever may, however steadily
+    /// data still moves.
+    pub(crate) fn linger_cap_over(&self) -> bool {
+        self.close
+            .lock()
+            .hard_deadline
+            .is_some_and(|d| Instant::now() >= d)
+    }
+
     /// Waits on `rx` until it yields or disconnects, or the linger runs out (the
     /// deadline may move while waiting). Returns `None` if the linger ran out.
     pub(crate) fn wait_lingering<T>(

@@ -79,13 +79,19 @@ impl Reader<'_> {
     /// Waits for room in `budget` while a graceful close lingers (the application
     /// dropping messages keeps it lingering). Returns whether `len` bytes were taken.
     fn wait_lingering(&self, budget: &WaitBudget, len: usize) -> bool {
+        if self.app_stalled.get() {
+            return false;
+        }
         while let Some(deadline) = self.conn.linger_deadline() {
             match budget.wait(len, Some(deadline), None) {
                 Ok(()) => {
                     self.conn.progress();
                     return true;
                 }
-                Err(_) if self.conn.linger_over() => return false,
+                Err(_) if self.conn.linger_over() => {
+                    self.app_stalled.set(true);
+                    return false;
+                }
                 Err(_) => {}
             }
         }
@@ -200,7 +206,7 @@ impl Reader<'_> {
             let _ = oper.recv(&self.conn.closed_rx);
             msg
         };
-        if !self.conn.reason().is_some_and(|r| r.is_graceful()) {
+        if !self.conn.reason().is_some_and(|r| r.is_graceful()) || self.app_stalled.get() {
             return false;
         }
         // Closing gracefully: keep waiting while the close lingers (the application
@@ -215,7 +221,13 @@ impl Reader<'_> {
                     return true;
                 }
                 Err(SendTimeoutError::Disconnected(_)) => return false,
-                Err(SendTimeoutError::Timeout(_)) if self.conn.linger_over() => return false,
+                Err(SendTimeoutError::Timeout(_)) if self.conn.linger_over() => {
+                    // Once the application has let a whole linger pass, the rest of
+                    // this close does not wait for it again (each frame that arrives
+                    // would otherwise start another linger, up to the cap).
+                    self.app_stalled.set(true);
+                    return false;
+                }
                 Err(SendTimeoutError::Timeout(back)) => msg = back,
             }
         }

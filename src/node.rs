@@ -17,9 +17,10 @@ use crate::event::{DisconnectReason, Event, Lane, Message};
 use crate::id::PeerId;
 use crate::lane::Patience;
 use crate::redial;
-use crate::session::Outlets;
+use crate::session::{Origin, Outlets};
 use crate::shared::NodeShared;
 use crate::stats::{LaneStats, NodeStats, PeerStats};
+use crate::table::Wait;
 
 /// A wirelane node: a listening socket, a connection per peer, and the queues the
 /// application reads.
@@ -156,24 +157,44 @@ impl Node {
         if self.shared.is_shut() {
             return Err(Error::Shutdown);
         }
-        let stream = dial(addr, self.shared.config.connect_timeout)?;
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
         let deadline = Instant::now() + self.shared.config.handshake_timeout;
-        let (report, outcome) = bounded(1);
-        self.shared.spawn_connection(stream, false, Some(report))?;
-        match outcome.recv() {
-            Ok(Ok(peer)) => Ok(peer),
-            // The pair is (or is about to be) connected over another socket: the
-            // other half of a simultaneous dial, or a connection that already existed.
-            Ok(Err(HandshakeError::Duplicate(peer))) => {
-                if self.shared.table.wait_for(peer, deadline) {
-                    Ok(peer)
-                } else {
-                    Err(Error::Handshake(HandshakeError::Duplicate(peer)))
+        let mut retry = DUPLICATE_RETRY;
+        loop {
+            let stream = dial(&addrs[..], self.shared.config.connect_timeout)?;
+            let (report, outcome) = bounded(1);
+            self.shared
+                .spawn_connection(stream, Origin::Connect(report))?;
+            let peer = match outcome.recv() {
+                Ok(Ok(peer)) => peer,
+                // The pair is (or is about to be) connected over another socket: the
+                // other half of a simultaneous dial, or a connection that already
+                // existed — or one the peer still holds although this side has closed
+                // it, because the peer has not yet read our close (we disconnected it
+                // a moment ago). Wait a little for the first two; then dial again,
+                // until the handshake's time is up.
+                Ok(Err(HandshakeError::Duplicate(peer))) => {
+                    let until = deadline.min(Instant::now() + retry);
+                    match self.shared.table.wait_for(peer, until) {
+                        Wait::Registered => peer,
+                        Wait::Shutdown => return Err(Error::Shutdown),
+                        Wait::TimedOut if Instant::now() < deadline => {
+                            retry = (retry * 2).min(DUPLICATE_RETRY_MAX);
+                            continue;
+                        }
+                        Wait::TimedOut => {
+                            return Err(Error::Handshake(HandshakeError::Duplicate(peer)))
+                        }
+                    }
                 }
+                Ok(Err(e)) => return Err(e.into()),
+                // The connection thread ended without a verdict: the node shut down.
+                Err(_) => return Err(Error::Shutdown),
+            };
+            if let Some(redial) = &self.shared.redial {
+                redial.resume(peer);
             }
-            Ok(Err(e)) => Err(e.into()),
-            // The connection thread ended without a verdict: the node shut down.
-            Err(_) => Err(Error::Shutdown),
+            return Ok(peer);
         }
     }
 
@@ -457,10 +478,18 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// How long `connect` first waits, after its peer answered `Duplicate`, for the
+/// connection the peer holds to appear here before it dials again; doubled after each
+/// try, up to [`DUPLICATE_RETRY_MAX`]. Long enough for the other half of a
+/// simultaneous dial to register (well under a millisecond on loopback), short enough
+/// that a dial right after `disconnect` succeeds soon after the peer reads the close.
+const DUPLICATE_RETRY: Duration = Duration::from_millis(20);
+const DUPLICATE_RETRY_MAX: Duration = Duration::from_millis(250);
+
 /// Dials each address in turn; returns the first connection made.
-fn dial(addr: impl ToSocketAddrs, timeout: Duration) -> Result<TcpStream> {
+fn dial(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream> {
     let mut last = None;
-    for addr in addr.to_socket_addrs()? {
+    for &addr in addrs {
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(stream) => return Ok(stream),
             Err(e) => last = Some(e),

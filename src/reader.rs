@@ -4,6 +4,7 @@
 //! clock: its reads time out every tick so that it can notice a silent peer, and a
 //! graceful close that outlives its linger.
 
+use std::cell::Cell;
 use std::io::{self, IoSliceMut, Read};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,8 +18,8 @@ use crate::budget::Credit;
 use crate::config::Config;
 use crate::connection::{ConnShared, Never};
 use crate::deliver::{Next, Tally};
-use crate::event::{DisconnectReason, Event, Message};
-use crate::frame::{self, Header, HEADER_LEN};
+use crate::event::{DisconnectReason, Event, Lane, Message};
+use crate::frame::{self, FrameKind, Header, HEADER_LEN};
 use crate::id::PeerId;
 use crate::lane::Budgets;
 use crate::pool::BufPool;
@@ -36,15 +37,19 @@ pub(crate) struct Reader<'a> {
     /// Asks the writer for a pong.
     pub(crate) pong: &'a Sender<()>,
     pub(crate) config: &'a Config,
-    /// Disconnects when the reader of the connection this one replaced has finished;
-    /// nothing is delivered before, so the peer's messages keep their order.
-    pub(crate) after: Option<Receiver<Never>>,
+    /// Disconnect when the earlier readers of this peer have finished; nothing is
+    /// delivered before, so the peer's messages keep their order.
+    pub(crate) after: Vec<Receiver<Never>>,
     /// The private lane, watched for a peer that stops draining it.
     pub(crate) private: &'a Receiver<Bytes>,
     pub(crate) budgets: &'a Budgets,
     /// For reporting a slow peer.
     pub(crate) node: &'a NodeShared,
     pub(crate) events: &'a Sender<Event>,
+    /// Set when, during a graceful close, the application let a whole linger pass
+    /// without making room: from then on frames are delivered only if there is room
+    /// at once, and counted as `recv_dropped` otherwise.
+    pub(crate) app_stalled: Cell<bool>,
 }
 
 /// Since when the peer's private lane has been full, as the reader last looked.
@@ -61,23 +66,10 @@ impl Reader<'_> {
         if let Err(e) = self.stream.set_read_timeout(Some(self.config.read_tick())) {
             return DisconnectReason::Io(Arc::new(e));
         }
-        if let Some(after) = &self.after {
-            // Bounded: the previous connection is closing, and its reader ends within
-            // its linger. If this connection closes meanwhile, a graceful close still
-            // delivers what arrives, so the order still matters: keep waiting, within
-            // this connection's own linger. After a forced close nothing is delivered.
-            let mut sel = Select::new();
-            let previous = sel.recv(after);
-            sel.recv(&self.conn.closed_rx);
-            let oper = sel.select();
-            if oper.index() == previous {
-                let _ = oper.recv(after);
-            } else {
-                let _ = oper.recv(&self.conn.closed_rx);
-                if self.conn.reason().is_some_and(|r| r.is_graceful()) {
-                    let _ = self.conn.wait_lingering(after);
-                }
-            }
+        if !self.wait_for_earlier_readers() {
+            // Closed by force meanwhile: nothing of this connection will be
+            // delivered. The close already has its reason; this one is never recorded.
+            return DisconnectReason::ClosedByUs;
         }
         let mut last_heard = Instant::now();
         let mut slow = Slow::default();
@@ -124,16 +116,18 @@ impl Reader<'_> {
             if let Some(reason) = stop {
                 return reason;
             }
+            if let Some(reason) = self.linger_capped() {
+                return reason;
+            }
 
             let want = match frame::decode_header(rb.data(), max) {
                 Ok(Some(h)) => h.frame_len(),
                 _ => HEADER_LEN,
             };
+            // Whatever this reads is parsed before the loop looks at the linger again,
+            // so that every frame the peer's kernel took is delivered or counted.
             let filled = rb.fill(self.stream, want);
             self.watch_slow(&mut slow);
-            if let Some(reason) = self.linger_expired() {
-                return reason;
-            }
             match filled {
                 Ok(0) if rb.is_empty() => return DisconnectReason::ClosedByPeer,
                 Ok(0) => {
@@ -164,6 +158,55 @@ impl Reader<'_> {
                 }
             }
         }
+    }
+
+    /// Waits until every earlier reader of this peer has finished delivering, so
+    /// that the peer's messages keep their order across reconnections. Returns
+    /// `false` if this connection was closed by force meanwhile.
+    ///
+    /// Bounded: each earlier reader belongs to a connection that is closing, and
+    /// ends within its own linger cap once the readers before it have ended.
+    fn wait_for_earlier_readers(&self) -> bool {
+        if self.after.is_empty() {
+            return true;
+        }
+        for earlier in &self.after {
+            let mut sel = Select::new();
+            let done = sel.recv(earlier);
+            sel.recv(&self.conn.closed_rx);
+            let oper = sel.select();
+            if oper.index() == done {
+                let _ = oper.recv(earlier);
+                continue;
+            }
+            let _ = oper.recv(&self.conn.closed_rx);
+            if !self.conn.reason().is_some_and(|r| r.is_graceful()) {
+                return false;
+            }
+            // Closing gracefully: what this connection carries is still delivered,
+            // after what the earlier ones carry.
+            let _ = earlier.recv();
+        }
+        // The linger of a close that came while this waited starts now: until now
+        // this reader could deliver nothing, however fast the application was.
+        self.conn.restart_linger();
+        true
+    }
+
+    /// Ends a graceful close that has lasted its longest (ten lingers), even though
+    /// data still moves.
+    fn linger_capped(&self) -> Option<DisconnectReason> {
+        if !self.conn.is_closing() || !self.conn.linger_cap_over() {
+            return None;
+        }
+        log::warn!(
+            "{}: the close of {} to {} outlasted ten lingers; cutting it",
+            self.conn.node,
+            self.conn.id,
+            self.peer
+        );
+        self.conn.cut();
+        Some(DisconnectReason::ClosedByUs)
     }
 
     /// Decides what a failed read means: a tick (check for silence and for an
@@ -276,7 +319,13 @@ impl Reader<'_> {
                     self.conn.progress();
                 }
             }
-            if let Some(reason) = self.linger_expired() {
+            if let Some(reason) = self.linger_capped() {
+                let lane = if header.kind == FrameKind::Private {
+                    Lane::Private
+                } else {
+                    Lane::Gossip
+                };
+                self.conn.counters.inb.lane(lane).drop_n(1);
                 return Err(reason);
             }
             match result {

@@ -10,7 +10,7 @@
 //! the poll with its `mio::Waker`, never waits for a dial to time out. Once a socket
 //! connects, the handshake runs on the new connection's own thread, as for any dial.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -26,6 +26,7 @@ use crate::acceptor::stop_poll_thread;
 use crate::error::Error;
 use crate::event::DisconnectReason;
 use crate::id::PeerId;
+use crate::session::Origin;
 use crate::shared::NodeShared;
 
 const WAKE: Token = Token(0);
@@ -41,6 +42,11 @@ pub(crate) struct Redial {
     /// Peers waiting to be dialled again, or being dialled.
     pending: Arc<AtomicU64>,
     handle: Mutex<Option<JoinHandle<()>>>,
+    /// Peers the application disconnected, not to be dialled again until it
+    /// connects to them itself. Remembered here, not in the redial thread, because a
+    /// cancel can come before the dying connection asks for its redial, or while a
+    /// redial's handshake is under way: both check this set.
+    stopped: Mutex<HashSet<PeerId>>,
 }
 
 /// The redial thread's own state, until it starts.
@@ -82,6 +88,7 @@ pub(crate) fn new() -> io::Result<(Redial, RedialLoop)> {
             waker,
             pending: pending.clone(),
             handle: Mutex::new(None),
+            stopped: Mutex::new(HashSet::new()),
         },
         RedialLoop {
             poll,
@@ -102,8 +109,12 @@ impl Redial {
         Ok(())
     }
 
-    /// Asks for `peer`, dialled at `addr`, to be dialled again. Never blocks.
+    /// Asks for `peer`, dialled at `addr`, to be dialled again, unless the
+    /// application has disconnected it. Never blocks.
     pub(crate) fn lost(&self, node: PeerId, peer: PeerId, addr: SocketAddr) {
+        if self.is_stopped(peer) {
+            return;
+        }
         self.request(node, Request::Dial { peer, addr });
     }
 
@@ -118,9 +129,23 @@ impl Redial {
         self.request(node, Request::Refused(addr));
     }
 
-    /// Stops dialling `peer` again. Never blocks.
+    /// Stops dialling `peer` again, now and after later losses, until
+    /// [`Redial::resume`]. Never blocks.
     pub(crate) fn cancel(&self, node: PeerId, peer: PeerId) {
+        // Recorded before the request, and before `disconnect` looks for the link:
+        // a redial's handshake checks it after the link opens (see `session`).
+        self.stopped.lock().insert(peer);
         self.request(node, Request::Cancel(peer));
+    }
+
+    /// The application connected to `peer` itself: its losses are redialled again.
+    pub(crate) fn resume(&self, peer: PeerId) {
+        self.stopped.lock().remove(&peer);
+    }
+
+    /// Whether the application has disconnected `peer` (and not connected it since).
+    pub(crate) fn is_stopped(&self, peer: PeerId) -> bool {
+        self.stopped.lock().contains(&peer)
     }
 
     fn request(&self, node: PeerId, request: Request) {
@@ -314,7 +339,12 @@ impl Redialer {
             let Some(entry) = self.waiting.remove(&peer) else {
                 continue;
             };
-            if self.node.table.contains(peer) {
+            let stopped = self
+                .node
+                .redial
+                .as_ref()
+                .is_some_and(|r| r.is_stopped(peer));
+            if stopped || self.node.table.contains(peer) {
                 continue;
             }
             if entry.shaking_hands {
@@ -379,7 +409,7 @@ impl Redialer {
         if let Err(e) = outcome {
             return self.failed(entry, &e);
         }
-        match self.node.spawn_connection(stream.into(), false, None) {
+        match self.node.spawn_connection(stream.into(), Origin::Redial) {
             Ok(()) => {
                 // `Connected` ends the entry; if none comes within the handshake's
                 // time, the dial failed.

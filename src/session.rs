@@ -1,6 +1,7 @@
 //! The life of one connection, run on its reader thread: handshake, registration,
 //! the read loop, and a teardown that hands back whatever was not sent.
 
+use std::cell::Cell;
 use std::io;
 use std::net::TcpStream;
 use std::panic::{self, AssertUnwindSafe};
@@ -24,7 +25,7 @@ use crate::reader::Reader;
 use crate::redial;
 use crate::shared::NodeShared;
 use crate::table::{Policy, Refusal};
-use crate::writer::{HandBack, Writer};
+use crate::writer::Writer;
 
 /// Where a connection delivers: its own clones of the node's queues, so that the
 /// queues disconnect once the node has shut down and every connection has ended.
@@ -36,31 +37,55 @@ pub(crate) struct Outlets {
 /// How `connect` learns the outcome of the handshake it started.
 pub(crate) type Report = Sender<Result<PeerId, HandshakeError>>;
 
+/// Who started a connection.
+pub(crate) enum Origin {
+    /// The peer dialled us.
+    Inbound,
+    /// `Node::connect`, waiting for the outcome.
+    Connect(Report),
+    /// The redial thread, dialling a lost peer again.
+    Redial,
+}
+
 /// Runs a connection from its first byte to its last. Never panics on peer input.
 pub(crate) fn run(
     node: Arc<NodeShared>,
     conn: Arc<ConnShared>,
     stream: Arc<TcpStream>,
     outlets: Outlets,
-    report: Option<Report>,
+    origin: Origin,
 ) {
     let mut rb = ReadBuf::new(node.pool.clone(), node.config.read_buffer);
-    // Disconnects when the reader has finished: tells the writer, and the reader of
-    // a connection that replaces this one, that nothing more will be delivered.
+    // Disconnects when the reader has finished: tells the writer, and the readers of
+    // connections that replace this one, that nothing more will be delivered.
     let (done_tx, done_rx) = bounded::<Never>(0);
-    let shaken = contain(&node, &conn, "handshake", || {
-        shake_hands(&node, &conn, &stream, &mut rb, &outlets, &done_rx)
+    let redialled = matches!(origin, Origin::Redial);
+    let report = match origin {
+        Origin::Connect(report) => Some(report),
+        Origin::Inbound | Origin::Redial => None,
+    };
+    let shaken = contain(&conn, "handshake", || {
+        shake_hands(&node, &conn, &stream, &mut rb, done_rx, redialled)
     })
     .unwrap_or(Err(HandshakeError::Io(io::ErrorKind::Other)));
     node.handshake_done(&conn);
-    let (peer, lanes, after) = match shaken {
-        Ok(ok) => ok,
-        Err(_) if conn.was_evicted() => {
-            refused(&node, &conn, &outlets, report, HandshakeError::LimitReached);
-            node.retire(&conn);
-            return;
-        }
+    let Shaken {
+        peer,
+        lanes,
+        after,
+        ready,
+    } = match shaken {
+        Ok(shaken) => shaken,
         Err(error) => {
+            let error = if conn.was_evicted() {
+                HandshakeError::LimitReached
+            } else if node.is_shut() {
+                // Whatever the socket said, it said it because this node is
+                // shutting down (which cuts handshakes short).
+                HandshakeError::Shutdown
+            } else {
+                error
+            };
             refused(&node, &conn, &outlets, report, error);
             node.retire(&conn);
             return;
@@ -69,9 +94,11 @@ pub(crate) fn run(
     // The writer blocks in writes for as long as the peer makes it; only closing the
     // connection (which cuts the socket when needed) ends such a write.
     let _ = stream.set_write_timeout(None);
-    conn.establish();
-    if let Some(report) = report {
-        let _ = report.send(Ok(peer));
+    let mut report = report;
+    if ready.is_none() {
+        if let Some(report) = report.take() {
+            let _ = report.send(Ok(peer));
+        }
     }
     node.opened.fetch_add(1, Relaxed);
     log::info!(
@@ -93,6 +120,11 @@ pub(crate) fn run(
             inbound: conn.inbound,
         },
     );
+    if redialled && node.redial.as_ref().is_some_and(|r| r.is_stopped(peer)) {
+        // `disconnect` ran while this redial shook hands, and looked for the link
+        // just before it opened (the check in `shake_hands` came just before that).
+        conn.close(DisconnectReason::ClosedByUs);
+    }
 
     let (pong_tx, pong_rx) = bounded(1);
     // The reader watches the private lane for a peer that stops draining it.
@@ -105,25 +137,32 @@ pub(crate) fn run(
         pong: pong_rx,
         ping_interval: node.config.ping_interval,
         max_batch: node.config.max_batch_bytes,
-        handback: HandBack {
-            node: node.clone(),
-            events: outlets.events.clone(),
-            peer,
-        },
     };
-    let writer = match spawn_writer(&node, &conn, writer, writer_done_tx) {
-        Ok(handle) => Some(handle),
+    let (writer, mut unsent) = match spawn_writer(&node, &conn, writer, writer_done_tx) {
+        Ok(handle) => (Some(handle), Vec::new()),
         Err((e, lanes)) => {
             log::error!("{}: cannot start a writer thread: {e}", node.id);
             conn.close(DisconnectReason::Io(Arc::new(e)));
-            let left = lanes.drain(&conn.counters);
-            if !left.is_empty() {
-                undelivered(&node, &conn, &outlets.events, peer, left);
-            }
-            None
+            (None, lanes.drain(&conn.counters))
         }
     };
-    if writer.is_some() {
+    let mut confirmed = true;
+    if let (Some(deadline), true) = (ready, writer.is_some()) {
+        // The follower's last handshake step, taken with the writer already running
+        // (the link is open): the arbiter's word that it has opened too.
+        let verdict = handshake::read_accept(&stream, &mut rb, peer, deadline);
+        if let Err(error) = &verdict {
+            confirmed = false;
+            conn.close(DisconnectReason::Io(Arc::new(io::Error::other(
+                error.to_string(),
+            ))));
+        }
+        if let Some(report) = report.take() {
+            let _ = report.send(verdict.map(|()| peer));
+        }
+    }
+    drop(report);
+    if writer.is_some() && confirmed {
         let reader = Reader {
             stream: &stream,
             conn: &conn,
@@ -137,9 +176,10 @@ pub(crate) fn run(
             budgets: &budgets,
             node: &node,
             events: &outlets.events,
+            app_stalled: Cell::new(false),
         };
         let reason =
-            contain(&node, &conn, "reader", || reader.run(&mut rb)).unwrap_or_else(internal_error);
+            contain(&conn, "reader", || reader.run(&mut rb)).unwrap_or_else(internal_error);
         conn.close(reason);
     }
     drop(done_tx);
@@ -151,8 +191,9 @@ pub(crate) fn run(
         conn.cut();
     }
     if let Some(writer) = writer {
-        if writer.join().is_err() {
-            log::error!("{}: the writer thread of {} panicked", node.id, conn.id);
+        match writer.join() {
+            Ok(left) => unsent.extend(left),
+            Err(_) => log::error!("{}: the writer thread of {} panicked", node.id, conn.id),
         }
     }
     let reason = conn.reason().unwrap_or(DisconnectReason::ClosedByUs);
@@ -161,10 +202,17 @@ pub(crate) fn run(
         node.id,
         conn.id
     );
+    // Asked for before the hand-back, which may wait for room in the event queue:
+    // an application that does not read its events still gets its peer back.
     if let Some(redial) = node.redial.as_ref().filter(|_| !conn.inbound) {
         if redial::is_lost(&reason) {
             redial.lost(node.id, peer, conn.peer_addr);
         }
+    }
+    conn.cut();
+    drop(pong_tx);
+    if !unsent.is_empty() {
+        undelivered(&node, &conn, &outlets.events, peer, unsent);
     }
     node.emit(
         &outlets.events,
@@ -174,21 +222,21 @@ pub(crate) fn run(
             reason,
         },
     );
-    conn.cut();
-    drop(pong_tx);
     node.retire(&conn);
 }
 
-/// Exchanges hellos, arbitrates, registers. On success the connection is in the peer
-/// table on both sides, and its lanes are returned for the writer.
+/// Exchanges hellos, arbitrates, registers, and opens the connection once both sides
+/// have accepted it. On success the connection is the peer's open link on this side,
+/// and its lanes are returned for the writer, with the signals of the peer's earlier
+/// readers.
 fn shake_hands(
     node: &NodeShared,
     conn: &Arc<ConnShared>,
     stream: &TcpStream,
     rb: &mut ReadBuf,
-    outlets: &Outlets,
-    reader_done: &Receiver<Never>,
-) -> Result<(PeerId, LaneRx, Option<Receiver<Never>>), HandshakeError> {
+    reader_done: Receiver<Never>,
+    redialled: bool,
+) -> Result<Shaken, HandshakeError> {
     let config = &node.config;
     let deadline = Instant::now() + config.handshake_timeout;
     let ours = Hello {
@@ -214,6 +262,16 @@ fn shake_hands(
     if !arbiter {
         handshake::read_accept(stream, rb, theirs.peer, deadline)?;
     }
+    if redialled
+        && node
+            .redial
+            .as_ref()
+            .is_some_and(|r| r.is_stopped(theirs.peer))
+    {
+        // The application disconnected this peer after the redial was under way.
+        handshake::send_refusal(stream, CloseCode::Normal, deadline);
+        return Err(HandshakeError::Closed);
+    }
 
     let (tx, lanes) = lane::lanes(config);
     let link = Arc::new(Link::new(
@@ -228,49 +286,64 @@ fn shake_hands(
     } else {
         Policy::Follow
     };
-    let after = match node.table.register(link, policy, reader_done.clone()) {
-        Ok(registered) => {
-            if let Some(old) = registered.replaced {
-                old.conn.close(DisconnectReason::Replaced);
-            }
-            registered.after
-        }
-        Err(refusal) => {
-            let (code, error) = match refusal {
-                Refusal::Duplicate => {
-                    (CloseCode::Duplicate, HandshakeError::Duplicate(theirs.peer))
-                }
-                Refusal::Shutdown | Refusal::Closing => {
-                    (CloseCode::Shutdown, HandshakeError::Shutdown)
-                }
-            };
+    let refusal = |refusal| match refusal {
+        Refusal::Duplicate => (CloseCode::Duplicate, HandshakeError::Duplicate(theirs.peer)),
+        Refusal::Shutdown => (CloseCode::Shutdown, HandshakeError::Shutdown),
+        Refusal::Closing => (CloseCode::Normal, HandshakeError::Closed),
+    };
+    if let Err(why) = node.table.register(link, policy) {
+        let (code, error) = refusal(why);
+        handshake::send_refusal(stream, code, deadline);
+        return Err(error);
+    }
+    if arbiter {
+        // Registered, but invisible to senders until the follower confirms: a
+        // failure before it opens has nothing to hand back, and leaves the peer's
+        // open link (if any) alone.
+        handshake::send_accept(stream, deadline)?;
+        handshake::read_accept(stream, rb, theirs.peer, deadline)?;
+    }
+    // Before it opens: a close that comes later is a graceful one that lets the
+    // reader and writer finish their work rather than cutting the socket.
+    conn.establish();
+    let opened = match node.table.open(conn, reader_done) {
+        Ok(opened) => opened,
+        Err(why) => {
+            let (code, error) = refusal(why);
             handshake::send_refusal(stream, code, deadline);
             return Err(error);
         }
     };
-
-    // Registered: from here a failure must hand back whatever was queued meanwhile.
-    let finished = handshake::send_accept(stream, deadline).and_then(|()| {
-        if arbiter {
-            handshake::read_accept(stream, rb, theirs.peer, deadline)
-        } else {
-            Ok(())
-        }
-    });
-    if let Err(error) = finished {
-        let reason = match error {
-            HandshakeError::Shutdown => DisconnectReason::Shutdown,
-            ref other => DisconnectReason::Io(Arc::new(io::Error::other(other.to_string()))),
-        };
-        conn.close(reason);
-        node.table.reader_finished(theirs.peer, conn.id);
-        let left = lanes.drain(&conn.counters);
-        if !left.is_empty() {
-            undelivered(node, conn, &outlets.events, theirs.peer, left);
-        }
-        return Err(error);
+    if let Some(old) = opened.replaced {
+        old.conn.close(DisconnectReason::Replaced);
     }
-    Ok((theirs.peer, lanes, after))
+    // Open on this side: the follower confirms the arbiter's verdict, and the
+    // arbiter tells the follower it has opened too (the follower's `connect` returns
+    // on that, so that when either side's `connect` returns both have the link).
+    // From here the connection is an open one: a failure is reported as its
+    // disconnection, after `Connected`, like any other.
+    if let Err(error) = handshake::send_accept(stream, deadline) {
+        conn.close(DisconnectReason::Io(Arc::new(io::Error::other(
+            error.to_string(),
+        ))));
+    }
+    Ok(Shaken {
+        peer: theirs.peer,
+        lanes,
+        after: opened.after,
+        ready: (!arbiter).then_some(deadline),
+    })
+}
+
+/// A connection that finished its handshake on this side.
+struct Shaken {
+    peer: PeerId,
+    lanes: LaneRx,
+    /// The signals of the peer's earlier readers.
+    after: Vec<Receiver<Never>>,
+    /// For the follower: until when to wait for the arbiter's word that it has
+    /// opened the connection too.
+    ready: Option<Instant>,
 }
 
 /// Reports a refused connection: one log line, a counter, and the error to whoever
@@ -319,6 +392,9 @@ fn refused(
         HandshakeError::Shutdown => DisconnectReason::Shutdown,
         _ => DisconnectReason::ClosedByUs,
     });
+    // A connection that failed after it was established closed gracefully, which
+    // leaves the socket open; nothing more will be said on it.
+    conn.cut();
     match report {
         Some(report) => {
             let _ = report.send(Err(error));
@@ -334,8 +410,9 @@ fn refused(
     }
 }
 
-/// Hands private messages that never reached the socket back to the application.
-pub(crate) fn undelivered(
+/// Hands private messages that never reached the socket back to the application,
+/// waiting for room in the event queue until the node shuts down.
+fn undelivered(
     node: &NodeShared,
     conn: &ConnShared,
     events: &Sender<Event>,
@@ -352,7 +429,10 @@ pub(crate) fn undelivered(
         conn: conn.id,
         messages,
     };
-    if !node.emit_or_wait(events, event) {
+    if node.emit_or_wait(events, event) {
+        let handed_back = &conn.counters.out.private.undelivered;
+        handed_back.fetch_add(n as u64, Relaxed);
+    } else {
         conn.counters.out.private.drop_n(n as u64);
         log::error!(
             "{}: lost {n} private message(s) for {peer}: the event queue stayed full until shutdown",
@@ -364,12 +444,7 @@ pub(crate) fn undelivered(
 /// Runs `f`, turning a panic into `None` with one error log line, so that a bug in a
 /// connection's thread ends that connection and not the node's bookkeeping: the
 /// caller still closes it, joins its threads and retires it.
-fn contain<T>(
-    node: &NodeShared,
-    conn: &ConnShared,
-    part: &str,
-    f: impl FnOnce() -> T,
-) -> Option<T> {
+fn contain<T>(conn: &ConnShared, part: &str, f: impl FnOnce() -> T) -> Option<T> {
     match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(value) => Some(value),
         Err(panic) => {
@@ -380,7 +455,7 @@ fn contain<T>(
                 .unwrap_or_default();
             log::error!(
                 "{}: the {part} of {} panicked ({what}); closing the connection",
-                node.id,
+                conn.node,
                 conn.id
             );
             None
@@ -400,7 +475,7 @@ fn spawn_writer(
     conn: &ConnShared,
     writer: Writer,
     done: Sender<Never>,
-) -> Result<JoinHandle<()>, (io::Error, LaneRx)> {
+) -> Result<JoinHandle<Vec<Bytes>>, (io::Error, LaneRx)> {
     // The writer travels through a channel rather than the closure, so that a failed
     // spawn (which drops the closure) leaves it here.
     let (hand_over, parts) = bounded(1);
@@ -414,11 +489,15 @@ fn spawn_writer(
         .spawn(move || {
             let _done = done;
             if let Ok(writer) = theirs.recv() {
-                let (node, conn) = (writer.handback.node.clone(), writer.conn.clone());
-                if contain(&node, &conn, "writer", || writer.run()).is_none() {
-                    conn.close(internal_error());
+                let conn = writer.conn.clone();
+                match contain(&conn, "writer", || writer.run()) {
+                    Some(unsent) => return unsent,
+                    None => {
+                        conn.close(internal_error());
+                    }
                 }
             }
+            Vec::new()
         });
     spawned.map_err(|e| {
         let writer = parts

@@ -23,7 +23,7 @@ use crate::id::{ConnId, PeerId};
 use crate::lane::Link;
 use crate::pool::BufPool;
 use crate::redial::Redial;
-use crate::session::{self, Outlets, Report};
+use crate::session::{self, Origin, Outlets};
 use crate::stats::{Counters, NodeStats};
 use crate::table::PeerTable;
 
@@ -133,9 +133,9 @@ impl NodeShared {
     pub(crate) fn spawn_connection(
         self: &Arc<Self>,
         stream: TcpStream,
-        inbound: bool,
-        report: Option<Report>,
+        origin: Origin,
     ) -> Result<()> {
+        let inbound = matches!(origin, Origin::Inbound);
         stream.set_nodelay(true)?;
         // Accepted sockets may inherit non-blocking mode from the listener on some
         // platforms; the reader and writer rely on blocking I/O with timeouts.
@@ -212,7 +212,7 @@ impl NodeShared {
             .stack_size(self.config.thread_stack_size)
             .spawn(move || {
                 let _alive = thread_alive;
-                session::run(node, conn, stream, outlets, report);
+                session::run(node, conn, stream, outlets, origin);
             });
         let handle = match spawned {
             Ok(handle) => handle,

@@ -32,6 +32,8 @@ pub(crate) struct LaneCounters {
     pub(crate) messages: AtomicU64,
     pub(crate) bytes: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    /// Private, outbound: messages handed back in `Event::Undelivered`.
+    pub(crate) undelivered: AtomicU64,
     /// Writer only: messages taken from the lane into the batch being written. They
     /// still count as queued.
     pub(crate) in_batch: AtomicU64,
@@ -56,6 +58,8 @@ impl LaneCounters {
             .fetch_add(other.messages.load(Relaxed), Relaxed);
         self.bytes.fetch_add(other.bytes.load(Relaxed), Relaxed);
         self.dropped.fetch_add(other.dropped.load(Relaxed), Relaxed);
+        self.undelivered
+            .fetch_add(other.undelivered.load(Relaxed), Relaxed);
     }
 }
 
@@ -125,6 +129,7 @@ impl Counters {
             queued: queued + out.in_batch.load(Relaxed),
             queued_bytes: 0,
             dropped: out.dropped.load(Relaxed) + full,
+            undelivered: out.undelivered.load(Relaxed),
             received: inb.messages.load(Relaxed),
             received_bytes: inb.bytes.load(Relaxed),
             recv_dropped: inb.dropped.load(Relaxed),
@@ -142,8 +147,9 @@ impl Counters {
 
 /// Counters of one lane, in one snapshot.
 ///
-/// On the send side, `sent + queued + dropped` equals the number of messages the
-/// application offered on that lane (gossip refusals included); on the receive side
+/// On the send side, `sent + queued + undelivered + dropped` equals the number of
+/// messages the application offered on that lane and that were not handed straight
+/// back by the call itself (gossip refusals count, as `dropped`); on the receive side
 /// `received + recv_dropped` equals the frames that arrived. The writer and the
 /// reader add to their counters once per batch, just after it is written or delivered,
 /// so a counter can trail by a moment what the peer or the application has already
@@ -165,6 +171,10 @@ pub struct LaneStats {
     /// closed. Private: lost because they could be neither written nor handed back
     /// (only when the event queue is full at shutdown); normally zero.
     pub dropped: u64,
+    /// Private: accepted by a send, then handed back in
+    /// [`Event::Undelivered`](crate::Event::Undelivered) because the connection
+    /// ended before they were written. Always zero for gossip.
+    pub undelivered: u64,
     /// Messages received and delivered to the inbound queue.
     pub received: u64,
     /// Payload bytes of those messages.
@@ -190,6 +200,7 @@ impl AddAssign for LaneStats {
         self.queued += o.queued;
         self.queued_bytes += o.queued_bytes;
         self.dropped += o.dropped;
+        self.undelivered += o.undelivered;
         self.received += o.received;
         self.received_bytes += o.received_bytes;
         self.recv_dropped += o.recv_dropped;
@@ -263,11 +274,12 @@ pub struct NodeStats {
 fn write_lane(f: &mut fmt::Formatter<'_>, name: &str, l: &LaneStats) -> fmt::Result {
     writeln!(
         f,
-        "  {name:<7} sent {} ({} B), queued {} ({} B), dropped {} | received {} ({} B), dropped {}",
+        "  {name:<7} sent {} ({} B), queued {} ({} B), handed back {}, dropped {} | received {} ({} B), dropped {}",
         l.sent,
         l.sent_bytes,
         l.queued,
         l.queued_bytes,
+        l.undelivered,
         l.dropped,
         l.received,
         l.received_bytes,

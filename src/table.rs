@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::connection::{ConnShared, Never};
 use crate::id::{ConnId, PeerId};
@@ -27,7 +27,7 @@ pub(crate) enum Policy {
     Follow,
 }
 
-/// Why a connection could not be registered.
+/// Why a connection could not be registered or opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
     /// The node is shutting down.
@@ -40,21 +40,37 @@ pub(crate) enum Refusal {
 
 #[derive(Default)]
 struct Inner {
+    /// The open link of each peer: the one sends go to.
     peers: HashMap<PeerId, Arc<Link>, IdHashing>,
-    /// The newest reader of each peer's messages, with the signal that disconnects
-    /// when it has finished: a reader that replaces it waits for that signal before
-    /// delivering anything, so a peer's messages are delivered in order across a
-    /// reconnection.
-    readers: HashMap<PeerId, (ConnId, Receiver<Never>), IdHashing>,
+    /// A link per peer whose handshake has been decided on this side but is not
+    /// finished: it takes part in arbitration, but no send can reach it and it
+    /// replaces nothing until it opens. So a handshake that fails at its last step
+    /// leaves the open link alone and has nothing to hand back.
+    pending: HashMap<PeerId, Arc<Link>, IdHashing>,
+    /// Every reader of each peer's messages that has not finished, oldest first,
+    /// with the signal that disconnects when it has. A reader that opens waits for
+    /// all of them before delivering anything, so a peer's messages are delivered in
+    /// order across any number of quick reconnections: waiting for the immediate
+    /// predecessor alone is not enough, because that one may end (closed, or never
+    /// having delivered anything) while an older one is still delivering.
+    readers: HashMap<PeerId, Vec<(ConnId, Receiver<Never>)>, IdHashing>,
     shut: bool,
 }
 
-/// A successful registration.
-pub(crate) struct Registered {
+/// A connection that opened.
+pub(crate) struct Opened {
     /// The link this one replaced, for the caller to close.
     pub(crate) replaced: Option<Arc<Link>>,
-    /// Disconnects when the previous reader of this peer has finished delivering.
-    pub(crate) after: Option<Receiver<Never>>,
+    /// Disconnect when every earlier reader of this peer has finished delivering.
+    pub(crate) after: Vec<Receiver<Never>>,
+}
+
+/// How [`PeerTable::wait_for`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    Registered,
+    TimedOut,
+    Shutdown,
 }
 
 /// Hashes peer ids for the table, which every send looks up. SipHash, the default,
@@ -139,81 +155,130 @@ impl PeerTable {
         self.inner.read().peers.len()
     }
 
-    /// Registers a connection whose reader signals `reader_done` when it has
-    /// finished. On success returns the link it replaced, which the caller closes once
-    /// this returns, and the previous reader's signal.
-    pub(crate) fn register(
+    /// Enters a connection whose handshake this side has decided on: refused if the
+    /// node is shutting down, the connection is closing, or (when we arbitrate) the
+    /// peer's same incarnation already has a link here, open or pending. Until
+    /// [`PeerTable::open`] the link is invisible to senders.
+    pub(crate) fn register(&self, link: Arc<Link>, policy: Policy) -> Result<(), Refusal> {
+        let mut inner = self.inner.write();
+        if inner.shut {
+            return Err(Refusal::Shutdown);
+        }
+        // Checked under the table's lock: `ConnShared::close` marks the connection
+        // closing before it takes this lock to remove it, so either we see the mark
+        // here or it sees the entry there.
+        if link.conn.is_closing() {
+            return Err(Refusal::Closing);
+        }
+        if policy == Policy::Arbitrate {
+            let same = |l: Option<&Arc<Link>>| l.is_some_and(|l| l.incarnation == link.incarnation);
+            if same(inner.peers.get(&link.peer)) || same(inner.pending.get(&link.peer)) {
+                return Err(Refusal::Duplicate);
+            }
+        }
+        let _ = link.conn.peer.set(link.peer);
+        // A pending link pushed out here fails when it tries to open.
+        inner.pending.insert(link.peer, link);
+        Ok(())
+    }
+
+    /// Makes a pending connection the peer's open link, once its handshake has
+    /// finished, and enters its reader, which signals `reader_done` when it has
+    /// finished. Returns the link it replaced and the signals of the earlier readers.
+    pub(crate) fn open(
         &self,
-        link: Arc<Link>,
-        policy: Policy,
+        conn: &ConnShared,
         reader_done: Receiver<Never>,
-    ) -> Result<Registered, Refusal> {
-        let registered = {
+    ) -> Result<Opened, Refusal> {
+        let opened = {
             let mut inner = self.inner.write();
+            let peer = *conn.peer.get().ok_or(Refusal::Closing)?;
             if inner.shut {
                 return Err(Refusal::Shutdown);
             }
-            // Checked under the table's lock: `ConnShared::close` marks the
-            // connection closing before it takes this lock to remove it, so either we
-            // see the mark here or it sees the entry there.
-            if link.conn.is_closing() {
+            if conn.is_closing() {
                 return Err(Refusal::Closing);
             }
-            if policy == Policy::Arbitrate {
-                if let Some(existing) = inner.peers.get(&link.peer) {
-                    if existing.incarnation == link.incarnation {
-                        return Err(Refusal::Duplicate);
-                    }
-                }
-            }
-            let _ = link.conn.peer.set(link.peer);
-            let after = inner
-                .readers
-                .insert(link.peer, (link.conn.id, reader_done))
-                .map(|(_, done)| done);
-            Registered {
-                replaced: inner.peers.insert(link.peer, link),
+            let link = match inner.pending.get(&peer) {
+                Some(link) if link.conn.id == conn.id => inner.pending.remove(&peer),
+                _ => None,
+            };
+            let Some(link) = link else {
+                // A newer connection of the same peer took the pending slot.
+                return Err(Refusal::Duplicate);
+            };
+            let readers = inner.readers.entry(peer).or_default();
+            // Forget readers that have finished; wait for all the others.
+            readers.retain(|(_, done)| !matches!(done.try_recv(), Err(TryRecvError::Disconnected)));
+            let after = readers.iter().map(|(_, done)| done.clone()).collect();
+            readers.push((conn.id, reader_done));
+            Opened {
+                replaced: inner.peers.insert(peer, link),
                 after,
             }
         };
         *self.generation.lock() += 1;
         self.registered.notify_all();
-        Ok(registered)
+        Ok(opened)
     }
 
-    /// Forgets a connection's reader once it has finished, unless a newer one has
-    /// taken its place.
+    /// Forgets a connection's reader once it has finished.
     pub(crate) fn reader_finished(&self, peer: PeerId, conn: ConnId) {
         let mut inner = self.inner.write();
-        if matches!(inner.readers.get(&peer), Some((newest, _)) if *newest == conn) {
-            inner.readers.remove(&peer);
+        if let Some(readers) = inner.readers.get_mut(&peer) {
+            readers.retain(|(id, _)| *id != conn);
+            if readers.is_empty() {
+                inner.readers.remove(&peer);
+            }
         }
     }
 
-    /// Removes the connection's entry if it is still the registered one, so that the
-    /// teardown of an old connection never removes its replacement.
+    /// Removes the connection's entry, open or pending, if it is still the
+    /// registered one, so that the teardown of an old connection never removes its
+    /// replacement.
     pub(crate) fn remove_conn(&self, conn: &ConnShared) -> Option<Arc<Link>> {
         let mut inner = self.inner.write();
         let peer = *conn.peer.get()?;
+        if matches!(inner.pending.get(&peer), Some(link) if link.conn.id == conn.id) {
+            return inner.pending.remove(&peer);
+        }
         match inner.peers.get(&peer) {
             Some(link) if link.conn.id == conn.id => inner.peers.remove(&peer),
             _ => None,
         }
     }
 
-    /// Refuses all later registrations and hands back every registered link.
+    /// Refuses all later registrations and hands back every link, open or pending;
+    /// wakes every [`PeerTable::wait_for`].
     pub(crate) fn shut(&self) -> Vec<Arc<Link>> {
-        let mut inner = self.inner.write();
-        inner.shut = true;
-        inner.peers.drain().map(|(_, link)| link).collect()
+        let links = {
+            let mut inner = self.inner.write();
+            inner.shut = true;
+            let pending: Vec<Arc<Link>> = inner.pending.drain().map(|(_, link)| link).collect();
+            inner
+                .peers
+                .drain()
+                .map(|(_, link)| link)
+                .chain(pending)
+                .collect()
+        };
+        *self.generation.lock() += 1;
+        self.registered.notify_all();
+        links
     }
 
-    /// Waits until `peer` is registered or the deadline passes; returns whether it is.
-    pub(crate) fn wait_for(&self, peer: PeerId, deadline: Instant) -> bool {
+    /// Waits until `peer` is registered, the deadline passes or the node shuts down.
+    pub(crate) fn wait_for(&self, peer: PeerId, deadline: Instant) -> Wait {
         let mut generation = self.generation.lock();
         loop {
-            if self.contains(peer) {
-                return true;
+            {
+                let inner = self.inner.read();
+                if inner.peers.contains_key(&peer) {
+                    return Wait::Registered;
+                }
+                if inner.shut {
+                    return Wait::Shutdown;
+                }
             }
             // A condition-variable wait releases `generation` while it sleeps; the
             // registrar bumps it under that mutex after inserting, so the insertion
@@ -223,7 +288,11 @@ impl PeerTable {
                 .wait_until(&mut generation, deadline)
                 .timed_out()
             {
-                return self.contains(peer);
+                return if self.contains(peer) {
+                    Wait::Registered
+                } else {
+                    Wait::TimedOut
+                };
             }
         }
     }

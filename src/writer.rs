@@ -10,16 +10,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver};
 
 use crate::batch::Batch;
 use crate::connection::ConnShared;
-use crate::event::{DisconnectReason, Event, Lane};
+use crate::event::{DisconnectReason, Lane};
 use crate::frame::{self, CloseCode, FrameKind};
-use crate::id::PeerId;
 use crate::lane::LaneRx;
-use crate::session;
-use crate::shared::NodeShared;
 
 /// A batch of fewer data frames than this is "small": written at once, its system
 /// call is shared by few messages.
@@ -80,21 +77,12 @@ pub(crate) struct Writer {
     pub(crate) pong: Receiver<()>,
     pub(crate) ping_interval: Duration,
     pub(crate) max_batch: usize,
-    /// Where private messages that were never written go back to the application.
-    pub(crate) handback: HandBack,
-}
-
-/// What the writer needs to hand undelivered messages back.
-pub(crate) struct HandBack {
-    pub(crate) node: Arc<NodeShared>,
-    pub(crate) events: Sender<Event>,
-    pub(crate) peer: PeerId,
 }
 
 impl Writer {
-    /// Runs until the connection closes, then hands back the private messages that
-    /// were never written, oldest first, in one `Event::Undelivered`.
-    pub(crate) fn run(self) {
+    /// Runs until the connection closes, then returns the private messages that were
+    /// never written, oldest first, for the connection thread to hand back.
+    pub(crate) fn run(self) -> Vec<Bytes> {
         let mut batch = Batch::default();
         let mut last_write = Instant::now();
         let busy = Busy::start();
@@ -150,16 +138,12 @@ impl Writer {
         }
     }
 
-    /// Hands back what was never written, then says goodbye (on a graceful close).
-    /// The hand-back comes first because the goodbye can block behind a peer that
-    /// has stopped reading; it does not wait for the peer's end either: the reader
-    /// lingers for that.
-    fn finish(self, mut unsent: Vec<Bytes>) {
+    /// Collects what was never written, then says goodbye (on a graceful close).
+    /// It does not wait for the peer's end: the reader lingers for that. Handing the
+    /// messages back is left to the connection thread, so that the writer never
+    /// waits for room in the event queue: its thread ends with the connection.
+    fn finish(self, mut unsent: Vec<Bytes>) -> Vec<Bytes> {
         unsent.extend(self.lanes.drain(&self.conn.counters));
-        if !unsent.is_empty() {
-            let HandBack { node, events, peer } = &self.handback;
-            session::undelivered(node, &self.conn, events, *peer, unsent);
-        }
         let reason = self.conn.reason();
         if reason.as_ref().is_some_and(DisconnectReason::is_graceful) {
             let code = match reason {
@@ -177,5 +161,6 @@ impl Writer {
             }
             let _ = self.stream.shutdown(Shutdown::Write);
         }
+        unsent
     }
 }

@@ -197,7 +197,15 @@ fn a_recorded_handshake_cannot_be_replayed() {
 fn a_forged_proof_is_refused() {
     let server = node_with(1, secret("alpha"));
     let mut peer = RawPeer::connect(server.local_addr());
-    peer.send(&raw::hello_full(b"WRLN", 1, 1, 9, 1, 1 << 20, [3; 32]));
+    peer.send(&raw::hello_full(
+        b"WRLN",
+        raw::VERSION,
+        1,
+        9,
+        1,
+        1 << 20,
+        [3; 32],
+    ));
     peer.send(&raw::frame(raw::AUTH, &[0u8; 32]));
     peer.expect_closed();
     assert_eq!(refusal(&server), HandshakeError::AuthFailed);

@@ -113,12 +113,15 @@ fn each_refusal_is_a_typed_error() {
     let addr = a.local_addr();
     let cases: Vec<(Vec<u8>, HandshakeError)> = vec![
         (
-            raw::hello_with(b"HTTP", 1, 9, 1, 1024),
+            raw::hello_with(b"HTTP", raw::VERSION, 9, 1, 1024),
             HandshakeError::BadMagic,
         ),
         (
-            raw::hello_with(b"WRLN", 2, 9, 1, 1024),
-            HandshakeError::Version { ours: 1, theirs: 2 },
+            raw::hello_with(b"WRLN", raw::VERSION + 1, 9, 1, 1024),
+            HandshakeError::Version {
+                ours: raw::VERSION,
+                theirs: raw::VERSION + 1,
+            },
         ),
         (raw::hello(1), HandshakeError::SelfConnect),
         (

@@ -9,6 +9,8 @@ use super::GUARD;
 
 pub const HELLO: u8 = 1;
 pub const ACCEPT: u8 = 2;
+/// The protocol version the crate speaks.
+pub const VERSION: u16 = 2;
 pub const CLOSE: u8 = 3;
 pub const PING: u8 = 4;
 pub const PONG: u8 = 5;
@@ -58,7 +60,7 @@ pub fn hello_full(
 }
 
 pub fn hello(id: u64) -> Vec<u8> {
-    hello_with(b"WRLN", 1, id, 0x5EED, 1 << 20)
+    hello_with(b"WRLN", VERSION, id, 0x5EED, 1 << 20)
 }
 
 /// A raw TCP connection to a node.
@@ -111,18 +113,23 @@ impl RawPeer {
         max_frame: u32,
     ) -> RawPeer {
         let mut peer = RawPeer::connect(addr);
-        peer.send(&hello_with(b"WRLN", 1, id, 0x5EED, max_frame));
+        peer.send(&hello_with(b"WRLN", VERSION, id, 0x5EED, max_frame));
         let (kind, _) = peer.read_frame().expect("node's hello");
         assert_eq!(kind, HELLO);
         if node_id < id {
             // The node arbitrates: it sends its verdict, we confirm.
+            // The node arbitrates: it sends its verdict, we confirm, it says it
+            // has opened the connection.
             let (kind, _) = peer.read_frame().expect("node's verdict");
             assert_eq!(kind, ACCEPT);
             peer.send(&frame(ACCEPT, &[]));
+            let (kind, _) = peer.read_frame().expect("node's word that it opened");
+            assert_eq!(kind, ACCEPT);
         } else {
             peer.send(&frame(ACCEPT, &[]));
             let (kind, _) = peer.read_frame().expect("node's confirmation");
             assert_eq!(kind, ACCEPT);
+            peer.send(&frame(ACCEPT, &[]));
         }
         peer
     }
