@@ -264,58 +264,6 @@ mod tests {
         assert_eq!(budget.held(), 50);
     }
 
-    /// Spins (a failure guard only) until `n` threads are waiting on `budget`.
-    fn until_waiting(budget: &WaitBudget, n: usize) {
-        let guard = Instant::now() + Duration::from_secs(60);
-        while budget.waiting.load(Ordering::SeqCst) < n {
-            assert!(Instant::now() < guard, "the waiters never waited");
-            thread::yield_now();
-        }
-    }
-
-    #[test]
-    fn a_release_wakes_a_small_waiter_that_fits_behind_a_large_one_that_does_not() {
-        let budget = Arc::new(WaitBudget::new(64));
-        assert!(budget.reserve(20));
-        assert!(budget.reserve(44));
-        let (small, large) = (budget.clone(), budget.clone());
-        let guard = Instant::now() + Duration::from_secs(60);
-        let large = thread::spawn(move || large.wait(48, Some(guard), None));
-        until_waiting(&budget, 1);
-        let small = thread::spawn(move || small.wait(20, Some(guard), None));
-        until_waiting(&budget, 2);
-        // 20 freed: 44 + 20 fits, 44 + 48 does not. Whichever waiter looks first,
-        // the small one must get in.
-        budget.release(20);
-        assert_eq!(small.join().unwrap(), Ok(()));
-        assert_eq!(budget.held(), 64);
-        budget.release(44);
-        assert!(!large.is_finished() || budget.held() == 48);
-        budget.release(20);
-        assert_eq!(large.join().unwrap(), Ok(()));
-        assert_eq!(budget.held(), 48);
-    }
-
-    #[test]
-    fn a_reservation_that_does_not_fit_never_shows_in_the_count() {
-        let budget = Arc::new(Budget::new(100));
-        assert!(budget.reserve(100));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let refuser = {
-            let (budget, stop) = (budget.clone(), stop.clone());
-            thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    assert!(!budget.reserve(1));
-                }
-            })
-        };
-        for _ in 0..100_000 {
-            assert_eq!(budget.held(), 100, "a refused reservation was counted");
-        }
-        stop.store(true, Ordering::Relaxed);
-        refuser.join().unwrap();
-    }
-
     #[test]
     fn a_wait_ends_at_its_deadline_or_its_close_signal() {
         let budget = WaitBudget::new(10);
@@ -329,5 +277,86 @@ mod tests {
             Err(Interrupted::Closed)
         );
         assert_eq!(budget.held(), 10, "interrupted waits take nothing");
+    }
+
+    /// Waits until `n` threads are registered as waiting on `budget`.
+    fn until_waiting(budget: &WaitBudget, n: usize) {
+        let guard = Instant::now() + Duration::from_secs(60);
+        while budget.waiting.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < guard, "the waiters never waited");
+            thread::yield_now();
+        }
+    }
+
+    /// Regression test: one release left one token, which went to the first waiter;
+    /// a waiter that did not fit went back to sleep with it, and a second waiter that
+    /// would have fit was never woken.
+    #[test]
+    fn a_release_wakes_a_waiter_that_fits_even_when_an_earlier_one_does_not() {
+        // Far beyond any wake-up; only turns a lost one into a failure.
+        const GUARD: Duration = Duration::from_secs(20);
+        for round in 0..20 {
+            let budget = Arc::new(WaitBudget::new(64));
+            assert!(budget.reserve(20) && budget.reserve(44));
+            let (small, large) = (
+                Credit::reserved(budget.clone(), 20),
+                Credit::reserved(budget.clone(), 44),
+            );
+            let waiter = |len: usize| {
+                let budget = budget.clone();
+                let guard = Instant::now() + GUARD;
+                thread::spawn(move || budget.wait(len, Some(guard), None))
+            };
+            // The one that will not fit waits first, then the one that will.
+            let big = waiter(48);
+            until_waiting(&budget, 1);
+            let fits = waiter(20);
+            until_waiting(&budget, 2);
+
+            // 44 held: room for 20, not for 48.
+            drop(small);
+            assert_eq!(fits.join().unwrap(), Ok(()), "round {round}: lost wake-up");
+            assert_eq!(budget.held(), 64, "round {round}");
+            drop(large);
+            budget.release(20);
+            assert_eq!(big.join().unwrap(), Ok(()), "round {round}");
+            assert_eq!(budget.held(), 48, "round {round}");
+        }
+    }
+
+    /// Regression test: `reserve` added its bytes and took them back when they did
+    /// not fit, so for a moment the budget looked fuller than it was. A waiter that
+    /// looked again at that moment went to sleep, and the take-back woke no one.
+    #[test]
+    fn a_failed_reservation_never_hides_room_from_a_waiter() {
+        use std::sync::atomic::AtomicBool;
+        const GUARD: Duration = Duration::from_secs(20);
+        for round in 0..200 {
+            let budget = Arc::new(WaitBudget::new(64));
+            assert!(budget.reserve(44) && budget.reserve(20));
+            let credit = Credit::reserved(budget.clone(), 20);
+            let stop = Arc::new(AtomicBool::new(false));
+            // Keeps trying a reservation that never fits.
+            let hammer = {
+                let (budget, stop) = (budget.clone(), stop.clone());
+                thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        assert!(!budget.reserve(48), "48 never fits beside 44");
+                    }
+                })
+            };
+            let waiter = {
+                let budget = budget.clone();
+                let guard = Instant::now() + GUARD;
+                thread::spawn(move || budget.wait(20, Some(guard), None))
+            };
+            until_waiting(&budget, 1);
+            drop(credit);
+            let woken = waiter.join().unwrap();
+            stop.store(true, Ordering::Relaxed);
+            hammer.join().unwrap();
+            assert_eq!(woken, Ok(()), "round {round}: lost wake-up");
+            assert_eq!(budget.held(), 64, "round {round}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! test uses a sleep to decide what happened.
 #![allow(dead_code)]
 
+pub mod chain;
 pub mod raw;
 pub mod relay;
 

@@ -116,21 +116,7 @@ impl RawPeer {
         peer.send(&hello_with(b"WRLN", VERSION, id, 0x5EED, max_frame));
         let (kind, _) = peer.read_frame().expect("node's hello");
         assert_eq!(kind, HELLO);
-        if node_id < id {
-            // The node arbitrates: it sends its verdict, we confirm.
-            // The node arbitrates: it sends its verdict, we confirm, it says it
-            // has opened the connection.
-            let (kind, _) = peer.read_frame().expect("node's verdict");
-            assert_eq!(kind, ACCEPT);
-            peer.send(&frame(ACCEPT, &[]));
-            let (kind, _) = peer.read_frame().expect("node's word that it opened");
-            assert_eq!(kind, ACCEPT);
-        } else {
-            peer.send(&frame(ACCEPT, &[]));
-            let (kind, _) = peer.read_frame().expect("node's confirmation");
-            assert_eq!(kind, ACCEPT);
-            peer.send(&frame(ACCEPT, &[]));
-        }
+        peer.finish_handshake(id, node_id);
         peer
     }
 
@@ -154,5 +140,93 @@ impl RawPeer {
 
     pub fn set_read_timeout(&self, timeout: Duration) {
         self.stream.set_read_timeout(Some(timeout)).unwrap();
+    }
+}
+
+/// A close frame carrying `code` (0 normal, 1 shutdown, 2 duplicate, 3 protocol,
+/// 4 refused, 5 authentication failed).
+pub fn close(code: u8) -> Vec<u8> {
+    frame(CLOSE, &[code])
+}
+
+/// A listening socket for a node to dial: a hand-written peer on the accepting side.
+pub struct RawListener {
+    pub listener: std::net::TcpListener,
+}
+
+impl RawListener {
+    pub fn bind() -> RawListener {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a raw listener");
+        listener.set_nonblocking(true).unwrap();
+        RawListener { listener }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap()
+    }
+
+    /// The next connection made to the listener, if one arrives within `limit`.
+    pub fn accept_within(&self, limit: Duration) -> Option<RawPeer> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(false).unwrap();
+                    stream.set_read_timeout(Some(GUARD)).unwrap();
+                    return Some(RawPeer { stream });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if std::time::Instant::now() >= deadline {
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => panic!("raw accept: {e}"),
+            }
+        }
+    }
+
+    /// The next connection; fails the test if none arrives within the guard.
+    #[track_caller]
+    pub fn accept(&self) -> RawPeer {
+        self.accept_within(GUARD)
+            .unwrap_or_else(|| panic!("no connection within {GUARD:?}"))
+    }
+}
+
+impl RawPeer {
+    /// Reads the dialling node's hello and answers with ours, as peer `id`.
+    pub fn answer_hello(&mut self, id: u64, max_frame: u32) {
+        let (kind, _) = self.read_frame().expect("the node's hello");
+        assert_eq!(kind, HELLO);
+        self.send(&hello_with(b"WRLN", VERSION, id, 0x5EED, max_frame));
+    }
+
+    /// Completes, on the accepting side, the handshake of a node (id `node_id`) that
+    /// dialled us as peer `id`; the connection is registered on the node when this
+    /// returns.
+    pub fn answer_handshake(&mut self, id: u64, node_id: u64, max_frame: u32) {
+        self.answer_hello(id, max_frame);
+        self.finish_handshake(id, node_id);
+    }
+
+    /// The verdicts after the hellos, as peer `id` of a node whose id is `node_id`.
+    fn finish_handshake(&mut self, id: u64, node_id: u64) {
+        if node_id < id {
+            // The node arbitrates: it sends its verdict, we confirm, it says it has
+            // opened the connection.
+            let (kind, _) = self.read_frame().expect("node's verdict");
+            assert_eq!(kind, ACCEPT);
+            self.send(&frame(ACCEPT, &[]));
+            let (kind, _) = self.read_frame().expect("node's word that it opened");
+            assert_eq!(kind, ACCEPT);
+        } else {
+            // We arbitrate: our verdict, the node's confirmation, our word that we
+            // opened it.
+            self.send(&frame(ACCEPT, &[]));
+            let (kind, _) = self.read_frame().expect("node's confirmation");
+            assert_eq!(kind, ACCEPT);
+            self.send(&frame(ACCEPT, &[]));
+        }
     }
 }
