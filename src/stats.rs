@@ -179,9 +179,11 @@ pub struct LaneStats {
     pub received: u64,
     /// Payload bytes of those messages.
     pub received_bytes: u64,
-    /// Gossip: dropped because the inbound queue was full. Private: received but
-    /// discarded because the connection was torn down before the application made
-    /// room for them; normally zero.
+    /// Gossip: dropped because the inbound queue was full. Private: received but not
+    /// delivered, because the connection was closing and the application let a
+    /// whole linger pass without making room (or the close lasted ten lingers);
+    /// normally zero. With `undelivered` on the sender's side, this is how every
+    /// private message a send accepted is accounted for across reconnections.
     pub recv_dropped: u64,
 }
 
