@@ -160,46 +160,26 @@ pub fn execute(plan: &Plan, progress: &ProgressBar) -> anyhow::Result<Outcome> {
     let events = join_all(watchers, deadline);
     let shutdown = shutdown_began.elapsed();
     let stats = nodes.iter().map(|n| n.stats()).collect();
-    let d = driven?;
     Ok(Outcome {
-        load: d.load,
-        in_load: d.in_load,
-        steady_threads: d.steady_threads,
-        samples: d.sampler.samples,
-        sample_errors: d.sampler.errors,
-        chaos: d.chaos,
-        sent: d.sent,
-        remeshed: d.remeshed,
-        drained: d.drained,
         shutdown,
         total: began.elapsed(),
         inboxes,
         events,
         stats,
+        ..driven?
     })
 }
 
-/// What [`drive`] measured.
-struct Driven {
-    load: Duration,
-    in_load: [u64; 2],
-    steady_threads: usize,
-    sampler: Sampler,
-    chaos: ChaosLog,
-    sent: Vec<Sent>,
-    remeshed: Result<(), String>,
-    drained: Option<Duration>,
-}
-
-/// Connects the mesh, runs the load and the chaos, and settles what was sent.
-/// Every thread it starts is joined before it returns.
+/// Connects the mesh, runs the load and the chaos, and settles what was sent:
+/// everything of the [`Outcome`] but what the end of the run fills in. Every
+/// thread it starts is joined before it returns.
 fn drive(
     plan: &Plan,
     nodes: &[Arc<Node>],
     directory: &[(PeerId, SocketAddr)],
     live: &Live,
     progress: &ProgressBar,
-) -> anyhow::Result<Driven> {
+) -> anyhow::Result<Outcome> {
     connect_all(nodes, directory, Instant::now() + SETUP_DEADLINE).map_err(|e| anyhow!(e))?;
 
     live.slow.store(true, Relaxed);
@@ -210,11 +190,11 @@ fn drive(
         let peers: Vec<PeerId> = directory.iter().map(|d| d.0).filter(|&p| p != id).collect();
         let (n, p, s, plan2) = (node.clone(), peers.clone(), stop.clone(), *plan);
         senders.push(start(format!("bench-private-{}", id.0), move || {
-            workers::send_private(&n, &p, &plan2, &s)
+            workers::send(&n, &p, &plan2, Lane::Private, &s)
         }));
         let (n, s, plan) = (node.clone(), stop.clone(), *plan);
         senders.push(start(format!("bench-gossip-{}", id.0), move || {
-            workers::send_gossip(&n, &peers, &plan, &s)
+            workers::send(&n, &peers, &plan, Lane::Gossip, &s)
         }));
     }
     let mut sampler = Sampler::default();
@@ -270,15 +250,21 @@ fn drive(
     })
     .then(|| drain_began.elapsed());
     sampler.take(began.elapsed());
-    Ok(Driven {
+    Ok(Outcome {
         load,
         in_load,
         steady_threads,
-        sampler,
+        samples: sampler.samples,
+        sample_errors: sampler.errors,
         chaos,
         sent,
         remeshed,
         drained,
+        shutdown: Duration::ZERO,
+        total: Duration::ZERO,
+        inboxes: Vec::new(),
+        events: Vec::new(),
+        stats: Vec::new(),
     })
 }
 

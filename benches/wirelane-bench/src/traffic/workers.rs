@@ -29,8 +29,8 @@ const IDLE_PAUSE: Duration = Duration::from_millis(1);
 /// Gossip messages per peer between two looks at the clock: enough to keep sleeps
 /// well above timer granularity at the planned rate.
 const GOSSIP_BURST: u64 = 32;
-/// A gossip sender this far behind its schedule starts a new one.
-const GOSSIP_MAX_LAG: Duration = Duration::from_millis(50);
+/// A paced loop this far behind its schedule starts a new one.
+const MAX_LAG: Duration = Duration::from_millis(50);
 /// How long a receiver or watcher waits before looking again.
 const POLL: Duration = Duration::from_millis(50);
 /// A failed redial is tried again after this long.
@@ -38,9 +38,6 @@ const REDIAL_BACKOFF: Duration = Duration::from_millis(200);
 /// A slow consumer sleeps only once it is this far ahead of its pace, so that its
 /// sleeps stay well above timer granularity.
 const SLOW_MIN_SLEEP: Duration = Duration::from_millis(2);
-/// A slow consumer this far behind its pace (the machine was busy) starts afresh
-/// rather than make up for it at full speed.
-const SLOW_MAX_LAG: Duration = Duration::from_millis(50);
 
 /// What the main thread watches while the run goes on.
 #[derive(Debug, Default)]
@@ -112,13 +109,14 @@ impl Sent {
         }
     }
 
-    /// Counts a refused send; `back` is what the error handed back, which must be
-    /// the message offered.
-    fn refusal(&mut self, stamp: Stamp, kind: Refusal, why: &dyn fmt::Display, back: &Bytes) {
-        match kind {
-            Refusal::Busy => self.busy += 1,
-            Refusal::Gone => self.refused += 1,
-            Refusal::Odd => self.odd.note(format_args!(
+    /// Counts a refused send: `busy` if the lane was full, `gone` if the peer was
+    /// not connected; `back` is what the error handed back, which must be the
+    /// message offered.
+    fn refusal(&mut self, stamp: Stamp, (busy, gone): (bool, bool), why: String, back: &Bytes) {
+        match (busy, gone) {
+            (true, _) => self.busy += 1,
+            (_, true) => self.refused += 1,
+            _ => self.odd.note(format_args!(
                 "{} send from {} to {} refused: {why}",
                 stamp.lane, stamp.src, stamp.dst
             )),
@@ -132,86 +130,102 @@ impl Sent {
     }
 }
 
-/// How a refused send counts.
-enum Refusal {
-    Busy,
-    Gone,
-    Odd,
-}
-
-/// A private sender thread: a stamped message to each peer in turn, as fast as the
-/// lanes take them, until `stop` is set.
-pub fn send_private(node: &Node, peers: &[PeerId], plan: &Plan, stop: &AtomicBool) -> Sent {
-    let mut sent = Sent::new(Lane::Private, node.id(), peers);
+/// A sender thread: a stamped message to each peer in turn until `stop` is set.
+///
+/// Private messages go as fast as the lanes take them; each send waits at most
+/// [`SEND_POLL`], so that the thread notices `stop`. Gossip goes at
+/// `plan.gossip_rate` a second spread over the peers, in bursts, and a full lane
+/// drops the message. Either way a refused number is offered again, so a gap in
+/// what arrives is a loss on the way, never a refused send.
+pub fn send(node: &Node, peers: &[PeerId], plan: &Plan, lane: Lane, stop: &AtomicBool) -> Sent {
+    let mut sent = Sent::new(lane, node.id(), peers);
+    let burst = if lane == Lane::Gossip {
+        GOSSIP_BURST
+    } else {
+        1
+    };
+    let burst_every = (burst * peers.len() as u64) as f64 / plan.gossip_rate.max(1) as f64;
+    let mut pace = Pace::new(Duration::from_secs_f64(burst_every), Duration::ZERO);
     while !stop.load(Relaxed) {
         let mut took = false;
-        for k in 0..peers.len() {
-            let stamp = sent.stamp(k);
-            match node.send_timeout(stamp.dst, stamp.encode(plan.size), SEND_POLL) {
-                Ok(()) => {
-                    sent.accepted[k].1 += 1;
-                    took = true;
-                }
-                Err(e) => {
-                    let kind = match e {
-                        SendTimeoutError::Timeout(_) => Refusal::Busy,
-                        SendTimeoutError::NotConnected(_) | SendTimeoutError::Disconnected(_) => {
-                            Refusal::Gone
-                        }
-                        _ => Refusal::Odd,
-                    };
-                    let why = e.to_string();
-                    sent.refusal(stamp, kind, &why, &e.into_inner());
+        for _ in 0..burst {
+            for k in 0..peers.len() {
+                let stamp = sent.stamp(k);
+                let payload = stamp.encode(plan.size);
+                let refused = match lane {
+                    Lane::Private => {
+                        node.send_timeout(stamp.dst, payload, SEND_POLL)
+                            .map_err(|e| {
+                                let kind = (
+                                    matches!(e, SendTimeoutError::Timeout(_)),
+                                    matches!(
+                                        e,
+                                        SendTimeoutError::NotConnected(_)
+                                            | SendTimeoutError::Disconnected(_)
+                                    ),
+                                );
+                                (kind, e.to_string(), e.into_inner())
+                            })
+                    }
+                    _ => node.try_send(stamp.dst, payload).map_err(|e| {
+                        let kind = (
+                            matches!(e, TrySendError::Full(_)),
+                            matches!(
+                                e,
+                                TrySendError::NotConnected(_) | TrySendError::Disconnected(_)
+                            ),
+                        );
+                        (kind, e.to_string(), e.into_inner())
+                    }),
+                };
+                match refused {
+                    Ok(()) => {
+                        sent.accepted[k].1 += 1;
+                        took = true;
+                    }
+                    Err((kind, why, back)) => sent.refusal(stamp, kind, why, &back),
                 }
             }
         }
-        if !took {
+        if lane == Lane::Gossip {
+            pace.tick();
+        } else if !took {
+            // Every peer refused (all disconnected): wait for them to reconnect
+            // rather than spin.
             thread::sleep(IDLE_PAUSE);
         }
     }
     sent
 }
 
-/// A gossip sender thread: `plan.gossip_rate` stamped messages a second, spread over
-/// the peers, in bursts, until `stop` is set. A full lane drops the message; its
-/// number is offered again, so a gap in what arrives is a drop on the way, never a
-/// refused send.
-pub fn send_gossip(node: &Node, peers: &[PeerId], plan: &Plan, stop: &AtomicBool) -> Sent {
-    let mut sent = Sent::new(Lane::Gossip, node.id(), peers);
-    // One burst offers GOSSIP_BURST messages to every peer.
-    let burst_every = Duration::from_secs_f64(
-        (GOSSIP_BURST * peers.len() as u64) as f64 / plan.gossip_rate.max(1) as f64,
-    );
-    let mut due = Instant::now();
-    while !stop.load(Relaxed) {
-        for _ in 0..GOSSIP_BURST {
-            for k in 0..peers.len() {
-                let stamp = sent.stamp(k);
-                match node.try_send(stamp.dst, stamp.encode(plan.size)) {
-                    Ok(()) => sent.accepted[k].1 += 1,
-                    Err(e) => {
-                        let kind = match e {
-                            TrySendError::Full(_) => Refusal::Busy,
-                            TrySendError::NotConnected(_) | TrySendError::Disconnected(_) => {
-                                Refusal::Gone
-                            }
-                            _ => Refusal::Odd,
-                        };
-                        let why = e.to_string();
-                        sent.refusal(stamp, kind, &why, &e.into_inner());
-                    }
-                }
-            }
-        }
-        due += burst_every;
-        let now = Instant::now();
-        if due > now {
-            thread::sleep(due - now);
-        } else if now - due > GOSSIP_MAX_LAG {
-            due = now;
+/// Keeps a loop to a schedule of one `step` per [`Pace::tick`]: sleeps once it is
+/// more than `min_sleep` ahead (so that sleeps stay above timer granularity), and
+/// starts a new schedule when it falls behind by more than [`MAX_LAG`] (the machine
+/// was busy) rather than catch up in one long burst.
+struct Pace {
+    step: Duration,
+    min_sleep: Duration,
+    due: Instant,
+}
+
+impl Pace {
+    fn new(step: Duration, min_sleep: Duration) -> Pace {
+        Pace {
+            step,
+            min_sleep,
+            due: Instant::now(),
         }
     }
-    sent
+
+    fn tick(&mut self) {
+        self.due += self.step;
+        let now = Instant::now();
+        if self.due > now + self.min_sleep {
+            thread::sleep(self.due - now);
+        } else if now > self.due + MAX_LAG {
+            self.due = now;
+        }
+    }
 }
 
 /// What one node received, per (lane, sender).
@@ -238,8 +252,12 @@ pub fn receive(node: &Node, live: &Live, pace: Option<u64>) -> Inbox {
         streams: HashMap::new(),
         malformed: Oddities::default(),
     };
-    let per_message = pace.map(|rate| Duration::from_secs_f64(1.0 / rate.max(1) as f64));
-    let mut due = Instant::now();
+    let mut pace = pace.map(|rate| {
+        Pace::new(
+            Duration::from_secs_f64(1.0 / rate.max(1) as f64),
+            SLOW_MIN_SLEEP,
+        )
+    });
     loop {
         match node.incoming().recv_timeout(POLL) {
             Ok(msg) => {
@@ -248,14 +266,8 @@ pub fn receive(node: &Node, live: &Live, pace: Option<u64>) -> Inbox {
                     Lane::Gossip => live.gossip_received.fetch_add(1, Relaxed),
                 };
                 inbox.observe(&msg);
-                if let Some(step) = per_message.filter(|_| live.slow.load(Relaxed)) {
-                    due += step;
-                    let now = Instant::now();
-                    if due > now + SLOW_MIN_SLEEP {
-                        thread::sleep(due - now);
-                    } else if now > due + SLOW_MAX_LAG {
-                        due = now;
-                    }
+                if let Some(pace) = pace.as_mut().filter(|_| live.slow.load(Relaxed)) {
+                    pace.tick();
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
