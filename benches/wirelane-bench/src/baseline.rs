@@ -26,7 +26,7 @@ pub struct Args {
     /// raw: pre-framed bytes over loopback TCP in 64 KiB writes (the transport
     /// limit). channel: a fresh payload per message through a crossbeam bounded
     /// channel between two threads (the in-process limit). naive: a thread per
-    /// connection and a Mutex<TcpStream> with one write per message.
+    /// connection and a `Mutex<TcpStream>` with one write per message.
     #[arg(value_enum)]
     which: Which,
     /// Bytes per payload.

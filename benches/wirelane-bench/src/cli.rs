@@ -46,6 +46,17 @@ pub enum Command {
     Baseline(baseline::Args),
 }
 
+/// The node a long-running subcommand (`serve`, `peer`) stands up.
+#[derive(Debug, clap::Args)]
+pub struct Listen {
+    /// Address to listen on.
+    #[arg(long)]
+    pub listen: String,
+    /// This node's peer id.
+    #[arg(long)]
+    pub id: u64,
+}
+
 /// A count or a size of at least 1.
 pub fn positive(value: &str) -> Result<u64, String> {
     match value.parse::<u64>() {

@@ -50,12 +50,8 @@ use crate::threads;
 /// stdin closes.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Address to listen on.
-    #[arg(long)]
-    listen: String,
-    /// This node's peer id.
-    #[arg(long)]
-    id: u64,
+    #[command(flatten)]
+    node: crate::cli::Listen,
     /// `none`: never take a message from the inbound queue.
     #[arg(long, value_enum, default_value_t = Read::All)]
     read: Read,
@@ -87,7 +83,11 @@ enum Read {
 
 /// `peer`.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let (listen, id, read) = (&args.listen, PeerId(args.id), args.read == Read::All);
+    let (listen, id, read) = (
+        &args.node.listen,
+        PeerId(args.node.id),
+        args.read == Read::All,
+    );
     let mut config = Config::default();
     if let Some(n) = args.inbound {
         config = config.inbound_capacity(n);

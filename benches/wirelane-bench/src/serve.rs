@@ -55,12 +55,8 @@ impl Served {
 /// each peer's arrival and departure.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Address to listen on.
-    #[arg(long)]
-    listen: String,
-    /// This node's peer id.
-    #[arg(long)]
-    id: u64,
+    #[command(flatten)]
+    node: crate::cli::Listen,
     /// Seconds to run, then print what was served (default: until killed).
     #[arg(long, value_parser = crate::cli::seconds)]
     secs: Option<Duration>,
@@ -68,7 +64,7 @@ pub struct Args {
 
 /// `serve`.
 pub fn run(args: &Args, out: Output) -> anyhow::Result<ExitCode> {
-    let (listen, id, run_for) = (&args.listen, PeerId(args.id), args.secs);
+    let (listen, id, run_for) = (&args.node.listen, PeerId(args.node.id), args.secs);
     let node = Node::bind(id, listen.as_str(), Config::default())
         .with_context(|| format!("cannot listen on {listen}"))?;
     eprintln!("serve: {id} listening on {}", node.local_addr());
