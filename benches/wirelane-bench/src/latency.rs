@@ -1,0 +1,145 @@
+//! `latency`: ping-pong round trips over one connection, wirelane against the naive
+//! baseline in the same run. Round trips go into an HDR histogram, which keeps
+//! three significant digits from a microsecond to a minute in a few KiB whatever
+//! the count.
+
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::ValueEnum;
+use hdrhistogram::Histogram;
+use wirelane::{Config, Node, PeerId};
+
+use crate::naive;
+use crate::oneway::FILL;
+use crate::report::{progress, Output, Record};
+
+/// Round trips before measuring, to warm caches, allocators and the scheduler.
+pub const WARMUP: u64 = 2_000;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `latency --size N --count M [--impl wirelane|naive|both]`: ping-pong round
+/// trips over one connection; p50, p99, p99.9.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Bytes per payload.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Round trips measured (after a warm-up of 2,000).
+    #[arg(long, default_value_t = 50_000, value_parser = crate::cli::positive)]
+    count: u64,
+    #[arg(long = "impl", value_enum, default_value_t = Which::Both)]
+    which: Which,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Which {
+    Wirelane,
+    Naive,
+    Both,
+}
+
+/// `latency`.
+pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
+    let (size, count) = (args.size, args.count);
+    let bar = progress("latency", None, quiet);
+    let mut records = Vec::new();
+    if args.which != Which::Wirelane {
+        let (client, server) = naive::pair()?;
+        let echo = server.clone();
+        let echo = crate::threads::spawn("naive-echo", move || {
+            while let Ok(payload) = echo.incoming.recv_timeout(TIMEOUT) {
+                if echo.send(&payload).is_err() {
+                    break;
+                }
+            }
+        })?;
+        let samples = round_trips(count, |_| {
+            client.send(&vec![FILL; size])?;
+            client.incoming.recv_timeout(TIMEOUT)?;
+            Ok(())
+        });
+        drop((client, server));
+        echo.join_by(Instant::now() + TIMEOUT)?;
+        records.push(record("naive", size, &samples?));
+    }
+    if args.which != Which::Naive {
+        records.push(wirelane_latency(size, count)?);
+    }
+    bar.finish_and_clear();
+    out.records(
+        &format!("latency: {size}-byte ping-pong, {count} round trips"),
+        &records,
+    );
+    if let [naive, ours] = &records[..] {
+        let ratio = ours.number("p50_us").unwrap_or(0.0) / naive.number("p50_us").unwrap_or(1.0);
+        out.note(&format!("wirelane p50 is {ratio:.2}x the naive baseline's"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Times `WARMUP + count` calls of `trip` (given the trip's number) and keeps the
+/// last `count`, in microseconds.
+///
+/// # Errors
+///
+/// The first trip that failed.
+pub fn round_trips(
+    count: u64,
+    mut trip: impl FnMut(u64) -> anyhow::Result<()>,
+) -> anyhow::Result<Histogram<u64>> {
+    // One microsecond to a minute, three significant digits.
+    let mut samples = Histogram::new_with_bounds(1, 60_000_000, 3)?;
+    for i in 0..WARMUP + count {
+        let started = Instant::now();
+        trip(i)?;
+        if i >= WARMUP {
+            samples.saturating_record(started.elapsed().as_micros() as u64);
+        }
+    }
+    Ok(samples)
+}
+
+/// Percentiles of round-trip times, in microseconds.
+pub fn record(implementation: &str, size: usize, samples: &Histogram<u64>) -> Record {
+    let at = |q: f64| samples.value_at_quantile(q) as f64;
+    Record::new("latency", implementation)
+        .int("size", size as u64)
+        .int("count", samples.len())
+        .float("secs", samples.mean() * samples.len() as f64 / 1e6)
+        .float("p50_us", at(0.5))
+        .float("p99_us", at(0.99))
+        .float("p999_us", at(0.999))
+        .float("max_us", samples.max() as f64)
+}
+
+/// Round trips through two wirelane nodes: the client sends on the private lane and
+/// waits for the echo; the server's thread echoes every message back.
+fn wirelane_latency(size: usize, count: u64) -> anyhow::Result<Record> {
+    let client = Node::bind(PeerId(1), "127.0.0.1:0", Config::default())?;
+    let server = Node::bind(PeerId(2), "127.0.0.1:0", Config::default())?;
+    let peer = client.connect(server.local_addr())?;
+    let samples = thread::scope(|s| -> anyhow::Result<Histogram<u64>> {
+        let echo = thread::Builder::new()
+            .name("echo".into())
+            .spawn_scoped(s, || {
+                while let Ok(m) = server.incoming().recv_timeout(TIMEOUT) {
+                    if server.send(m.from, m.payload).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        let samples = round_trips(count, |_| {
+            client.send(peer, vec![FILL; size])?;
+            client.incoming().recv_timeout(TIMEOUT)?;
+            Ok(())
+        });
+        client.disconnect(peer);
+        server.shutdown();
+        echo.join().ok().context("the echo thread panicked")?;
+        samples
+    })?;
+    Ok(record("wirelane", size, &samples))
+}

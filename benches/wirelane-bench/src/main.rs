@@ -1,0 +1,67 @@
+//! `wirelane-bench`: wirelane's benchmarks and load checks, one binary with
+//! subcommands.
+//!
+//! One binary rather than one per job, so that every job shares the same command
+//! line, result records (a table, or JSON lines with `--json`), progress bar and
+//! thread helpers, and is run the same way:
+//! `cargo run --release --bin wirelane-bench [subcommand] [options]`. With no
+//! subcommand it runs the main job ([`mesh`]); `--help` lists the rest.
+//!
+//! It is a crate of its own, never published, so that its tooling (clap,
+//! serde_json, indicatif, hdrhistogram, comfy-table) never reaches the library's
+//! users.
+
+mod baseline;
+mod cli;
+mod deadlock;
+mod latency;
+mod load;
+mod locked;
+mod mesh;
+mod naive;
+mod oneway;
+mod peer;
+mod procfs;
+mod remote;
+mod report;
+mod scale;
+mod serve;
+mod soak;
+mod stamp;
+mod threads;
+mod throughput;
+mod traffic;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::report::Output;
+
+fn main() -> ExitCode {
+    // A bad command line exits with status 2 and the usage, as clap does.
+    let cli = Cli::parse();
+    let out = Output { json: cli.json };
+    let quiet = cli.quiet;
+    let result = match cli.command {
+        None => mesh::main_job(quiet, out),
+        Some(Command::Throughput(args)) => throughput::run(&args, quiet, out),
+        Some(Command::Latency(args)) => latency::run(&args, quiet, out),
+        Some(Command::Mesh(args)) => mesh::run(&args, quiet, out),
+        Some(Command::Deadlock(args)) => deadlock::run(&args, quiet, out),
+        Some(Command::Scale(args)) => scale::run(&args, quiet, out),
+        Some(Command::Soak(args)) => soak::run(&args, quiet, out),
+        Some(Command::Serve(args)) => serve::run(&args, out),
+        Some(Command::Load(args)) => load::run(&args, quiet, out),
+        Some(Command::Peer(args)) => peer::run(&args),
+        Some(Command::Baseline(args)) => baseline::run(&args, out),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wirelane-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

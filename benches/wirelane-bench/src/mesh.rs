@@ -1,0 +1,247 @@
+//! `mesh` and the main job: a mixed run over a full mesh of nodes on loopback.
+//!
+//! Why this job: it is the smallest run that exercises what wirelane promises under
+//! load. Every pair of nodes carries both lanes in both directions at once; gossip
+//! is offered faster than the machine can carry it, so it is shed, while private
+//! messages must all arrive, once each and in order, or come back in an
+//! `Event::Undelivered`. It also gives throughput figures per lane and for the
+//! whole mesh, and with its defaults (4 nodes, 64-byte payloads, 5 s) it is short
+//! enough to run on every change: that is the main job.
+//!
+//! It is [`crate::soak`] without the chaos, on the same engine
+//! ([`crate::traffic`]); this file reads the options and reports. The run fails
+//! (exit status 1) if a private message is unaccounted for, arrives twice or out of
+//! order, or if a send is refused because a connection went away.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use wirelane::LaneStats;
+
+use crate::report::{progress, Output, Record};
+use crate::stamp::Stamp;
+use crate::traffic::verdict::{self, Streams, Totals};
+use crate::traffic::{self, workers, Outcome, Plan, DRAIN_DEADLINE};
+
+/// `mesh [--nodes N] [--size S] [--secs T]`: all-to-all gossip and private traffic
+/// among N nodes; aggregate msgs/s, drops, lost private messages (must be 0). The
+/// defaults are the main job.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Nodes in the mesh: every pair costs four threads and two sockets, so 64
+    /// nodes already run over 8,000 connection threads.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(2..=64))]
+    nodes: u64,
+    /// Bytes in every payload, both lanes (private ones carry a 32-byte stamp).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(Stamp::LEN as u64..))]
+    size: u64,
+    /// Seconds of load.
+    #[arg(long, default_value = "5", value_parser = crate::cli::seconds)]
+    secs: Duration,
+}
+
+/// The main job, and the defaults of `mesh`. One sender of each kind per node
+/// keeps a 2-core machine responsive: 4 nodes already run 24 connection threads of
+/// their own. Gossip is offered per node rather than per peer, as a gossip
+/// protocol with a fixed fan-out sends, so that meshes of different sizes offer
+/// the same load per node and their aggregate figures compare.
+const DEFAULT: Plan = Plan {
+    nodes: 4,
+    size: 64,
+    load: Duration::from_secs(5),
+    gossip_rate: 60_000,
+    chaos: None,
+    slow_consumer: None,
+};
+
+/// The main job: `mesh` with its defaults.
+pub fn main_job(quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
+    report(&DEFAULT, quiet, out)
+}
+
+/// `mesh`.
+pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
+    let plan = Plan {
+        nodes: args.nodes as usize,
+        size: args.size as usize,
+        load: args.secs,
+        ..DEFAULT
+    };
+    report(&plan, quiet, out)
+}
+
+/// Runs the plan, prints the records and the verdict, and returns the exit status:
+/// success only if every private message was accounted for, once and in order.
+fn report(plan: &Plan, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
+    let bar = progress("mesh", None, quiet);
+    let outcome = traffic::execute(plan, &bar);
+    bar.finish_and_clear();
+    let o = outcome?;
+    let streams = verdict::judge(&o);
+    let title = format!(
+        "wirelane-bench: {}-node full mesh on loopback, {}-byte payloads, {:.1} s",
+        plan.nodes,
+        plan.size,
+        o.load.as_secs_f64()
+    );
+    out.table(&title, &records(plan, &o, &streams), &COLUMNS);
+    for line in notes(&o, &streams) {
+        out.note(&line);
+    }
+    let problems = problems(&o, &streams);
+    if problems.is_empty() {
+        out.note("result: PASS");
+        return Ok(ExitCode::SUCCESS);
+    }
+    out.note("result: FAIL");
+    for problem in &problems {
+        eprintln!("wirelane-bench: FAIL: {problem}");
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+/// The columns of the human-readable table: record key, header. The records have
+/// more keys than a readable table has room for; `--json` prints them all.
+const COLUMNS: [(&str, &str); 7] = [
+    ("lane", "lane"),
+    ("sent", "sent"),
+    ("received", "received"),
+    ("msgs_per_s", "msgs/s"),
+    ("mb_per_s", "MB/s"),
+    ("dropped_send", "dropped(send)"),
+    ("dropped_recv", "dropped(recv)"),
+];
+
+/// Gossip accepted by `try_send` but neither received nor counted as dropped
+/// anywhere: gossip may be shed, but never silently. The nodes' send-side drops
+/// include the refusals `try_send` returned, which were never accepted; what
+/// remains was discarded at close.
+fn gossip_lost(gossip: &Totals, stats: &LaneStats) -> u64 {
+    let discarded = stats.dropped.saturating_sub(gossip.busy);
+    gossip
+        .sent
+        .saturating_sub(gossip.received + stats.recv_dropped + discarded)
+}
+
+/// Private messages accepted but neither delivered, handed back, nor counted as
+/// dropped on receipt.
+fn private_lost(s: &Streams) -> u64 {
+    s.private
+        .sent
+        .saturating_sub(s.private.received + s.private.returned + s.recv_dropped)
+}
+
+/// One record per lane and one for both together. Rates use what arrived during the
+/// load period (`count` in `secs`); `sent` and `received` cover the whole run.
+fn records(plan: &Plan, o: &Outcome, s: &Streams) -> Vec<Record> {
+    let secs = o.load.as_secs_f64().max(1e-9);
+    let (mut gossip_stats, mut private_stats) = (LaneStats::default(), LaneStats::default());
+    for stats in &o.stats {
+        gossip_stats += stats.gossip;
+        private_stats += stats.private;
+    }
+    let record = |lane: &str, sent: u64, received: u64, in_load: u64, st: LaneStats, lost: u64| {
+        let per_sec = in_load as f64 / secs;
+        Record::new("mesh", "wirelane")
+            .text("lane", lane)
+            .int("nodes", plan.nodes as u64)
+            .int("size", plan.size as u64)
+            .float("secs", secs)
+            .int("sent", sent)
+            .int("received", received)
+            .int("count", in_load)
+            .float("msgs_per_s", per_sec)
+            .float("mb_per_s", per_sec * plan.size as f64 / 1e6)
+            .int("dropped", st.dropped + st.recv_dropped)
+            .int("dropped_send", st.dropped)
+            .int("dropped_recv", st.recv_dropped)
+            .int("lost", lost)
+    };
+    let (g, p) = (&s.gossip, &s.private);
+    let (g_lost, p_lost) = (gossip_lost(g, &gossip_stats), private_lost(s));
+    vec![
+        record(
+            "gossip",
+            g.sent,
+            g.received,
+            o.in_load[0],
+            gossip_stats,
+            g_lost,
+        ),
+        record(
+            "private",
+            p.sent,
+            p.received,
+            o.in_load[1],
+            private_stats,
+            p_lost,
+        ),
+        record(
+            "all",
+            g.sent + p.sent,
+            g.received + p.received,
+            o.in_load[0] + o.in_load[1],
+            gossip_stats + private_stats,
+            g_lost + p_lost,
+        ),
+    ]
+}
+
+/// The lines under the table: the verdict's figures first, then detail.
+fn notes(o: &Outcome, s: &Streams) -> Vec<String> {
+    let mut notes = vec![
+        format!(
+            "lost private messages: {}   reordered/duplicated: {}",
+            private_lost(s),
+            s.private.reordered + s.private.duplicates
+        ),
+        s.reconciliation(),
+        format!(
+            "private: {} handed back undelivered, {} sends waited over {} ms for room; gossip: {} refused as full",
+            s.private.returned,
+            s.private.busy,
+            workers::SEND_POLL.as_millis(),
+            s.gossip.busy
+        ),
+    ];
+    let mut gossip_stats = LaneStats::default();
+    for stats in &o.stats {
+        gossip_stats += stats.gossip;
+    }
+    // Not a failure (gossip may be shed), but every drop should have been counted.
+    let lost = gossip_lost(&s.gossip, &gossip_stats);
+    if lost != 0 {
+        notes.push(format!(
+            "note: {lost} gossip messages were accepted but neither received nor counted as dropped"
+        ));
+    }
+    notes.push(format!(
+        "times: load {:.2} s, private drain {:.0} ms, shutdown {:.0} ms, total {:.2} s",
+        o.load.as_secs_f64(),
+        o.drained.unwrap_or(DRAIN_DEADLINE).as_secs_f64() * 1e3,
+        o.shutdown.as_secs_f64() * 1e3,
+        o.total.as_secs_f64()
+    ));
+    notes
+}
+
+/// Why the run failed; empty if it passed. The mesh stays up, so unlike in a soak
+/// a send refused because a peer was not connected is a failure too.
+fn problems(o: &Outcome, s: &Streams) -> Vec<String> {
+    let mut problems = s.violations.clone();
+    if o.drained.is_none() {
+        problems.push(format!(
+            "not every accepted private message arrived within {DRAIN_DEADLINE:?} of the end of the load"
+        ));
+    }
+    if let Err(why) = &o.remeshed {
+        problems.push(format!("after the load, the mesh was not whole: {why}"));
+    }
+    let refused = s.private.refused + s.gossip.refused;
+    if refused != 0 {
+        problems.push(format!(
+            "{refused} send(s) refused because a peer was not connected"
+        ));
+    }
+    problems
+}

@@ -1,0 +1,335 @@
+//! `scale`: what one idle connection costs a node, and whether many of them slow
+//! down the one that is busy.
+//!
+//! wirelane spends two threads per connection, so a node's cost grows with its
+//! peers even when they say nothing. This job opens `--conns` idle connections into
+//! one hub node and reads, from `/proc/self`, the threads and resident memory they
+//! added; then it measures the throughput of one real client among them, against
+//! the same client alone (each the best of `--repeat` runs, default 3).
+//!
+//! The idle clients are raw TCP sockets in this process that complete wirelane's
+//! handshake (see [`hello`] for why by hand) and then never read or write again.
+//! They take ids above the hub's, so the hub arbitrates: the client sends its
+//! Hello, reads the hub's Hello and Accept, and answers Accept. The active client
+//! is a real node, driven by the same one-way driver as `throughput`.
+
+mod hello;
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use indicatif::ProgressBar;
+use wirelane::__bench::{decode_header, encode_header, FrameKind, HEADER_LEN};
+use wirelane::{Config, Lane, Node, PeerId};
+
+use crate::oneway::{self, default_count};
+use crate::procfs;
+use crate::report::{progress, Output, Record};
+use crate::threads::wait_until;
+
+/// The hub's id: the lowest, so that it arbitrates every handshake.
+const HUB: PeerId = PeerId(1);
+/// The active client, a real wirelane node.
+const CLIENT: PeerId = PeerId(2);
+/// Idle clients take ids from here up.
+const FIRST_IDLE: u64 = 1_000;
+/// The hub's silence timeout: longer than any run, so that idle clients, which
+/// never send a byte (not even a pong), are not declared dead meanwhile.
+const IDLE_SILENCE: Duration = Duration::from_secs(3_600);
+/// The hub's ping interval, which must be below the silence timeout. Long, so that
+/// the hub does not fill the idle clients' receive buffers with pings either.
+const IDLE_PING: Duration = Duration::from_secs(600);
+/// Longest wait for the hub to register every idle connection and start its
+/// threads, or to retire a closed connection's threads.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// `scale [--conns N] [--size S] [--count M] [--repeat R]`: N idle connections into
+/// one node: threads, resident memory per connection, and the throughput of one
+/// active connection alone and among them.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Idle connections.
+    #[arg(long, default_value_t = 1000, value_parser = crate::cli::positive)]
+    conns: u64,
+    /// Bytes per message of the active connection.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Private messages of the active connection (default: about a second's worth).
+    #[arg(long, value_parser = crate::cli::positive)]
+    count: Option<u64>,
+    /// Runs of each throughput measurement; the best is kept.
+    #[arg(long, default_value_t = 3, value_parser = crate::cli::positive)]
+    repeat: u64,
+}
+
+/// `scale`.
+pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
+    let (conns, size, repeat) = (args.conns as usize, args.size, args.repeat);
+    let count = args.count.unwrap_or_else(|| default_count(size));
+    let config = Config::default()
+        .ping_interval(IDLE_PING)
+        .silence_timeout(IDLE_SILENCE);
+    let hub = Node::bind(HUB, "127.0.0.1:0", config.clone())?;
+
+    // The client alone first, so that the figure with idle peers has its reference
+    // from the same hub in the same run.
+    let alone = best_of(repeat, || one_way(&hub, size, count))?;
+    settle(&hub, 0)?;
+    // The first run's freed buffers stay in the allocator and may be reused by the
+    // idle connections, so the memory figure can err low by a few KiB per connection
+    // at small counts; it cannot err high.
+    let before = Snapshot::take()?;
+
+    // Read now: once descriptors run out, even `/proc/self/limits` cannot be opened.
+    let fd_limit = procfs::open_files_limit();
+    let bar = progress("scale", Some(conns as u64), quiet);
+    let opened = open_idle(hub.local_addr(), conns, &config, fd_limit, &bar);
+    bar.finish_and_clear();
+    let idle = opened?;
+    settle(&hub, conns)?;
+    let after = Snapshot::take()?;
+    let crowded = best_of(repeat, || one_way(&hub, size, count))?;
+    let fds = procfs::open_fds().ok();
+
+    // Closing the clients first lets the hub see each peer's end at once, instead of
+    // lingering for peers that will never answer its close.
+    drop(idle);
+    settle(&hub, 0)?;
+    hub.shutdown();
+
+    let n = conns as f64;
+    let threads_per_conn = after.threads.saturating_sub(before.threads) as f64 / n;
+    let rss_per_conn = (after.rss_kib as f64 - before.rss_kib as f64) / n;
+    let rate = |r: &Record| r.number("msgs_per_s").unwrap_or(0.0);
+    let records = [
+        Record::new("scale", "wirelane")
+            .int("conns", 0)
+            .int("threads", before.threads as u64)
+            .int("rss_kib", before.rss_kib)
+            .int("size", size as u64)
+            .int("count", count)
+            .float("msgs_per_s", rate(&alone)),
+        Record::new("scale", "wirelane")
+            .int("conns", conns as u64)
+            .int("threads", after.threads as u64)
+            .float("threads_per_conn", threads_per_conn)
+            .int("rss_kib", after.rss_kib)
+            .float("rss_kib_per_conn", rss_per_conn)
+            .int("size", size as u64)
+            .int("count", count)
+            .float("msgs_per_s", rate(&crowded)),
+    ];
+    out.records(
+        &format!(
+            "scale: {conns} idle connections into one node, then {count} {size}-byte private messages over one more (best of {repeat})"
+        ),
+        &records,
+    );
+    out.note(&format!(
+        "threads and rss_kib are the whole process's, before and after opening the idle connections; \
+         msgs_per_s is one client's throughput with no idle peers, then with {conns}"
+    ));
+    out.note(&format!(
+        "with {conns} idle peers the client reaches {:.0}% of its throughput alone",
+        100.0 * rate(&crowded) / rate(&alone).max(f64::MIN_POSITIVE)
+    ));
+    out.note(&format!(
+        "Config::thread_stack_size = {} KiB per connection thread (reserved address space; only touched pages count in rss_kib)",
+        config.thread_stack_size / 1024
+    ));
+    if let Some(fds) = fds {
+        let limit = procfs::open_files_limit().map_or("unlimited".to_owned(), |l| l.to_string());
+        out.note(&format!(
+            "open file descriptors with every connection up: {fds} (limit {limit})"
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Threads and resident memory of the whole process at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    threads: usize,
+    rss_kib: u64,
+}
+
+impl Snapshot {
+    fn take() -> io::Result<Snapshot> {
+        Ok(Snapshot {
+            threads: procfs::threads()?,
+            rss_kib: procfs::rss_kib()?,
+        })
+    }
+}
+
+/// Waits until the hub has exactly `peers` connections registered and every one of
+/// them has its reader and writer thread running, and no other connection thread is
+/// left: only then do the process's threads and memory show what those
+/// connections cost.
+///
+/// A connection is registered during its handshake, before its writer starts, so
+/// the peer count alone would be read too early; the threads are counted by name.
+fn settle(hub: &Node, peers: usize) -> anyhow::Result<()> {
+    let (readers, writers) = (format!("wl{}-r", HUB.0), format!("wl{}-w", HUB.0));
+    let counts = || {
+        let names = procfs::thread_names().unwrap_or_default();
+        let r = procfs::count_prefixed(&names, &readers);
+        (
+            hub.stats().peers,
+            r,
+            procfs::count_prefixed(&names, &writers),
+        )
+    };
+    if wait_until(Instant::now() + SETTLE_DEADLINE, || {
+        counts() == (peers, peers, peers)
+    }) {
+        return Ok(());
+    }
+    let (registered, r, w) = counts();
+    bail!(
+        "the hub did not settle at {peers} connections within {SETTLE_DEADLINE:?}: \
+         {registered} registered, {r} reader and {w} writer threads"
+    )
+}
+
+/// Opens `conns` idle connections into the hub, one after another, and returns
+/// their sockets, which must stay open for as long as the connections should.
+fn open_idle(
+    hub: SocketAddr,
+    conns: usize,
+    config: &Config,
+    fd_limit: Option<u64>,
+    bar: &ProgressBar,
+) -> anyhow::Result<Vec<TcpStream>> {
+    let mut idle = Vec::with_capacity(conns);
+    for i in 0..conns {
+        let id = PeerId(FIRST_IDLE + i as u64);
+        let deadline = Instant::now() + config.handshake_timeout;
+        match handshake(hub, id, config, deadline) {
+            Ok(stream) => idle.push(stream),
+            Err(e) => bail!(explain(i, conns, fd_limit, &e)),
+        }
+        bar.inc(1);
+    }
+    Ok(idle)
+}
+
+/// Says why opening idle connection `i` failed, naming file descriptors when they
+/// ran out: `connect` then fails with "too many open files" here, or the hub's
+/// `accept` does, which this side sees as a hub that never answers.
+fn explain(i: usize, conns: usize, fd_limit: Option<u64>, e: &io::Error) -> String {
+    let what = format!("idle connection {} of {conns}: {e}", i + 1);
+    if procfs::is_out_of_fds(e) || procfs::fds_nearly_exhausted(fd_limit) {
+        let limit = fd_limit.map_or("unlimited".to_owned(), |l| l.to_string());
+        format!(
+            "{what}: too many open files. Each idle connection takes two descriptors in this \
+             process (the client's socket and the hub's), so {conns} connections need about {} \
+             against a limit of {limit}; raise it with `ulimit -n` or use fewer --conns",
+            2 * conns + 32
+        )
+    } else {
+        what
+    }
+}
+
+/// Connects to the hub as peer `id` and completes wirelane's handshake by hand:
+/// Hello out, the hub's Hello and Accept in, Accept out.
+fn handshake(
+    hub: SocketAddr,
+    id: PeerId,
+    config: &Config,
+    deadline: Instant,
+) -> io::Result<TcpStream> {
+    let mut stream = TcpStream::connect_timeout(&hub, config.connect_timeout)?;
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "handshake deadline passed"))
+    };
+    stream.set_write_timeout(Some(left()?))?;
+    stream.write_all(&hello::frame(id, config.max_frame_len))?;
+    stream.set_read_timeout(Some(left()?))?;
+    let (kind, theirs) = read_frame(&mut stream)?;
+    if kind != FrameKind::Hello || !wirelane::__fuzz::hello(&theirs) {
+        return Err(io::Error::other(format!(
+            "unexpected {kind:?} from the hub: {theirs:02x?}"
+        )));
+    }
+    stream.set_read_timeout(Some(left()?))?;
+    match read_frame(&mut stream)? {
+        (FrameKind::Accept, _) => {}
+        (kind, payload) => {
+            return Err(io::Error::other(format!(
+                "the hub refused the handshake: {kind:?} {payload:02x?}"
+            )))
+        }
+    }
+    let mut accept = Vec::with_capacity(HEADER_LEN);
+    encode_header(&mut accept, FrameKind::Accept, 0);
+    stream.set_write_timeout(Some(left()?))?;
+    stream.write_all(&accept)?;
+    Ok(stream)
+}
+
+/// Reads one frame of the handshake, naming a read that ran into the deadline as
+/// such (the socket reports it as "would block").
+fn read_frame(stream: &mut TcpStream) -> io::Result<(FrameKind, Vec<u8>)> {
+    let timed_out = |e: io::Error| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the hub did not answer the handshake in time",
+        ),
+        _ => e,
+    };
+    let mut header = [0u8; HEADER_LEN];
+    stream.read_exact(&mut header).map_err(timed_out)?;
+    // A handshake frame is small; anything larger is not one.
+    let header = decode_header(&header, 1024)
+        .map_err(|e| io::Error::other(format!("a bad frame header from the hub: {e}")))?
+        .ok_or_else(|| io::Error::other("a short frame header"))?;
+    let mut payload = vec![0u8; header.len as usize];
+    stream.read_exact(&mut payload).map_err(timed_out)?;
+    Ok((header.kind, payload))
+}
+
+/// Runs a throughput measurement `repeat` times and keeps the fastest run: the
+/// machine is shared, and the fastest run is the one least disturbed.
+fn best_of(
+    repeat: u64,
+    mut measure: impl FnMut() -> anyhow::Result<Record>,
+) -> anyhow::Result<Record> {
+    let mut best = measure()?;
+    for _ in 1..repeat {
+        let run = measure()?;
+        if run.number("msgs_per_s") > best.number("msgs_per_s") {
+            best = run;
+        }
+    }
+    Ok(best)
+}
+
+/// One real client node sends `count` private `size`-byte messages to the hub from
+/// one thread while this thread drains them, as `throughput` does. The client is
+/// shut down before this returns.
+fn one_way(hub: &Node, size: usize, count: u64) -> anyhow::Result<Record> {
+    let client = Arc::new(Node::bind(CLIENT, "127.0.0.1:0", Config::default())?);
+    let peer = client.connect(hub.local_addr())?;
+    if peer != HUB {
+        bail!("dialled the hub but reached {peer}");
+    }
+    let run = oneway::wirelane(
+        hub,
+        std::slice::from_ref(&client),
+        size,
+        count,
+        Lane::Private,
+    );
+    client.shutdown();
+    let (received, elapsed) = run?;
+    Ok(oneway::record("scale", "wirelane", size, received, elapsed))
+}

@@ -1,0 +1,307 @@
+//! `soak`: a long mixed run with connections cut at random under a slow consumer,
+//! checking that private data survives it exactly and that the process does not
+//! grow.
+//!
+//! The main job (`mesh`) checks the lanes on a mesh that stays up; real networks
+//! drop connections, and real applications fall behind. Here `--nodes` nodes in a
+//! full mesh carry gossip and private traffic between every pair while a chaos
+//! thread disconnects a random pair every 100–500 ms (its schedule replays from
+//! `--seed`) and the lower id of each pair redials; and node 1's application takes
+//! only `--slow-consumer` messages a second, so that its inbound queue fills, its
+//! readers stop, and connections are cut while messages are in flight towards it.
+//!
+//! At the end every private message a send accepted is reconciled (see
+//! [`verdict`]): delivered exactly once and in order, handed back in an
+//! `Event::Undelivered`, or counted by its receiver as received but dropped before
+//! delivery — never two of those, never none. Threads and resident memory are
+//! sampled every second and must stay within stated bounds after a warm-up.
+//!
+//! **Threads.** The steady state is the count with every pair connected and every
+//! thread of the run started. Connections come and go, so the bound adds, for
+//! connections in transition, four threads per pair of nodes — for a moment after a
+//! redial, the new connection's reader and writer run on both sides while the old
+//! one's finish — and two per node, for a dial that loses a race and holds a
+//! handshake thread on each side until it is refused. That allows every pair to be
+//! in transition at once, which is generous (on loopback a graceful close takes
+//! about a millisecond and the chaos strikes at most every 100 ms), yet a leak of
+//! one thread per disconnect crosses it within a few seconds of chaos.
+//!
+//! **Memory.** Resident memory may not exceed the highest reading of the warm-up by
+//! [`RSS_HEADROOM_KIB`]: queues and buffers are bounded, and what the run itself
+//! keeps (a bit per message number) stays in the low MiB.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use wirelane::LaneStats;
+
+use crate::procfs;
+use crate::report::{progress, Output, Record};
+use crate::traffic::verdict::{self, note};
+use crate::traffic::{self, workers::SEND_POLL, Outcome, Plan, DRAIN_DEADLINE};
+
+/// How far resident memory may grow past the warm-up's highest reading.
+const RSS_HEADROOM_KIB: u64 = 64 * 1024;
+/// Bytes in every payload, both lanes.
+const PAYLOAD_LEN: usize = 64;
+/// Gossip offered to each peer per second.
+const GOSSIP_PER_PEER: u64 = 10_000;
+
+/// `soak [--secs T] [--nodes N] [--seed X] [--slow-consumer R]`: mixed load among N
+/// nodes with random disconnects and a slow consumer; exits 1 on any message lost,
+/// duplicated or reordered, or on threads or memory growing.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Seconds of load.
+    #[arg(long, default_value = "30", value_parser = crate::cli::seconds)]
+    secs: Duration,
+    /// Nodes in the mesh.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(2..=64))]
+    nodes: u64,
+    /// Seed of the chaos schedule: the same seed cuts the same pairs at the same
+    /// pauses.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Messages a second that node 1's application takes during the load (0: it
+    /// keeps up like the others). It drains at full speed once the load ends.
+    #[arg(long, default_value_t = 5_000)]
+    slow_consumer: u64,
+}
+
+/// `soak`.
+pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
+    // The run is judged on these figures: find out now, not at the end, if they
+    // cannot be read.
+    procfs::threads()?;
+    procfs::rss_kib()?;
+    let nodes = args.nodes as usize;
+    let plan = Plan {
+        nodes,
+        size: PAYLOAD_LEN,
+        load: args.secs,
+        gossip_rate: GOSSIP_PER_PEER * (nodes as u64 - 1),
+        chaos: Some(args.seed),
+        slow_consumer: Some(args.slow_consumer).filter(|&r| r > 0),
+    };
+    let bar = progress("soak", Some(args.secs.as_secs().max(1)), quiet);
+    let outcome = traffic::execute(&plan, &bar);
+    bar.finish_and_clear();
+    let judged = judge(&plan, &outcome?);
+    let slow = match plan.slow_consumer {
+        Some(rate) => format!("node 1 reading {rate} msgs/s"),
+        None => "no slow consumer".to_owned(),
+    };
+    out.records(
+        &format!(
+            "soak: {nodes}-node full mesh, {:.0} s of mixed load with random disconnects (seed {}), {slow}",
+            args.secs.as_secs_f64(),
+            args.seed
+        ),
+        &judged.records,
+    );
+    for line in &judged.notes {
+        out.note(line);
+    }
+    if judged.violations.is_empty() {
+        out.note("result: PASS");
+        return Ok(ExitCode::SUCCESS);
+    }
+    out.note("result: FAIL");
+    for violation in &judged.violations {
+        eprintln!("wirelane-bench: FAIL: {violation}");
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+/// A run's verdict: records for the table, notes under it, and every violation.
+#[derive(Debug, Default)]
+struct Judged {
+    records: Vec<Record>,
+    notes: Vec<String>,
+    violations: Vec<String>,
+}
+
+/// Judges the run.
+fn judge(plan: &Plan, o: &Outcome) -> Judged {
+    let streams = verdict::judge(o);
+    let mut j = Judged {
+        violations: streams.violations.clone(),
+        ..Judged::default()
+    };
+    let (gossip, private) = (streams.gossip, streams.private);
+    for (name, t, dropped) in [
+        ("gossip", gossip, None),
+        ("private", private, Some(streams.recv_dropped)),
+    ] {
+        let record = Record::new("soak", "wirelane")
+            .text("lane", name)
+            .int("sent", t.sent)
+            .int("received", t.received)
+            .int("returned", t.returned)
+            .int("lost", t.lost.saturating_sub(dropped.unwrap_or(0)))
+            .int("duplicates", t.duplicates)
+            .int("reordered", t.reordered);
+        j.records.push(match dropped {
+            Some(d) => record.int("recv_dropped", d),
+            None => record,
+        });
+    }
+    j.notes.push(streams.reconciliation());
+
+    let (max_threads, thread_bound) = judge_threads(plan, o, &mut j);
+    let (max_rss, rss_bound) = judge_memory(plan, o, &mut j);
+    judge_run(o, private.sent, &mut j);
+    j.records.push(
+        Record::new("soak", "wirelane")
+            .text("lane", "all")
+            .int("disconnects", o.chaos.disconnects)
+            .int("max_threads", max_threads as u64)
+            .int("thread_bound", thread_bound as u64)
+            .int("max_rss_kib", max_rss)
+            .int("rss_bound_kib", rss_bound)
+            .int("violations", j.violations.len() as u64)
+            .int("nodes", plan.nodes as u64)
+            .float("secs", o.load.as_secs_f64())
+            .int("seed", plan.chaos.unwrap_or_default()),
+    );
+
+    let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
+    for (r, n) in o.events.iter().flat_map(|e| e.reasons.iter()) {
+        *reasons.entry(r).or_default() += n;
+    }
+    let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    let redials: u64 = o.events.iter().map(|e| e.redials).sum();
+    j.notes.push(format!(
+        "chaos (seed {}): {} disconnects, one every 100-500 ms ({} picks found the pair apart); \
+         connection ends seen by the nodes: {}; redials: {redials}",
+        plan.chaos.unwrap_or_default(),
+        o.chaos.disconnects,
+        o.chaos.misses,
+        reasons.join(", ")
+    ));
+    j.notes.push(format!(
+        "private: {} sends waited {} ms for room, {} refused while the peer was disconnected; \
+         gossip: {} dropped as full, {} refused while disconnected, {} lost on the way (not judged)",
+        private.busy,
+        SEND_POLL.as_millis(),
+        private.refused,
+        gossip.busy,
+        gossip.refused,
+        gossip.lost
+    ));
+    let (mut g, mut p, mut events) = (LaneStats::default(), LaneStats::default(), 0);
+    for s in &o.stats {
+        (g, p, events) = (g + s.gossip, p + s.private, events + s.events_dropped);
+    }
+    j.notes.push(format!(
+        "node counters: private dropped {} / recv_dropped {}; gossip dropped {} / recv_dropped {}; events dropped {events}",
+        p.dropped, p.recv_dropped, g.dropped, g.recv_dropped
+    ));
+    j
+}
+
+/// Threads above the steady state allowed for connections in transition.
+fn thread_slack(nodes: usize) -> usize {
+    let pairs = nodes * (nodes - 1) / 2;
+    4 * pairs + 2 * nodes
+}
+
+/// Checks the thread samples after the warm-up; returns the highest and the bound.
+fn judge_threads(plan: &Plan, o: &Outcome, j: &mut Judged) -> (usize, usize) {
+    let slack = thread_slack(plan.nodes);
+    let bound = o.steady_threads + slack;
+    let max = o.samples.iter().map(|s| s.threads).max().unwrap_or(0);
+    let judged = o.samples.iter().filter(|s| s.at > plan.warmup());
+    let over: Vec<_> = judged.clone().filter(|s| s.threads > bound).collect();
+    if let Some(worst) = over.iter().max_by_key(|s| s.threads) {
+        j.violations.push(format!(
+            "threads above the bound of {bound} in {} of {} readings after the warm-up (highest {} at {:.0} s)",
+            over.len(),
+            judged.count(),
+            worst.threads,
+            worst.at.as_secs_f64()
+        ));
+    }
+    j.notes.push(format!(
+        "threads: {} with the mesh up and every thread of the run started; bound {bound} = that + {slack} \
+         for connections in transition (4 per pair of nodes, 2 per node), judged after a {} s warm-up",
+        o.steady_threads,
+        plan.warmup().as_secs()
+    ));
+    (max, bound)
+}
+
+/// Checks the memory samples after the warm-up; returns the highest and the bound.
+fn judge_memory(plan: &Plan, o: &Outcome, j: &mut Judged) -> (u64, u64) {
+    let warmup = plan.warmup();
+    let warm = o
+        .samples
+        .iter()
+        .filter(|s| s.at <= warmup)
+        .map(|s| s.rss_kib)
+        .max()
+        .unwrap_or(0);
+    let bound = warm + RSS_HEADROOM_KIB;
+    let max = o.samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+    let judged = o.samples.iter().filter(|s| s.at > warmup);
+    let over: Vec<_> = judged.clone().filter(|s| s.rss_kib > bound).collect();
+    if let Some(worst) = over.iter().max_by_key(|s| s.rss_kib) {
+        j.violations.push(format!(
+            "resident memory above the bound of {bound} KiB in {} of {} readings after the warm-up (highest {} KiB at {:.0} s)",
+            over.len(),
+            judged.count(),
+            worst.rss_kib,
+            worst.at.as_secs_f64()
+        ));
+    }
+    j.notes.push(format!(
+        "memory: {warm} KiB at most during the warm-up; bound {bound} KiB (+{} MiB)",
+        RSS_HEADROOM_KIB / 1024
+    ));
+    (max, bound)
+}
+
+/// The run's own milestones: readings, the mesh after the load, the drain.
+fn judge_run(o: &Outcome, private_sent: u64, j: &mut Judged) {
+    note(&mut j.violations, &o.sample_errors, "sampling");
+    if let Err(why) = &o.remeshed {
+        j.violations
+            .push(format!("after the load, the mesh was not restored: {why}"));
+    }
+    match o.drained {
+        Some(took) => j.notes.push(format!(
+            "drain: all {private_sent} accepted private messages accounted for {} ms after the mesh was restored",
+            took.as_millis()
+        )),
+        None => j.violations.push(format!(
+            "not every accepted private message was received, handed back or counted as dropped within {DRAIN_DEADLINE:?} of the mesh being restored"
+        )),
+    }
+    let protocol: u64 = o
+        .events
+        .iter()
+        .filter_map(|e| e.reasons.get("protocol error"))
+        .sum();
+    if protocol > 0 {
+        j.violations.push(format!(
+            "{protocol} connections ended with a protocol error"
+        ));
+    }
+    for events in &o.events {
+        let me = events.me;
+        for (what, odd) in [
+            ("connections ended uncleanly", &events.unclean),
+            ("inbound handshakes refused", &events.refused),
+            (
+                "redials failed and were tried again",
+                &events.redial_failures,
+            ),
+        ] {
+            if let Some(first) = &odd.first {
+                j.notes
+                    .push(format!("{me}: {} {what} (first: {first})", odd.count));
+            }
+        }
+    }
+}
