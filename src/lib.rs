@@ -138,6 +138,26 @@ pub mod __bench {
     pub use crate::batch::Batch;
     pub use crate::frame::{decode_header, encode, encode_header, FrameKind, HEADER_LEN};
     pub use crate::stats::Counters;
+
+    /// A whole Hello frame from peer `id`, as a node would send it (no capability
+    /// flags, a fixed nonce): for clients that complete the handshake by hand, such
+    /// as the bench's idle connections.
+    pub fn hello_frame(id: crate::PeerId, incarnation: u64, max_frame_len: u32) -> Vec<u8> {
+        let hello = crate::handshake::Hello {
+            peer: id,
+            incarnation,
+            max_frame_len,
+            authenticates: false,
+            nonce: [0x5C; 32],
+        };
+        let mut frame = Vec::new();
+        encode(
+            &mut frame,
+            FrameKind::Hello,
+            &crate::handshake::encode_hello(&hello),
+        );
+        frame
+    }
 }
 
 /// Entry points for the fuzz targets in `fuzz/` and the property tests: the decoders

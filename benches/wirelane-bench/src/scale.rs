@@ -8,12 +8,14 @@
 //! the same client alone (each the best of `--repeat` runs, default 3).
 //!
 //! The idle clients are raw TCP sockets in this process that complete wirelane's
-//! handshake (see [`hello`] for why by hand) and then never read or write again.
-//! They take ids above the hub's, so the hub arbitrates: the client sends its
-//! Hello, reads the hub's Hello and Accept, and answers Accept. The active client
-//! is a real node, driven by the same one-way driver as `throughput`.
-
-mod hello;
+//! handshake by hand and then never read or write again: a real client node would
+//! add two threads per connection to the measured process (or, in a child process,
+//! thousands of threads to a 2-core machine), drowning the figure; a raw socket
+//! costs a file descriptor and nothing else. The frames come from the library
+//! (`wirelane::__bench`). The clients take ids above the hub's, so the hub
+//! arbitrates: the client sends its Hello, reads the hub's Hello and Accept, answers
+//! Accept, and reads the hub's last Accept (it has opened the connection). The
+//! active client is a real node, driven by the same one-way driver as `throughput`.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use indicatif::ProgressBar;
-use wirelane::__bench::{decode_header, encode_header, FrameKind, HEADER_LEN};
+use wirelane::__bench::{decode_header, encode_header, hello_frame, FrameKind, HEADER_LEN};
 use wirelane::{Config, Lane, Node, PeerId};
 
 use crate::oneway::{self, default_count};
@@ -237,7 +239,7 @@ fn explain(i: usize, conns: usize, fd_limit: Option<u64>, e: &io::Error) -> Stri
 }
 
 /// Connects to the hub as peer `id` and completes wirelane's handshake by hand:
-/// Hello out, the hub's Hello and Accept in, Accept out.
+/// Hello out, the hub's Hello and Accept in, Accept out, the hub's last Accept in.
 fn handshake(
     hub: SocketAddr,
     id: PeerId,
@@ -252,7 +254,9 @@ fn handshake(
             .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "handshake deadline passed"))
     };
     stream.set_write_timeout(Some(left()?))?;
-    stream.write_all(&hello::frame(id, config.max_frame_len))?;
+    // Any incarnation will do: each idle client is a distinct peer and never returns.
+    let incarnation = id.0 ^ 0x5CA1_E000_0000_0000;
+    stream.write_all(&hello_frame(id, incarnation, config.max_frame_len))?;
     stream.set_read_timeout(Some(left()?))?;
     let (kind, theirs) = read_frame(&mut stream)?;
     if kind != FrameKind::Hello || !wirelane::__fuzz::hello(&theirs) {
@@ -260,19 +264,21 @@ fn handshake(
             "unexpected {kind:?} from the hub: {theirs:02x?}"
         )));
     }
-    stream.set_read_timeout(Some(left()?))?;
-    match read_frame(&mut stream)? {
-        (FrameKind::Accept, _) => {}
-        (kind, payload) => {
-            return Err(io::Error::other(format!(
+    let expect_accept = |stream: &mut TcpStream| -> io::Result<()> {
+        stream.set_read_timeout(Some(left()?))?;
+        match read_frame(stream)? {
+            (FrameKind::Accept, _) => Ok(()),
+            (kind, payload) => Err(io::Error::other(format!(
                 "the hub refused the handshake: {kind:?} {payload:02x?}"
-            )))
+            ))),
         }
-    }
+    };
+    expect_accept(&mut stream)?;
     let mut accept = Vec::with_capacity(HEADER_LEN);
     encode_header(&mut accept, FrameKind::Accept, 0);
     stream.set_write_timeout(Some(left()?))?;
     stream.write_all(&accept)?;
+    expect_accept(&mut stream)?;
     Ok(stream)
 }
 
