@@ -51,16 +51,13 @@ use crate::id::PeerId;
 /// ```
 pub trait Authenticator: Send + Sync + fmt::Debug + 'static {
     /// The proof that this node (`local`) sends to `remote` over `transcript`. At most
-    /// [`MAX_PROOF_LEN`] bytes.
+    /// [`MAX_PROOF_LEN`](crate::MAX_PROOF_LEN) bytes.
     fn prove(&self, local: PeerId, remote: PeerId, transcript: &[u8]) -> Vec<u8>;
 
     /// Whether `proof` shows that the peer claiming to be `remote` may connect to
     /// this node (`local`) under that id.
     fn verify(&self, local: PeerId, remote: PeerId, transcript: &[u8], proof: &[u8]) -> bool;
 }
-
-/// The largest proof a handshake carries.
-pub const MAX_PROOF_LEN: usize = 1024;
 
 /// Authentication by a secret that every node of the network holds.
 ///

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::io;
 
-use crate::frame::FrameError;
 use crate::id::PeerId;
+use crate::wire::frame::FrameError;
 
 /// A specialised `Result` for node operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

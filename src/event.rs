@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::HandshakeError;
-use crate::frame::FrameError;
 use crate::id::{ConnId, PeerId};
+use crate::wire::frame::FrameError;
 
 /// The two kinds of traffic a connection carries, each with its own queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -95,55 +95,45 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod acceptor;
+// The public vocabulary.
 mod auth;
-mod batch;
-mod budget;
 mod config;
-mod connection;
-mod deliver;
 mod error;
 mod event;
-mod frame;
-mod handshake;
 mod id;
-mod lane;
-mod node;
-mod pool;
-mod readbuf;
-mod reader;
-mod redial;
-mod session;
-mod shared;
 mod stats;
-mod table;
-mod writer;
+
+// The layers, each naming only those below it: `wire` (the codec), `conn` (one
+// connection), `node` (the node and its connections); `sync` is a leaf they share.
+mod conn;
+mod node;
+mod sync;
+mod wire;
 
 pub use bytes::Bytes;
 pub use crossbeam_channel;
 
-pub use crate::auth::{Authenticator, SharedSecret, MAX_PROOF_LEN, MIN_SECRET_LEN};
+pub use crate::auth::{Authenticator, SharedSecret, MIN_SECRET_LEN};
 pub use crate::config::Config;
 pub use crate::error::{Error, HandshakeError, Result, SendError, SendTimeoutError, TrySendError};
 pub use crate::event::{DisconnectReason, Event, Lane, Message};
-pub use crate::frame::{FrameError, FrameKind};
 pub use crate::id::{ConnId, PeerId};
 pub use crate::node::Node;
 pub use crate::stats::{LaneStats, NodeStats, PeerStats};
+pub use crate::wire::{FrameError, FrameKind, MAX_PROOF_LEN};
 
 /// Internals exposed for the crate's own micro-benchmarks in `benches/`. Not part of
 /// the API: hidden from the documentation and free to change in any release.
 #[doc(hidden)]
 pub mod __bench {
-    pub use crate::batch::Batch;
-    pub use crate::frame::{decode_header, encode, encode_header, FrameKind, HEADER_LEN};
-    pub use crate::stats::Counters;
+    pub use crate::wire::batch::{Batch, Written};
+    pub use crate::wire::frame::{decode_header, encode, encode_header, FrameKind, HEADER_LEN};
 
     /// A whole Hello frame from peer `id`, as a node would send it (no capability
     /// flags, a fixed nonce): for clients that complete the handshake by hand, such
     /// as the bench's idle connections.
     pub fn hello_frame(id: crate::PeerId, incarnation: u64, max_frame_len: u32) -> Vec<u8> {
-        let hello = crate::handshake::Hello {
+        let hello = crate::wire::hello::Hello {
             peer: id,
             incarnation,
             max_frame_len,
@@ -154,7 +144,7 @@ pub mod __bench {
         encode(
             &mut frame,
             FrameKind::Hello,
-            &crate::handshake::encode_hello(&hello),
+            &crate::wire::hello::encode_hello(&hello),
         );
         frame
     }
@@ -168,18 +158,18 @@ pub mod __fuzz {
     use std::io::Read;
     use std::sync::Arc;
 
-    use crate::frame::{decode_header, FrameKind, HEADER_LEN};
-    use crate::pool::BufPool;
-    use crate::readbuf::ReadBuf;
+    use crate::wire::frame::FrameKind;
+    use crate::wire::pool::BufPool;
+    use crate::wire::reader::FrameReader;
 
     /// Decodes a hello payload; refuses or accepts, never panics.
     pub fn hello(payload: &[u8]) -> bool {
-        crate::handshake::decode_hello(payload).is_ok()
+        crate::wire::hello::decode_hello(payload).is_ok()
     }
 
-    /// Feeds `stream` through a reader's buffer, `chunks` deciding how many bytes
-    /// each read returns, and cuts frames out of it as the reader does (large frames
-    /// included). Returns each frame's kind and payload, up to the first bad header.
+    /// Feeds `stream` to the frame reader the reader thread runs, `chunks` deciding
+    /// how many bytes each read returns (large frames included). Returns each
+    /// frame's kind and payload, up to the first bad header.
     pub fn read_frames(
         stream: &[u8],
         chunks: &[u8],
@@ -204,47 +194,18 @@ pub mod __fuzz {
             data: stream,
             sizes: sizes.iter().cycle(),
         };
-        let mut rb = ReadBuf::new(Arc::new(BufPool::default()), block.max(4096));
+        let pool = Arc::new(BufPool::default());
+        let mut reader = FrameReader::new(pool, block.max(4096), max_payload);
         let mut frames = Vec::new();
         loop {
             loop {
-                let header = match decode_header(rb.data(), max_payload) {
-                    Ok(Some(h)) => h,
+                match reader.next(|_| Ok::<_, ()>(None)) {
+                    Ok(Some((kind, payload))) => frames.push((kind, payload.to_vec())),
                     Ok(None) => break,
                     Err(_) => return frames,
-                };
-                if rb.len() < header.frame_len() {
-                    if header.frame_len() > rb.max() / 4 {
-                        // The reader's large-frame path: the rest of the payload,
-                        // then a window for what follows, in one vectored read.
-                        let len = header.len as usize;
-                        let mut payload = vec![0u8; len];
-                        rb.consume(HEADER_LEN);
-                        let mut filled = rb.len();
-                        payload[..filled].copy_from_slice(rb.data());
-                        rb.consume(filled);
-                        rb.expect_large();
-                        while filled < len {
-                            let n = source.read(&mut payload[filled..]).unwrap_or(0);
-                            if n == 0 {
-                                return frames;
-                            }
-                            filled += n;
-                        }
-                        frames.push((header.kind, payload));
-                        continue;
-                    }
-                    break;
                 }
-                let mut whole = rb.take(header.frame_len());
-                bytes::Buf::advance(&mut whole, HEADER_LEN);
-                frames.push((header.kind, whole.to_vec()));
             }
-            let want = match decode_header(rb.data(), max_payload) {
-                Ok(Some(h)) => h.frame_len(),
-                _ => HEADER_LEN,
-            };
-            match rb.fill(&mut source, want) {
+            match reader.read(&mut source) {
                 Ok(0) | Err(_) => return frames,
                 Ok(_) => {}
             }

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Select, Sender, TrySendError as ChanTrySend};
 
-use crate::budget::{Budget, Interrupted, WaitBudget};
 use crate::config::Config;
-use crate::connection::{ConnShared, Gauge};
+use crate::conn::shared::ConnShared;
 use crate::error::{SendTimeoutError, TrySendError};
 use crate::event::{DisconnectReason, Lane};
 use crate::id::PeerId;
+use crate::sync::Gauge;
+use crate::sync::{Budget, Interrupted, WaitBudget};
 
 /// The byte budgets of a connection's lanes, shared by its senders and its writer.
 /// A full gossip budget drops; a full private budget makes senders wait.

@@ -8,14 +8,11 @@
 //! reached the socket and hand them back.
 
 use std::io::{self, IoSlice, Write};
-use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
+use super::frame::{self, FrameKind};
 use crate::event::Lane;
-use crate::frame::{self, FrameKind};
-use crate::lane::LaneRx;
-use crate::stats::Counters;
 
 /// Payloads up to this size are copied into the batch buffer; larger ones are written
 /// from where they are. Copying a small payload costs less than the kernel's work for
@@ -65,8 +62,14 @@ impl Batch {
         self.frames.len()
     }
 
+    /// How many of the data frames held are private, and how many gossip.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let private = self.frames.iter().filter(|f| f.1 == Lane::Private).count();
+        (private, self.frames.len() - private)
+    }
+
     /// Whether the batch should take no more frames.
-    fn is_full(&self, max: usize) -> bool {
+    pub(crate) fn is_full(&self, max: usize) -> bool {
         self.buf.len() >= max
             || self.total >= max.saturating_mul(REFERENCED_FACTOR)
             // Room for one more data frame (two pieces) and a control frame.
@@ -96,7 +99,8 @@ impl Batch {
         self.frames.push((self.total, lane, payload));
     }
 
-    pub(crate) fn control(&mut self, kind: FrameKind) {
+    /// Adds a control frame (no payload).
+    pub fn control(&mut self, kind: FrameKind) {
         let start = self.buf.len();
         frame::encode_header(&mut self.buf, kind, 0);
         self.copied(start);
@@ -113,73 +117,16 @@ impl Batch {
         }
     }
 
-    /// Takes ready messages until the batch is full: the private lane first, so
-    /// private data never waits behind gossip.
-    pub(crate) fn gather(&mut self, lanes: &LaneRx, max: usize, counters: &Counters) {
-        let before = self.frames.len();
-        let (mut gossip, mut private) = (0, 0);
-        while !self.is_full(max) {
-            match lanes.private.try_recv() {
-                Ok(msg) => {
-                    private += msg.len();
-                    self.push(Lane::Private, msg);
-                }
-                Err(_) => break,
-            }
-        }
-        while !self.is_full(max) {
-            match lanes.gossip.try_recv() {
-                Ok(msg) => {
-                    gossip += msg.len();
-                    self.push(Lane::Gossip, msg);
-                }
-                Err(_) => break,
-            }
-        }
-        if self.frames.len() > before {
-            lanes.budgets.release(gossip, private);
-            self.publish(counters);
-        }
-    }
-
-    /// Adds a message the writer took from a lane itself, outside [`Batch::gather`].
-    pub(crate) fn push_taken(
-        &mut self,
-        lanes: &LaneRx,
-        lane: Lane,
-        msg: Bytes,
-        counters: &Counters,
-    ) {
-        let len = msg.len();
-        self.push(lane, msg);
-        match lane {
-            Lane::Gossip => lanes.budgets.release(len, 0),
-            Lane::Private => lanes.budgets.release(0, len),
-        }
-        self.publish(counters);
-    }
-
-    /// Makes the messages held in the batch visible in the lanes' `queued` figures.
-    pub(crate) fn publish(&self, counters: &Counters) {
-        let private = self.frames.iter().filter(|f| f.1 == Lane::Private).count();
-        let gossip = self.frames.len() - private;
-        counters.out.private.in_batch.store(private as u64, Relaxed);
-        counters.out.gossip.in_batch.store(gossip as u64, Relaxed);
-    }
-
-    /// Writes the whole batch. On failure, returns the error and the private
-    /// messages whose frames did not fully reach the socket.
-    /// `progress` is called after every system call that wrote something.
+    /// Writes the whole batch and empties it. Returns what went out, and why the
+    /// write stopped if not all of it did. `progress` is called after every system
+    /// call that wrote something.
     pub fn write(
         &mut self,
         stream: impl Write,
-        counters: &Counters,
         progress: &mut dyn FnMut(),
-    ) -> Result<(), (io::Error, Vec<Bytes>)> {
-        let (written, result) = self.write_all(stream, progress);
-        counters.out.wire_bytes.fetch_add(written as u64, Relaxed);
-        let unsent = self.settle(written, counters);
-        result.map_err(|e| (e, unsent))
+    ) -> (Written, io::Result<()>) {
+        let (bytes, result) = self.write_all(stream, progress);
+        (self.settle(bytes), result)
     }
 
     /// Writes the pieces in order; returns how many bytes went out, and why it
@@ -232,41 +179,52 @@ impl Batch {
         (written, Ok(()))
     }
 
-    /// Counts the frames that fully reached the socket and empties the batch;
-    /// returns the private messages that did not.
-    fn settle(&mut self, written: usize, counters: &Counters) -> Vec<Bytes> {
-        let mut sent = [(0u64, 0u64); 2];
-        let mut unsent = Vec::new();
-        let mut gossip_lost = 0;
+    /// Sorts the frames by whether they fully reached the socket, and empties the
+    /// batch.
+    fn settle(&mut self, bytes: usize) -> Written {
+        let mut out = Written {
+            bytes,
+            ..Written::default()
+        };
         for (end, lane, payload) in self.frames.drain(..) {
             let slot = match lane {
-                Lane::Gossip => 0,
-                Lane::Private => 1,
+                Lane::Gossip => &mut out.gossip,
+                Lane::Private => &mut out.private,
             };
-            if end <= written {
-                sent[slot].0 += 1;
-                sent[slot].1 += payload.len() as u64;
+            if end <= bytes {
+                slot.0 += 1;
+                slot.1 += payload.len() as u64;
             } else if lane == Lane::Private {
-                unsent.push(payload);
+                out.unsent.push(payload);
             } else {
-                gossip_lost += 1;
+                out.gossip_lost += 1;
             }
         }
-        counters.out.gossip.add(sent[0].0, sent[0].1);
-        counters.out.private.add(sent[1].0, sent[1].1);
-        counters.out.gossip.drop_n(gossip_lost);
-        counters.out.private.in_batch.store(0, Relaxed);
-        counters.out.gossip.in_batch.store(0, Relaxed);
         self.buf.clear();
         self.pieces.clear();
         self.total = 0;
-        unsent
+        out
     }
 
     /// Empties a batch that will never be written.
-    pub(crate) fn unwritten(&mut self, counters: &Counters) -> Vec<Bytes> {
-        self.settle(0, counters)
+    pub(crate) fn discard(&mut self) -> Written {
+        self.settle(0)
     }
+}
+
+/// What one write of a batch achieved.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Bytes that reached the socket.
+    pub bytes: usize,
+    /// Gossip frames, and their payload bytes, that fully reached the socket.
+    pub gossip: (u64, u64),
+    /// Private frames, and their payload bytes, that fully reached the socket.
+    pub private: (u64, u64),
+    /// Gossip frames that did not.
+    pub gossip_lost: u64,
+    /// Private messages whose frames did not, oldest first.
+    pub unsent: Vec<Bytes>,
 }
 
 #[cfg(test)]
@@ -331,16 +289,16 @@ mod tests {
     fn copied_and_referenced_pieces_write_the_frames_in_order() {
         for limit in [1, 3, 100, 4096, usize::MAX] {
             let (mut batch, expected) = sample();
-            let counters = Counters::default();
             let mut out = Trickle {
                 out: Vec::new(),
                 limit,
                 fail_at: usize::MAX,
             };
-            batch.write(&mut out, &counters, &mut || {}).unwrap();
+            let (written, result) = batch.write(&mut out, &mut || {});
+            result.unwrap();
             assert_eq!(out.out, expected, "limit {limit}");
-            assert_eq!(counters.out.private.messages.load(Relaxed), 3);
-            assert_eq!(counters.out.gossip.messages.load(Relaxed), 2);
+            assert_eq!(written.private.0, 3);
+            assert_eq!(written.gossip.0, 2);
             assert!(batch.is_empty());
         }
     }
@@ -350,14 +308,14 @@ mod tests {
         let (_, expected) = sample();
         for fail_at in 0..expected.len() {
             let (mut batch, _) = sample();
-            let counters = Counters::default();
             let mut out = Trickle {
                 out: Vec::new(),
                 limit: 1000,
                 fail_at,
             };
-            let (_, unsent) = batch.write(&mut out, &counters, &mut || {}).unwrap_err();
-            let sent = counters.out.private.messages.load(Relaxed);
+            let (written, result) = batch.write(&mut out, &mut || {});
+            assert!(result.is_err());
+            let (sent, unsent) = (written.private.0, written.unsent);
             assert_eq!(sent as usize + unsent.len(), 3, "at byte {fail_at}");
             // What comes back is the tail of the private messages, in order.
             let lens: Vec<usize> = unsent.iter().map(Bytes::len).collect();

@@ -15,8 +15,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
 use crate::error::Error;
-use crate::session::Origin;
-use crate::shared::NodeShared;
+use crate::node::session::Origin;
+use crate::node::state::NodeShared;
 
 const LISTENER: Token = Token(0);
 const WAKE: Token = Token(1);

@@ -12,9 +12,10 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 
-use crate::connection::{ConnShared, Never};
+use crate::conn::lane::Link;
+use crate::conn::shared::{ConnShared, Unregister};
 use crate::id::{ConnId, PeerId};
-use crate::lane::Link;
+use crate::sync::Never;
 
 /// How a new connection is registered when the peer already has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,5 +296,11 @@ impl PeerTable {
                 };
             }
         }
+    }
+}
+
+impl Unregister for PeerTable {
+    fn unregister(&self, conn: &ConnShared) -> Option<Arc<Link>> {
+        self.remove_conn(conn)
     }
 }

@@ -1,4 +1,12 @@
-//! The node: listen, dial, route sends to connections, report, shut down.
+//! The node: listen, dial, route sends to connections, report, shut down; its peer
+//! table, its accept and redial threads, and the connection thread that drives one
+//! connection's parts from `conn` through its life.
+
+pub(crate) mod acceptor;
+pub(crate) mod redial;
+pub(crate) mod session;
+pub(crate) mod state;
+pub(crate) mod table;
 
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering::Relaxed;
@@ -9,18 +17,17 @@ use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 
-use crate::acceptor::{self, Acceptor};
 use crate::config::Config;
-use crate::connection::Never;
+use crate::conn::lane::Patience;
 use crate::error::{Error, HandshakeError, Result, SendError, SendTimeoutError, TrySendError};
 use crate::event::{DisconnectReason, Event, Lane, Message};
 use crate::id::PeerId;
-use crate::lane::Patience;
-use crate::redial;
-use crate::session::{Origin, Outlets};
-use crate::shared::NodeShared;
 use crate::stats::{LaneStats, NodeStats, PeerStats};
-use crate::table::Wait;
+use crate::sync::Never;
+use acceptor::Acceptor;
+use session::Origin;
+use state::NodeShared;
+use table::Wait;
 
 /// A wirelane node: a listening socket, a connection per peer, and the queues the
 /// application reads.
@@ -93,10 +100,7 @@ impl Node {
             id,
             config,
             local_addr,
-            Outlets {
-                inbound,
-                events: events_tx,
-            },
+            (inbound, events_tx),
             alive_tx,
             (shutdown_tx, shutdown_rx),
             redial,

@@ -22,12 +22,12 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
-use crate::acceptor::stop_poll_thread;
 use crate::error::Error;
 use crate::event::DisconnectReason;
 use crate::id::PeerId;
-use crate::session::Origin;
-use crate::shared::NodeShared;
+use crate::node::acceptor::stop_poll_thread;
+use crate::node::session::Origin;
+use crate::node::state::NodeShared;
 
 const WAKE: Token = Token(0);
 

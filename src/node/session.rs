@@ -1,7 +1,6 @@
 //! The life of one connection, run on its reader thread: handshake, registration,
 //! the read loop, and a teardown that hands back whatever was not sent.
 
-use std::cell::Cell;
 use std::io;
 use std::net::TcpStream;
 use std::panic::{self, AssertUnwindSafe};
@@ -13,26 +12,24 @@ use std::time::Instant;
 use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::connection::{ConnShared, Never};
+use super::redial;
+use super::state::NodeShared;
+use super::table::{Policy, Refusal};
+use crate::conn::deliver::Delivery;
+use crate::conn::handshake;
+use crate::conn::lane::{self, LaneRx, Link};
+use crate::conn::reader::Reader;
+use crate::conn::shared::ConnShared;
+use crate::conn::sink::{EventSink, Outlets};
+use crate::conn::writer::Writer;
 use crate::error::HandshakeError;
-use crate::event::{DisconnectReason, Event, Message};
-use crate::frame::CloseCode;
-use crate::handshake::{self, Hello};
+use crate::event::{DisconnectReason, Event};
 use crate::id::PeerId;
-use crate::lane::{self, LaneRx, Link};
-use crate::readbuf::ReadBuf;
-use crate::reader::Reader;
-use crate::redial;
-use crate::shared::NodeShared;
-use crate::table::{Policy, Refusal};
-use crate::writer::Writer;
-
-/// Where a connection delivers: its own clones of the node's queues, so that the
-/// queues disconnect once the node has shut down and every connection has ended.
-pub(crate) struct Outlets {
-    pub(crate) inbound: Sender<Message>,
-    pub(crate) events: Sender<Event>,
-}
+use crate::sync::Never;
+use crate::wire::frame::CloseCode;
+use crate::wire::hello::{self, Hello};
+use crate::wire::readbuf::ReadBuf;
+use crate::wire::reader::FrameReader;
 
 /// How `connect` learns the outcome of the handshake it started.
 pub(crate) type Report = Sender<Result<PeerId, HandshakeError>>;
@@ -55,7 +52,11 @@ pub(crate) fn run(
     outlets: Outlets,
     origin: Origin,
 ) {
-    let mut rb = ReadBuf::new(node.pool.clone(), node.config.read_buffer);
+    let mut frames = FrameReader::new(
+        node.pool.clone(),
+        node.config.read_buffer,
+        node.config.max_frame_len,
+    );
     // Disconnects when the reader has finished: tells the writer, and the readers of
     // connections that replace this one, that nothing more will be delivered.
     let (done_tx, done_rx) = bounded::<Never>(0);
@@ -65,7 +66,7 @@ pub(crate) fn run(
         Origin::Inbound | Origin::Redial => None,
     };
     let shaken = contain(&conn, "handshake", || {
-        shake_hands(&node, &conn, &stream, &mut rb, done_rx, redialled)
+        shake_hands(&node, &conn, &stream, frames.buffer(), done_rx, redialled)
     })
     .unwrap_or(Err(HandshakeError::Io(io::ErrorKind::Other)));
     node.handshake_done(&conn);
@@ -111,15 +112,12 @@ pub(crate) fn run(
     if let Some(redial) = &node.redial {
         redial.connected(node.id, peer);
     }
-    node.emit(
-        &outlets.events,
-        Event::Connected {
-            peer,
-            conn: conn.id,
-            addr: conn.peer_addr,
-            inbound: conn.inbound,
-        },
-    );
+    outlets.events.emit(Event::Connected {
+        peer,
+        conn: conn.id,
+        addr: conn.peer_addr,
+        inbound: conn.inbound,
+    });
     if redialled && node.redial.as_ref().is_some_and(|r| r.is_stopped(peer)) {
         // `disconnect` ran while this redial shook hands, and looked for the link
         // just before it opened (the check in `shake_hands` came just before that).
@@ -150,7 +148,7 @@ pub(crate) fn run(
     if let (Some(deadline), true) = (ready, writer.is_some()) {
         // The follower's last handshake step, taken with the writer already running
         // (the link is open): the arbiter's word that it has opened too.
-        let verdict = handshake::read_accept(&stream, &mut rb, peer, deadline);
+        let verdict = handshake::read_accept(&stream, frames.buffer(), peer, deadline);
         if let Err(error) = &verdict {
             confirmed = false;
             conn.close(DisconnectReason::Io(Arc::new(io::Error::other(
@@ -167,19 +165,22 @@ pub(crate) fn run(
             stream: &stream,
             conn: &conn,
             peer,
-            inbound: &outlets.inbound,
-            pool: &node.pool,
             pong: &pong_tx,
             config: &node.config,
             after,
             private: &private_watch,
             budgets: &budgets,
-            node: &node,
             events: &outlets.events,
-            app_stalled: Cell::new(false),
+            delivery: Delivery::new(
+                &conn,
+                peer,
+                &outlets.inbound,
+                &node.inbound_bytes,
+                &node.inbound_log,
+            ),
         };
         let reason =
-            contain(&conn, "reader", || reader.run(&mut rb)).unwrap_or_else(internal_error);
+            contain(&conn, "reader", || reader.run(&mut frames)).unwrap_or_else(internal_error);
         conn.close(reason);
     }
     drop(done_tx);
@@ -214,14 +215,11 @@ pub(crate) fn run(
     if !unsent.is_empty() {
         undelivered(&node, &conn, &outlets.events, peer, unsent);
     }
-    node.emit(
-        &outlets.events,
-        Event::Disconnected {
-            peer,
-            conn: conn.id,
-            reason,
-        },
-    );
+    outlets.events.emit(Event::Disconnected {
+        peer,
+        conn: conn.id,
+        reason,
+    });
     node.retire(&conn);
 }
 
@@ -246,7 +244,7 @@ fn shake_hands(
         authenticates: config.authenticator.is_some(),
         nonce: handshake::nonce()?,
     };
-    let our_bytes = handshake::encode_hello(&ours);
+    let our_bytes = hello::encode_hello(&ours);
     let (theirs, their_bytes) = handshake::exchange_hello(stream, rb, &ours, deadline)?;
     handshake::authenticate(
         stream,
@@ -399,13 +397,10 @@ fn refused(
         Some(report) => {
             let _ = report.send(Err(error));
         }
-        None if !routine => node.emit(
-            &outlets.events,
-            Event::Refused {
-                addr: conn.peer_addr,
-                error,
-            },
-        ),
+        None if !routine => outlets.events.emit(Event::Refused {
+            addr: conn.peer_addr,
+            error,
+        }),
         None => {}
     }
 }
@@ -415,7 +410,7 @@ fn refused(
 fn undelivered(
     node: &NodeShared,
     conn: &ConnShared,
-    events: &Sender<Event>,
+    events: &EventSink,
     peer: PeerId,
     messages: Vec<Bytes>,
 ) {
@@ -429,7 +424,7 @@ fn undelivered(
         conn: conn.id,
         messages,
     };
-    if node.emit_or_wait(events, event) {
+    if events.emit_or_wait(event) {
         let handed_back = &conn.counters.out.private.undelivered;
         handed_back.fetch_add(n as u64, Relaxed);
     } else {

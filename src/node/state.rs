@@ -11,21 +11,23 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Select, Sender, TrySendError as ChanTrySend};
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-use crate::budget::WaitBudget;
+use super::session::{self, Origin};
 use crate::config::Config;
-use crate::connection::{ConnShared, LogLimit, Never};
+use crate::conn::lane::Link;
+use crate::conn::shared::{ConnShared, Unregister};
+use crate::conn::sink::{EventSink, Outlets, SinkShared};
 use crate::error::{Error, HandshakeError, Result};
 use crate::event::{Event, Lane, Message};
 use crate::id::{ConnId, PeerId};
-use crate::lane::Link;
-use crate::pool::BufPool;
-use crate::redial::Redial;
-use crate::session::{self, Origin, Outlets};
+use crate::node::redial::Redial;
+use crate::node::table::PeerTable;
 use crate::stats::{Counters, NodeStats};
-use crate::table::PeerTable;
+use crate::sync::WaitBudget;
+use crate::sync::{LogLimit, Never};
+use crate::wire::pool::BufPool;
 
 /// State shared by the node handle, its acceptor and its connection threads.
 pub(crate) struct NodeShared {
@@ -44,14 +46,14 @@ pub(crate) struct NodeShared {
     pub(crate) redial: Option<Redial>,
     registry: Mutex<Registry>,
     /// Disconnects when shutdown begins.
-    shutdown_rx: Receiver<Never>,
+    /// What every connection's event sink shares: the drop count, the shutdown
+    /// signal that ends a wait for room.
+    sink: Arc<SinkShared>,
     shutdown_tx: Mutex<Option<Sender<Never>>>,
     /// Counts left behind by connections that have ended.
     totals: Counters,
     pub(crate) opened: AtomicU64,
     pub(crate) handshakes_failed: AtomicU64,
-    events_dropped: AtomicU64,
-    event_drops: LogLimit,
     limit_log: LogLimit,
     pub(crate) refusal_log: LogLimit,
     next_conn: AtomicU64,
@@ -69,7 +71,7 @@ struct Registry {
     /// The node's own senders; taken at shutdown so the queues disconnect once every
     /// connection (each holding clones) has ended.
     inbound: Option<Sender<Message>>,
-    events: Option<Sender<Event>>,
+    events: Option<EventSink>,
     /// Each connection thread holds a clone until it ends.
     alive: Option<Sender<Never>>,
 }
@@ -81,11 +83,13 @@ impl NodeShared {
         id: PeerId,
         config: Config,
         local_addr: SocketAddr,
-        outlets: Outlets,
+        (inbound, events): (Sender<Message>, Sender<Event>),
         alive: Sender<Never>,
         (shutdown_tx, shutdown_rx): (Sender<Never>, Receiver<Never>),
         redial: Option<Redial>,
     ) -> NodeShared {
+        let epoch = Instant::now();
+        let sink = Arc::new(SinkShared::new(id, epoch, shutdown_rx));
         NodeShared {
             redial,
             id,
@@ -101,21 +105,19 @@ impl NodeShared {
                 live: HashMap::new(),
                 handshaking: BTreeMap::new(),
                 handles: Vec::new(),
-                inbound: Some(outlets.inbound),
-                events: Some(outlets.events),
+                inbound: Some(inbound),
+                events: Some(EventSink::new(events, sink.clone())),
                 alive: Some(alive),
             }),
-            shutdown_rx,
+            sink,
             shutdown_tx: Mutex::new(Some(shutdown_tx)),
             totals: Counters::default(),
             opened: AtomicU64::new(0),
             handshakes_failed: AtomicU64::new(0),
-            events_dropped: AtomicU64::new(0),
-            event_drops: LogLimit::new(),
             limit_log: LogLimit::new(),
             refusal_log: LogLimit::new(),
             next_conn: AtomicU64::new(1),
-            epoch: Instant::now(),
+            epoch,
         }
     }
 
@@ -149,7 +151,7 @@ impl NodeShared {
             stream.clone(),
             &self.config,
             self.epoch,
-            Arc::downgrade(&self.table),
+            Arc::downgrade(&(self.table.clone() as Arc<dyn Unregister>)),
         )?);
         let (outlets, alive, evicted) = {
             let mut registry = self.registry.lock();
@@ -276,13 +278,10 @@ impl NodeShared {
             // held while the event is queued.
             let events = self.registry.lock().events.clone();
             if let Some(events) = events {
-                self.emit(
-                    &events,
-                    Event::Refused {
-                        addr: conn.peer_addr,
-                        error: HandshakeError::LimitReached,
-                    },
-                );
+                events.emit(Event::Refused {
+                    addr: conn.peer_addr,
+                    error: HandshakeError::LimitReached,
+                });
             }
         }
         conn.cut();
@@ -297,7 +296,7 @@ impl NodeShared {
         let mut stats = NodeStats {
             connections_opened: self.opened.load(Relaxed),
             handshakes_failed: self.handshakes_failed.load(Relaxed),
-            events_dropped: self.events_dropped.load(Relaxed),
+            events_dropped: self.sink.dropped(),
             ..NodeStats::default()
         };
         stats.inbound_bytes = self.inbound_bytes.held() as u64;
@@ -325,42 +324,6 @@ impl NodeShared {
         };
         drop(self.shutdown_tx.lock().take());
         (links, conns)
-    }
-
-    /// Emits an informational event; if the queue is full it is dropped and counted.
-    pub(crate) fn emit(&self, events: &Sender<Event>, event: Event) {
-        if let Err(ChanTrySend::Full(event)) = events.try_send(event) {
-            self.events_dropped.fetch_add(1, Relaxed);
-            if let Some(n) = self
-                .event_drops
-                .hit(self.epoch.elapsed().as_millis() as u64)
-            {
-                log::warn!(
-                    "{}: event queue is full; dropped {n} event(s) since the last report (latest: {event:?})",
-                    self.id
-                );
-            }
-        }
-    }
-
-    /// Emits an event that must not be lost, waiting for room until the node shuts
-    /// down. Returns whether it was delivered.
-    pub(crate) fn emit_or_wait(&self, events: &Sender<Event>, event: Event) -> bool {
-        let event = match events.try_send(event) {
-            Ok(()) => return true,
-            Err(ChanTrySend::Full(event)) => event,
-            Err(ChanTrySend::Disconnected(_)) => return false,
-        };
-        let mut sel = Select::new();
-        let room = sel.send(events);
-        sel.recv(&self.shutdown_rx);
-        let oper = sel.select();
-        if oper.index() == room {
-            return oper.send(events, event).is_ok();
-        }
-        let _ = oper.recv(&self.shutdown_rx);
-        // Shutting down: one last try, in case room appeared at the same moment.
-        events.try_send(event).is_ok()
     }
 }
 

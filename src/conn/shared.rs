@@ -6,22 +6,27 @@
 //! [`crate::lane`] for the senders' side.
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 
+use super::lane::Link;
+use super::timers::Linger;
 use crate::config::Config;
 use crate::event::DisconnectReason;
 use crate::id::{ConnId, PeerId};
 use crate::stats::Counters;
-use crate::table::PeerTable;
+use crate::sync::{LogLimit, Never};
 
-/// A type with no values: channels of `Never` carry no message and are used only for
-/// their disconnection, which wakes every receiver at once.
-pub(crate) enum Never {}
+/// What a connection calls when it starts closing: takes it out of wherever senders
+/// find it (the node's peer table), so that no new send reaches it. Returns the link
+/// it removed, for the caller to drop outside any lock.
+pub(crate) trait Unregister: Send + Sync {
+    fn unregister(&self, conn: &ConnShared) -> Option<Arc<Link>>;
+}
 
 /// The state of one connection shared by its reader, its writer, the node and the
 /// senders: identity, close signal, counters.
@@ -37,7 +42,6 @@ pub(crate) struct ConnShared {
     pub(crate) peer: OnceLock<PeerId>,
     pub(crate) counters: Counters,
     stream: Arc<TcpStream>,
-    linger: Duration,
     epoch: Instant,
     close: Mutex<CloseState>,
     closing: AtomicBool,
@@ -50,22 +54,16 @@ pub(crate) struct ConnShared {
     /// Disconnects when the connection starts closing; selected on by everyone who
     /// waits on this connection.
     pub(crate) closed_rx: Receiver<Never>,
-    table: Weak<PeerTable>,
+    unregister: Weak<dyn Unregister>,
     pub(crate) send_drops: LogLimit,
     pub(crate) recv_drops: LogLimit,
     pub(crate) discards: LogLimit,
 }
 
-/// A graceful close lasts at most this many lingers, however steadily data moves.
-const LINGER_CAP: u32 = 10;
-
-#[derive(Default)]
+#[derive(Debug)]
 struct CloseState {
     reason: Option<DisconnectReason>,
-    /// When a graceful close gives up waiting for the peer; pushed back while data
-    /// still moves, never past `hard_deadline`.
-    linger_deadline: Option<Instant>,
-    hard_deadline: Option<Instant>,
+    linger: Linger,
 }
 
 impl ConnShared {
@@ -76,7 +74,7 @@ impl ConnShared {
         stream: Arc<TcpStream>,
         config: &Config,
         epoch: Instant,
-        table: Weak<PeerTable>,
+        unregister: Weak<dyn Unregister>,
     ) -> std::io::Result<ConnShared> {
         let (closed_tx, closed_rx) = bounded(0);
         Ok(ConnShared {
@@ -88,15 +86,17 @@ impl ConnShared {
             peer: OnceLock::new(),
             counters: Counters::default(),
             stream,
-            linger: config.linger,
             epoch,
-            close: Mutex::new(CloseState::default()),
+            close: Mutex::new(CloseState {
+                reason: None,
+                linger: Linger::new(config.linger),
+            }),
             closing: AtomicBool::new(false),
             established: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
             closed_tx: Mutex::new(Some(closed_tx)),
             closed_rx,
-            table,
+            unregister,
             send_drops: LogLimit::new(),
             recv_drops: LogLimit::new(),
             discards: LogLimit::new(),
@@ -119,14 +119,12 @@ impl ConnShared {
                 return false;
             }
             state.reason = Some(reason);
-            let now = Instant::now();
-            state.linger_deadline = Some(now + self.linger);
-            state.hard_deadline = Some(now + self.linger * LINGER_CAP);
+            state.linger.start(Instant::now());
         }
         self.closing.store(true, Ordering::SeqCst);
         // Dropped here, outside the table's lock: the last `Link` going away is what
         // lets the writer finish draining the lanes.
-        let removed = self.table.upgrade().and_then(|t| t.remove_conn(self));
+        let removed = self.unregister.upgrade().and_then(|t| t.unregister(self));
         drop(removed);
         drop(self.closed_tx.lock().take());
         if !graceful || !self.established.load(Ordering::SeqCst) {
@@ -147,12 +145,12 @@ impl ConnShared {
     /// When a graceful close stops waiting for the peer, as things stand: the
     /// deadline moves while data still moves.
     pub(crate) fn linger_deadline(&self) -> Option<Instant> {
-        self.close.lock().linger_deadline
+        self.close.lock().linger.deadline()
     }
 
     /// Whether a graceful close has waited its linger out.
     pub(crate) fn linger_over(&self) -> bool {
-        self.linger_deadline().is_some_and(|d| Instant::now() >= d)
+        self.close.lock().linger.over(Instant::now())
     }
 
     /// Notes that data moved on a closing connection (bytes read or written, a
@@ -162,10 +160,7 @@ impl ConnShared {
         if !self.is_closing() {
             return;
         }
-        let mut state = self.close.lock();
-        if let Some(cap) = state.hard_deadline {
-            state.linger_deadline = Some((Instant::now() + self.linger).min(cap));
-        }
+        self.close.lock().linger.progress(Instant::now());
     }
 
     /// Starts a graceful close's clock again, linger and cap alike. For a reader that
@@ -176,19 +171,13 @@ impl ConnShared {
         if !self.is_closing() {
             return;
         }
-        let mut state = self.close.lock();
-        let now = Instant::now();
-        state.linger_deadline = Some(now + self.linger);
-        state.hard_deadline = Some(now + self.linger * LINGER_CAP);
+        self.close.lock().linger.start(Instant::now());
     }
 
     /// Whether a graceful close has lasted as long as it ever may, however steadily
     /// data still moves.
     pub(crate) fn linger_cap_over(&self) -> bool {
-        self.close
-            .lock()
-            .hard_deadline
-            .is_some_and(|d| Instant::now() >= d)
+        self.close.lock().linger.capped(Instant::now())
     }
 
     /// Waits on `rx` until it yields or disconnects, or the linger runs out (the
@@ -238,68 +227,5 @@ impl ConnShared {
     /// Milliseconds since the node started, for rate-limited logging.
     pub(crate) fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
-    }
-}
-
-/// Counts a thread in a gauge for as long as it lives.
-pub(crate) struct Gauge<'a>(&'a AtomicU64);
-
-impl<'a> Gauge<'a> {
-    pub(crate) fn enter(gauge: &'a AtomicU64) -> Self {
-        gauge.fetch_add(1, Ordering::Relaxed);
-        Gauge(gauge)
-    }
-}
-
-impl Drop for Gauge<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Lets a log line about a recurring event through at most once a second, saying how
-/// many events it covers.
-pub(crate) struct LogLimit {
-    last_ms: AtomicU64,
-    pending: AtomicU64,
-}
-
-const NEVER_LOGGED: u64 = u64::MAX;
-
-impl LogLimit {
-    pub(crate) fn new() -> Self {
-        LogLimit {
-            last_ms: AtomicU64::new(NEVER_LOGGED),
-            pending: AtomicU64::new(0),
-        }
-    }
-
-    /// Counts one event; returns `Some(n)` when a line covering `n` events is due.
-    pub(crate) fn hit(&self, now_ms: u64) -> Option<u64> {
-        self.pending.fetch_add(1, Ordering::Relaxed);
-        let last = self.last_ms.load(Ordering::Relaxed);
-        if last != NEVER_LOGGED && now_ms < last.saturating_add(1000) {
-            return None;
-        }
-        self.last_ms
-            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-            .ok()?;
-        Some(self.pending.swap(0, Ordering::Relaxed))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_limit_lets_one_line_a_second_through_and_counts_the_rest() {
-        let limit = LogLimit::new();
-        assert_eq!(limit.hit(0), Some(1));
-        assert_eq!(limit.hit(10), None);
-        assert_eq!(limit.hit(999), None);
-        assert_eq!(limit.hit(1000), Some(3));
-        assert_eq!(limit.hit(1500), None);
-        assert_eq!(limit.hit(5000), Some(2));
     }
 }

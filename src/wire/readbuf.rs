@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::frame::HEADER_LEN;
-use crate::pool::BufPool;
+use crate::wire::frame::HEADER_LEN;
+use crate::wire::pool::BufPool;
 
 /// Smallest read window, and the size of the first block: idle connections stay
 /// cheap, and a burst grows the window quickly.
@@ -195,7 +195,7 @@ impl ReadBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{self, FrameKind};
+    use crate::wire::frame::{self, FrameKind};
     use bytes::Buf;
 
     /// A source that hands out its bytes in fixed-size reads.

@@ -14,7 +14,7 @@
 use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::budget::Credit;
+use crate::sync::Credit;
 
 /// Smallest class: the smallest read block.
 const MIN_CLASS_SHIFT: u32 = 12; // 4 KiB

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{select, Receiver};
 
-use crate::batch::Batch;
-use crate::connection::ConnShared;
+use crate::conn::lane::LaneRx;
+use crate::conn::shared::ConnShared;
 use crate::event::{DisconnectReason, Lane};
-use crate::frame::{self, CloseCode, FrameKind};
-use crate::lane::LaneRx;
+use crate::wire::batch::{Batch, Written};
+use crate::wire::frame::{self, CloseCode, FrameKind};
 
 /// A batch of fewer data frames than this is "small": written at once, its system
 /// call is shared by few messages.
@@ -88,12 +88,12 @@ impl Writer {
         let busy = Busy::start();
         let unsent = loop {
             if self.conn.is_closing() {
-                break batch.unwritten(&self.conn.counters);
+                break self.settle(batch.discard());
             }
-            batch.gather(&self.lanes, self.max_batch, &self.conn.counters);
+            self.gather(&mut batch);
             if should_yield(&batch) {
                 thread::yield_now();
-                batch.gather(&self.lanes, self.max_batch, &self.conn.counters);
+                self.gather(&mut batch);
             }
             if self.pong.try_recv().is_ok() {
                 batch.control(FrameKind::Pong);
@@ -106,11 +106,11 @@ impl Writer {
                 }
                 batch.control(FrameKind::Ping);
             }
-            match batch.write(&*self.stream, &self.conn.counters, &mut || {
-                self.conn.progress()
-            }) {
+            let (written, result) = batch.write(&*self.stream, &mut || self.conn.progress());
+            let unsent = self.settle(written);
+            match result {
                 Ok(()) => last_write = Instant::now(),
-                Err((e, unsent)) => {
+                Err(e) => {
                     self.conn.close(DisconnectReason::Io(Arc::new(e)));
                     break unsent;
                 }
@@ -120,6 +120,64 @@ impl Writer {
         self.finish(unsent)
     }
 
+    /// Takes ready messages until the batch is full: the private lane first, so
+    /// private data never waits behind gossip.
+    fn gather(&self, batch: &mut Batch) {
+        let before = batch.frames();
+        let (mut gossip, mut private) = (0, 0);
+        while !batch.is_full(self.max_batch) {
+            let Ok(msg) = self.lanes.private.try_recv() else {
+                break;
+            };
+            private += msg.len();
+            batch.push(Lane::Private, msg);
+        }
+        while !batch.is_full(self.max_batch) {
+            let Ok(msg) = self.lanes.gossip.try_recv() else {
+                break;
+            };
+            gossip += msg.len();
+            batch.push(Lane::Gossip, msg);
+        }
+        if batch.frames() > before {
+            self.lanes.budgets.release(gossip, private);
+            self.publish(batch);
+        }
+    }
+
+    /// Adds a message the writer took from a lane itself, outside
+    /// [`Writer::gather`].
+    fn take(&self, batch: &mut Batch, lane: Lane, msg: Bytes) {
+        let len = msg.len();
+        batch.push(lane, msg);
+        match lane {
+            Lane::Gossip => self.lanes.budgets.release(len, 0),
+            Lane::Private => self.lanes.budgets.release(0, len),
+        }
+        self.publish(batch);
+    }
+
+    /// Makes the messages held in the batch visible in the lanes' `queued` figures.
+    fn publish(&self, batch: &Batch) {
+        let (private, gossip) = batch.counts();
+        let out = &self.conn.counters.out;
+        out.private.in_batch.store(private as u64, Relaxed);
+        out.gossip.in_batch.store(gossip as u64, Relaxed);
+    }
+
+    /// Counts what a write (or a discard) of the batch achieved; returns the private
+    /// messages that did not reach the socket.
+    fn settle(&self, written: Written) -> Vec<Bytes> {
+        let out = &self.conn.counters.out;
+        out.wire_bytes.fetch_add(written.bytes as u64, Relaxed);
+        out.gossip.add(written.gossip.0, written.gossip.1);
+        out.private.add(written.private.0, written.private.1);
+        out.gossip.drop_n(written.gossip_lost);
+        out.private.in_batch.store(0, Relaxed);
+        out.gossip.in_batch.store(0, Relaxed);
+        written.unsent
+    }
+
     /// Sleeps until there is something to write, the connection closes, or a ping is
     /// due.
     fn wait(&self, batch: &mut Batch, timeout: Duration) {
@@ -127,10 +185,10 @@ impl Writer {
         // loop sees that at its top.
         select! {
             recv(self.lanes.private) -> msg => if let Ok(msg) = msg {
-                batch.push_taken(&self.lanes, Lane::Private, msg, &self.conn.counters);
+                self.take(batch, Lane::Private, msg);
             },
             recv(self.lanes.gossip) -> msg => if let Ok(msg) = msg {
-                batch.push_taken(&self.lanes, Lane::Gossip, msg, &self.conn.counters);
+                self.take(batch, Lane::Gossip, msg);
             },
             recv(self.pong) -> req => if req.is_ok() { batch.control(FrameKind::Pong) },
             recv(self.conn.closed_rx) -> _ => {},

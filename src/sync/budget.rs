@@ -12,7 +12,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Receiver, Select, Sender};
 use parking_lot::Mutex;
 
-use crate::connection::Never;
+use crate::sync::Never;
 
 /// Bytes held against a limit.
 pub(crate) struct Budget {

@@ -18,6 +18,13 @@ use byteorder::{BigEndian, ByteOrder};
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 6;
 
+/// Bytes in a hello payload.
+pub(crate) const HELLO_LEN: usize = 60;
+
+/// The largest proof a handshake carries: the limit on an `Auth` frame's payload,
+/// checked from its header before anything is read.
+pub const MAX_PROOF_LEN: usize = 1024;
+
 /// What a frame is.
 ///
 /// Exposed because errors name it; applications never build frames themselves.
@@ -60,7 +67,7 @@ impl FrameKind {
     /// length is bounded by the configured maximum instead.
     fn fixed_len(self) -> Option<u32> {
         match self {
-            FrameKind::Hello => Some(crate::handshake::HELLO_LEN as u32),
+            FrameKind::Hello => Some(HELLO_LEN as u32),
             FrameKind::Accept | FrameKind::Ping | FrameKind::Pong => Some(0),
             FrameKind::Close => Some(1),
             FrameKind::Gossip | FrameKind::Private | FrameKind::Auth => None,
@@ -183,9 +190,7 @@ pub fn decode_header(buf: &[u8], max_payload: u32) -> Result<Option<Header>, Fra
     match kind.fixed_len() {
         Some(fixed) if len != fixed => return Err(FrameError::BadLength { kind, len }),
         Some(_) => {}
-        None if kind == FrameKind::Auth
-            && (len == 0 || len as usize > crate::auth::MAX_PROOF_LEN) =>
-        {
+        None if kind == FrameKind::Auth && (len == 0 || len as usize > MAX_PROOF_LEN) => {
             return Err(FrameError::BadLength { kind, len })
         }
         None if len > max_payload => {
@@ -304,7 +309,7 @@ mod tests {
             (FrameKind::Pong, Vec::new()),
             (FrameKind::Accept, Vec::new()),
             (FrameKind::Close, vec![CloseCode::Shutdown.to_u8()]),
-            (FrameKind::Hello, vec![7; crate::handshake::HELLO_LEN]),
+            (FrameKind::Hello, vec![7; HELLO_LEN]),
             (FrameKind::Auth, vec![9; 32]),
         ];
         let mut wire = Vec::new();

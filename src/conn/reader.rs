@@ -1,0 +1,260 @@
+//! The reader thread's loop: read bytes, cut frames ([`FrameReader`]), hand data to
+//! the application ([`Delivery`]), answer pings.
+//!
+//! Many frames are parsed out of each read. The reader is also the connection's
+//! clock: its reads time out every tick so that it can notice a silent peer, a peer
+//! whose private lane stays full, and a graceful close that outlives its linger.
+
+use std::io;
+use std::net::TcpStream;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Select, Sender};
+
+use super::deliver::Delivery;
+use super::lane::Budgets;
+use super::shared::ConnShared;
+use super::sink::EventSink;
+use super::timers::{Silence, SlowWatch};
+use crate::config::Config;
+use crate::event::{DisconnectReason, Event, Lane};
+use crate::id::PeerId;
+use crate::sync::Never;
+use crate::wire::frame::{FrameError, FrameKind};
+use crate::wire::reader::{FrameReader, NextError};
+
+/// Everything the read loop needs, borrowed from the connection thread.
+pub(crate) struct Reader<'a> {
+    pub(crate) stream: &'a TcpStream,
+    pub(crate) conn: &'a Arc<ConnShared>,
+    pub(crate) peer: PeerId,
+    /// Asks the writer for a pong.
+    pub(crate) pong: &'a Sender<()>,
+    pub(crate) config: &'a Config,
+    /// Disconnect when the earlier readers of this peer have finished; nothing is
+    /// delivered before, so the peer's messages keep their order.
+    pub(crate) after: Vec<Receiver<Never>>,
+    /// The private lane, watched for a peer that stops draining it.
+    pub(crate) private: &'a Receiver<Bytes>,
+    pub(crate) budgets: &'a Budgets,
+    /// For reporting a slow peer.
+    pub(crate) events: &'a EventSink,
+    pub(crate) delivery: Delivery<'a>,
+}
+
+impl Reader<'_> {
+    /// Runs until the connection ends, and returns why it ended from the reader's
+    /// point of view (the first reason recorded on the connection wins).
+    pub(crate) fn run(&self, frames: &mut FrameReader) -> DisconnectReason {
+        if let Err(e) = self.stream.set_read_timeout(Some(self.config.read_tick())) {
+            return DisconnectReason::Io(Arc::new(e));
+        }
+        if !self.wait_for_earlier_readers() {
+            // Closed by force meanwhile: nothing of this connection will be
+            // delivered. The close already has its reason; this one is never recorded.
+            return DisconnectReason::ClosedByUs;
+        }
+        let mut silence = Silence::new(Instant::now(), self.config.silence_timeout);
+        let mut slow = SlowWatch::new(self.config.slow_peer_after);
+        loop {
+            // Deliver every complete frame already buffered.
+            let stop = loop {
+                let next = frames.next(|len| self.delivery.credit(len, &mut silence));
+                let (kind, payload) = match next {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break None,
+                    Err(NextError::Frame(e)) => break Some(DisconnectReason::Protocol(e)),
+                    Err(NextError::Refused(reason)) => break Some(reason),
+                };
+                if let Err(reason) = self.handle(kind, payload, &mut silence) {
+                    break Some(reason);
+                }
+            };
+            self.delivery.flush();
+            if let Some(reason) = stop.or_else(|| self.linger_capped(frames)) {
+                return reason;
+            }
+
+            // Whatever this reads is parsed before the loop looks at the linger again,
+            // so that every frame the peer's kernel took is delivered or counted.
+            let read = frames.read(self.stream);
+            self.watch_slow(&mut slow);
+            match read {
+                Ok(0) if !frames.in_frame() => return DisconnectReason::ClosedByPeer,
+                Ok(0) => {
+                    return DisconnectReason::Io(Arc::new(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed in the middle of a frame",
+                    )));
+                }
+                Ok(n) => {
+                    silence.heard(Instant::now());
+                    let wire = &self.conn.counters.inb.wire_bytes;
+                    wire.fetch_add(n as u64, Relaxed);
+                    if frames.reading_large().is_some() {
+                        // A large payload arriving keeps a graceful close lingering.
+                        self.conn.progress();
+                    }
+                }
+                Err(e) => {
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) {
+                        // Idle for a tick: hand the read block back to the pool.
+                        frames.release();
+                    }
+                    if let Some(reason) = self.on_read_error(e, &silence) {
+                        return reason;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acts on one frame: data to the application, a ping answered, a close.
+    fn handle(
+        &self,
+        kind: FrameKind,
+        payload: Bytes,
+        silence: &mut Silence,
+    ) -> Result<(), DisconnectReason> {
+        match kind {
+            FrameKind::Gossip => self.delivery.deliver(Lane::Gossip, payload, silence),
+            FrameKind::Private => self.delivery.deliver(Lane::Private, payload, silence),
+            FrameKind::Ping => {
+                // A pong already pending answers this ping too.
+                let _ = self.pong.try_send(());
+                Ok(())
+            }
+            FrameKind::Pong => Ok(()),
+            FrameKind::Close => Err(DisconnectReason::ClosedByPeer),
+            FrameKind::Hello | FrameKind::Accept | FrameKind::Auth => {
+                Err(DisconnectReason::Protocol(FrameError::Unexpected(kind)))
+            }
+        }
+    }
+
+    /// Waits until every earlier reader of this peer has finished delivering, so
+    /// that the peer's messages keep their order across reconnections. Returns
+    /// `false` if this connection was closed by force meanwhile.
+    ///
+    /// Bounded: each earlier reader belongs to a connection that is closing, and
+    /// ends within its own linger cap once the readers before it have ended.
+    fn wait_for_earlier_readers(&self) -> bool {
+        if self.after.is_empty() {
+            return true;
+        }
+        for earlier in &self.after {
+            let mut sel = Select::new();
+            let done = sel.recv(earlier);
+            sel.recv(&self.conn.closed_rx);
+            let oper = sel.select();
+            if oper.index() == done {
+                let _ = oper.recv(earlier);
+                continue;
+            }
+            let _ = oper.recv(&self.conn.closed_rx);
+            if !self.conn.reason().is_some_and(|r| r.is_graceful()) {
+                return false;
+            }
+            // Closing gracefully: what this connection carries is still delivered,
+            // after what the earlier ones carry.
+            let _ = earlier.recv();
+        }
+        // The linger of a close that came while this waited starts now: until now
+        // this reader could deliver nothing, however fast the application was.
+        self.conn.restart_linger();
+        true
+    }
+
+    /// Ends a graceful close that has lasted its longest (ten lingers), even though
+    /// data still moves.
+    fn linger_capped(&self, frames: &FrameReader) -> Option<DisconnectReason> {
+        if !self.conn.is_closing() || !self.conn.linger_cap_over() {
+            return None;
+        }
+        log::warn!(
+            "{}: the close of {} to {} outlasted ten lingers; cutting it",
+            self.conn.node,
+            self.conn.id,
+            self.peer
+        );
+        self.lose_large(frames);
+        self.conn.cut();
+        Some(DisconnectReason::ClosedByUs)
+    }
+
+    /// Counts the large frame being read, if any, as received and not delivered: at
+    /// the cap, the peer has most likely written it all and counted it as sent. (A
+    /// frame cut short by the peer's end is not counted: the peer did not send it.)
+    fn lose_large(&self, frames: &FrameReader) {
+        match frames.reading_large() {
+            Some(FrameKind::Private) => self.delivery.lost(Lane::Private),
+            Some(_) => self.delivery.lost(Lane::Gossip),
+            None => {}
+        }
+    }
+
+    /// Decides what a failed read means: a tick (check for silence and for an
+    /// expired linger), or the end.
+    fn on_read_error(&self, e: io::Error, silence: &Silence) -> Option<DisconnectReason> {
+        match e.kind() {
+            io::ErrorKind::Interrupted => None,
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                if let Some(reason) = self.linger_expired() {
+                    return Some(reason);
+                }
+                let silent = silence.dead(Instant::now())?;
+                log::warn!(
+                    "{}: {} sent nothing for {silent:?}; declaring it dead",
+                    self.conn.node,
+                    self.peer,
+                );
+                Some(DisconnectReason::Dead)
+            }
+            _ => Some(DisconnectReason::Io(Arc::new(e))),
+        }
+    }
+
+    /// Reports a peer whose private lane stays full (and closes the connection if the
+    /// node is set to). Runs on every read and every tick, so at least twice a linger.
+    fn watch_slow(&self, slow: &mut SlowWatch) {
+        let full = self.private.is_full() || self.budgets.private.is_full();
+        let Some(full_for) = slow.observe(full, Instant::now()) else {
+            return;
+        };
+        log::warn!(
+            "{}: the private lane to {} has been full for {full_for:?}{}",
+            self.conn.node,
+            self.peer,
+            if self.config.disconnect_slow_peers {
+                "; disconnecting it"
+            } else {
+                ""
+            }
+        );
+        self.events.emit(Event::SlowPeer {
+            peer: self.peer,
+            conn: self.conn.id,
+            full_for,
+        });
+        if self.config.disconnect_slow_peers {
+            self.conn.close(DisconnectReason::SlowPeer);
+        }
+    }
+
+    /// Ends a graceful close whose peer did not finish its side in time. Cutting the
+    /// socket also frees a writer stuck on a send buffer the peer no longer drains.
+    fn linger_expired(&self) -> Option<DisconnectReason> {
+        if !self.conn.is_closing() || !self.conn.linger_over() {
+            return None;
+        }
+        self.conn.cut();
+        // The close already has its reason; this one is never recorded.
+        Some(DisconnectReason::ClosedByUs)
+    }
+}

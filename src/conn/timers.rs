@@ -1,0 +1,173 @@
+//! The connection's clocks, as small state types that are told the time: when the
+//! peer was last heard from, how long a graceful close may linger, and how long the
+//! peer's private lane has stayed full. Their threads read the clock and pass
+//! `now` in, so every rule here is tested without sleeping.
+
+use std::time::{Duration, Instant};
+
+/// A graceful close lasts at most this many lingers, however steadily data moves.
+pub(crate) const LINGER_CAP: u32 = 10;
+
+/// When the peer was last heard from, against the silence timeout.
+pub(crate) struct Silence {
+    last: Instant,
+    timeout: Duration,
+}
+
+impl Silence {
+    pub(crate) fn new(now: Instant, timeout: Duration) -> Silence {
+        Silence { last: now, timeout }
+    }
+
+    /// Something arrived (or the reader was busy with the application, which is not
+    /// the peer's silence).
+    pub(crate) fn heard(&mut self, now: Instant) {
+        self.last = now;
+    }
+
+    /// How long the peer has been silent, if that is past the timeout.
+    pub(crate) fn dead(&self, now: Instant) -> Option<Duration> {
+        let silent = now.saturating_duration_since(self.last);
+        (silent >= self.timeout).then_some(silent)
+    }
+}
+
+/// How long a graceful close waits for the peer: a linger from the last time data
+/// moved, and never past a cap of [`LINGER_CAP`] lingers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Linger {
+    linger: Duration,
+    deadline: Option<Instant>,
+    cap: Option<Instant>,
+}
+
+impl Linger {
+    /// A linger that has not started: the connection is open.
+    pub(crate) fn new(linger: Duration) -> Linger {
+        Linger {
+            linger,
+            deadline: None,
+            cap: None,
+        }
+    }
+
+    /// The close starts, or its clock starts again (a reader that could deliver
+    /// nothing until now).
+    pub(crate) fn start(&mut self, now: Instant) {
+        self.deadline = Some(now + self.linger);
+        self.cap = Some(now + self.linger * LINGER_CAP);
+    }
+
+    /// Data moved: the peer is slow, not gone. No-op before the close starts.
+    pub(crate) fn progress(&mut self, now: Instant) {
+        if let Some(cap) = self.cap {
+            self.deadline = Some((now + self.linger).min(cap));
+        }
+    }
+
+    /// When the close gives up, as things stand; `None` while open.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Whether nothing has moved for a linger.
+    pub(crate) fn over(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now >= d)
+    }
+
+    /// Whether the close has lasted as long as it ever may.
+    pub(crate) fn capped(&self, now: Instant) -> bool {
+        self.cap.is_some_and(|c| now >= c)
+    }
+}
+
+/// Since when the peer's private lane has been full, as the reader last looked.
+pub(crate) struct SlowWatch {
+    after: Duration,
+    since: Option<Instant>,
+    reported: bool,
+}
+
+impl SlowWatch {
+    pub(crate) fn new(after: Duration) -> SlowWatch {
+        SlowWatch {
+            after,
+            since: None,
+            reported: false,
+        }
+    }
+
+    /// Looks at the lane; returns how long it has been full the first time that is
+    /// `after` or longer in one episode (an episode ends when the lane has room).
+    pub(crate) fn observe(&mut self, full: bool, now: Instant) -> Option<Duration> {
+        if !full {
+            self.since = None;
+            self.reported = false;
+            return None;
+        }
+        let full_for = now.saturating_duration_since(*self.since.get_or_insert(now));
+        if self.reported || full_for < self.after {
+            return None;
+        }
+        self.reported = true;
+        Some(full_for)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_peer_is_dead_after_the_timeout_since_it_was_last_heard() {
+        let t0 = Instant::now();
+        let mut silence = Silence::new(t0, 100 * MS);
+        assert_eq!(silence.dead(t0 + 99 * MS), None);
+        assert_eq!(silence.dead(t0 + 100 * MS), Some(100 * MS));
+        silence.heard(t0 + 100 * MS);
+        assert_eq!(silence.dead(t0 + 150 * MS), None);
+        assert_eq!(silence.dead(t0 + 250 * MS), Some(150 * MS));
+    }
+
+    #[test]
+    fn a_linger_moves_with_progress_up_to_its_cap() {
+        let t0 = Instant::now();
+        let mut linger = Linger::new(100 * MS);
+        linger.progress(t0);
+        assert_eq!(
+            linger.deadline(),
+            None,
+            "an open connection does not linger"
+        );
+        assert!(!linger.over(t0 + 10_000 * MS));
+        linger.start(t0);
+        assert!(!linger.over(t0 + 99 * MS));
+        assert!(linger.over(t0 + 100 * MS));
+        linger.progress(t0 + 90 * MS);
+        assert!(!linger.over(t0 + 150 * MS), "data moved at 90 ms");
+        assert!(linger.over(t0 + 190 * MS));
+        // However steadily data moves, the close ends at ten lingers.
+        linger.progress(t0 + 950 * MS);
+        assert_eq!(linger.deadline(), Some(t0 + 1000 * MS));
+        assert!(!linger.capped(t0 + 999 * MS));
+        assert!(linger.capped(t0 + 1000 * MS));
+        // Starting again (a reader that waited for its predecessors) moves both.
+        linger.start(t0 + 2000 * MS);
+        assert!(!linger.over(t0 + 2050 * MS) && !linger.capped(t0 + 2999 * MS));
+    }
+
+    #[test]
+    fn a_full_lane_is_reported_once_per_episode_after_the_threshold() {
+        let t0 = Instant::now();
+        let mut watch = SlowWatch::new(100 * MS);
+        assert_eq!(watch.observe(true, t0), None);
+        assert_eq!(watch.observe(true, t0 + 99 * MS), None);
+        assert_eq!(watch.observe(true, t0 + 120 * MS), Some(120 * MS));
+        assert_eq!(watch.observe(true, t0 + 500 * MS), None, "once per episode");
+        assert_eq!(watch.observe(false, t0 + 501 * MS), None);
+        assert_eq!(watch.observe(true, t0 + 600 * MS), None);
+        assert_eq!(watch.observe(true, t0 + 700 * MS), Some(100 * MS));
+    }
+}
