@@ -185,7 +185,7 @@ struct Entry {
     /// Whether a dial's socket connected and its handshake is under way.
     shaking_hands: bool,
     /// The wait after the next failure.
-    backoff: Duration,
+    backoff: Backoff,
 }
 
 /// A non-blocking connect in progress.
@@ -238,13 +238,13 @@ fn run(mut state: RedialLoop, node: Arc<NodeShared>) {
         }
         for event in events.iter() {
             if event.token() != WAKE {
-                r.connected_or_failed(&state.poll, event.token());
+                r.connected_or_failed(&state.poll, event.token(), Instant::now());
             }
         }
         while let Ok(request) = state.requests.try_recv() {
-            r.take(&state.poll, request);
+            r.take(&state.poll, request, Instant::now());
         }
-        if r.run_due(&state.poll).is_err() {
+        if r.run_due(&state.poll, Instant::now()).is_err() {
             return;
         }
         state
@@ -254,7 +254,7 @@ fn run(mut state: RedialLoop, node: Arc<NodeShared>) {
 }
 
 impl Redialer {
-    fn take(&mut self, poll: &Poll, request: Request) {
+    fn take(&mut self, poll: &Poll, request: Request, now: Instant) {
         match request {
             Request::Dial { peer, addr } => {
                 let dialing = self.dialing.values_mut().find(|d| d.entry.peer == peer);
@@ -277,9 +277,9 @@ impl Redialer {
                     Entry {
                         peer,
                         addr,
-                        due: Instant::now() + self.interval,
+                        due: now + self.interval,
                         shaking_hands: false,
-                        backoff: self.interval,
+                        backoff: Backoff::new(self.interval, self.max),
                     },
                 );
             }
@@ -291,7 +291,7 @@ impl Redialer {
                     .map(|e| e.peer);
                 if let Some(entry) = peer.and_then(|peer| self.waiting.remove(&peer)) {
                     let refused = io::Error::other("the handshake was refused");
-                    self.failed(entry, &refused);
+                    self.failed(entry, &refused, now);
                 }
             }
             Request::Connected(peer) | Request::Cancel(peer) => {
@@ -315,8 +315,7 @@ impl Redialer {
 
     /// Dials every peer that is due, after checking it is still not connected; fails
     /// dials past their deadline. `Err` when the node is shutting down.
-    fn run_due(&mut self, poll: &Poll) -> Result<(), Error> {
-        let now = Instant::now();
+    fn run_due(&mut self, poll: &Poll, now: Instant) -> Result<(), Error> {
         let late: Vec<Token> = self
             .dialing
             .iter()
@@ -326,7 +325,7 @@ impl Redialer {
         for token in late {
             if let Some(mut dial) = self.dialing.remove(&token) {
                 let _ = poll.registry().deregister(&mut dial.stream);
-                self.failed(dial.entry, &io::ErrorKind::TimedOut.into());
+                self.failed(dial.entry, &io::ErrorKind::TimedOut.into(), now);
             }
         }
         let due: Vec<PeerId> = self
@@ -350,10 +349,10 @@ impl Redialer {
             if entry.shaking_hands {
                 let timeout =
                     io::Error::new(io::ErrorKind::TimedOut, "the handshake did not complete");
-                self.failed(entry, &timeout);
+                self.failed(entry, &timeout, now);
                 continue;
             }
-            self.dial(poll, entry);
+            self.dial(poll, entry, now);
         }
         if self.node.is_shut() {
             return Err(Error::Shutdown);
@@ -361,10 +360,10 @@ impl Redialer {
         Ok(())
     }
 
-    fn dial(&mut self, poll: &Poll, entry: Entry) {
+    fn dial(&mut self, poll: &Poll, entry: Entry, now: Instant) {
         let mut stream = match mio::net::TcpStream::connect(entry.addr) {
             Ok(stream) => stream,
-            Err(e) => return self.failed(entry, &e),
+            Err(e) => return self.failed(entry, &e, now),
         };
         let token = Token(self.next_token);
         self.next_token += 1;
@@ -372,9 +371,9 @@ impl Redialer {
             .registry()
             .register(&mut stream, token, Interest::WRITABLE)
         {
-            return self.failed(entry, &e);
+            return self.failed(entry, &e, now);
         }
-        let deadline = Instant::now() + self.node.config.connect_timeout;
+        let deadline = now + self.node.config.connect_timeout;
         self.dialing.insert(
             token,
             Dial {
@@ -386,7 +385,7 @@ impl Redialer {
     }
 
     /// A connect in progress became writable: it connected or failed.
-    fn connected_or_failed(&mut self, poll: &Poll, token: Token) {
+    fn connected_or_failed(&mut self, poll: &Poll, token: Token, now: Instant) {
         let Some(mut dial) = self.dialing.remove(&token) else {
             return;
         };
@@ -407,33 +406,75 @@ impl Redialer {
             mut entry, stream, ..
         } = dial;
         if let Err(e) = outcome {
-            return self.failed(entry, &e);
+            return self.failed(entry, &e, now);
         }
         match self.node.spawn_connection(stream.into(), Origin::Redial) {
             Ok(()) => {
                 // `Connected` ends the entry; if none comes within the handshake's
                 // time, the dial failed.
-                entry.due = Instant::now() + self.node.config.handshake_timeout;
+                entry.due = now + self.node.config.handshake_timeout;
                 entry.shaking_hands = true;
                 self.waiting.insert(entry.peer, entry);
             }
             Err(Error::Shutdown) => {}
-            Err(e) => self.failed(entry, &io::Error::other(e.to_string())),
+            Err(e) => self.failed(entry, &io::Error::other(e.to_string()), now),
         }
     }
 
     /// Schedules the next dial of a peer whose dial (or handshake) failed.
-    fn failed(&mut self, mut entry: Entry, error: &io::Error) {
+    fn failed(&mut self, mut entry: Entry, error: &io::Error, now: Instant) {
+        let wait = entry.backoff.fail();
         log::info!(
-            "{}: dialling {} at {} again failed ({error}); next try in {:?}",
+            "{}: dialling {} at {} again failed ({error}); next try in {wait:?}",
             self.node.id,
             entry.peer,
             entry.addr,
-            entry.backoff
         );
-        entry.due = Instant::now() + entry.backoff;
+        entry.due = now + wait;
         entry.shaking_hands = false;
-        entry.backoff = (entry.backoff * 2).min(self.max);
         self.waiting.insert(entry.peer, entry);
+    }
+}
+
+/// The wait before each next dial of a lost peer: the interval, doubled after every
+/// failure, up to the maximum.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(interval: Duration, max: Duration) -> Backoff {
+        Backoff {
+            next: interval,
+            max: max.max(interval),
+        }
+    }
+
+    /// A dial failed: how long to wait before the next.
+    fn fail(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_doubles_after_each_failure_up_to_the_maximum() {
+        let ms = Duration::from_millis;
+        let mut backoff = Backoff::new(ms(100), ms(500));
+        let waits: Vec<Duration> = (0..5).map(|_| backoff.fail()).collect();
+        assert_eq!(waits, [ms(100), ms(200), ms(400), ms(500), ms(500)]);
+        let mut odd = Backoff::new(ms(300), ms(100));
+        assert_eq!(
+            (odd.fail(), odd.fail()),
+            (ms(300), ms(300)),
+            "a maximum below the interval"
+        );
     }
 }
