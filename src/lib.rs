@@ -122,8 +122,10 @@ pub use crate::node::Node;
 pub use crate::stats::{LaneStats, NodeStats, PeerStats};
 pub use crate::wire::{FrameError, FrameKind, MAX_PROOF_LEN};
 
-/// Internals exposed for the crate's own micro-benchmarks in `benches/`. Not part of
-/// the API: hidden from the documentation and free to change in any release.
+/// Internals exposed, with the `internals` feature, for the crate's own benchmarks
+/// and bench binary. Not part of the API: hidden from the documentation and free to
+/// change in any release.
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod __bench {
     pub use crate::wire::batch::{Batch, Written};
@@ -153,6 +155,7 @@ pub mod __bench {
 /// Entry points for the fuzz targets in `fuzz/` and the property tests: the decoders
 /// that bytes from a peer reach, driven without a socket. Not part of the API: hidden
 /// from the documentation and free to change in any release.
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod __fuzz {
     use std::io::Read;

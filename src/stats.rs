@@ -89,7 +89,7 @@ impl DirCounters {
 
 /// Everything counted about one connection.
 #[derive(Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Written by the writer: frames and bytes handed to the kernel; `dropped` counts
     /// gossip discarded at close and private messages that could not be handed back.
     pub(crate) out: Padded<DirCounters>,
