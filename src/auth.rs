@@ -13,7 +13,7 @@ use std::fmt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::error::Error;
+use crate::error::{ConfigError, Error};
 use crate::id::PeerId;
 
 /// Proves this node's identity to a peer during the handshake, and checks the peer's.
@@ -95,9 +95,9 @@ impl SharedSecret {
     pub fn new(secret: impl AsRef<[u8]>) -> Result<SharedSecret, Error> {
         let key = secret.as_ref();
         if key.len() < MIN_SECRET_LEN {
-            return Err(Error::Config(format!(
-                "a shared secret must be at least {MIN_SECRET_LEN} bytes, not {}",
-                key.len()
+            return Err(Error::Config(ConfigError::new(
+                "secret",
+                "must be at least MIN_SECRET_LEN (16) bytes",
             )));
         }
         Ok(SharedSecret { key: key.to_vec() })

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Authenticator;
-use crate::error::Error;
+use crate::error::{ConfigError, Error};
 
 /// Everything a [`Node`](crate::Node) can be tuned with.
 ///
@@ -254,64 +254,62 @@ impl Config {
     ///
     /// Returns [`Error::Config`] naming the first field that is out of range.
     pub fn validate(&self) -> Result<(), Error> {
-        fn bad(why: &str) -> Result<(), Error> {
-            Err(Error::Config(why.to_owned()))
-        }
+        let fail = |field, rule| Err(Error::Config(ConfigError::new(field, rule)));
         let zero = Duration::ZERO;
-        if self.gossip_capacity == 0 || self.private_capacity == 0 {
-            return bad("lane capacities must be at least 1");
-        }
-        if self.gossip_lane_bytes == 0 || self.private_lane_bytes == 0 {
-            return bad("gossip_lane_bytes and private_lane_bytes must be at least 1");
-        }
-        if self.inbound_capacity == 0 || self.event_capacity == 0 {
-            return bad("inbound_capacity and event_capacity must be at least 1");
-        }
-        if self.inbound_bytes == 0 {
-            return bad("inbound_bytes must be at least 1");
-        }
-        if self.max_frame_len == 0 {
-            return bad("max_frame_len must be at least 1");
-        }
-        if self.max_connections == 0 || self.max_handshakes == 0 {
-            return bad("max_connections and max_handshakes must be at least 1");
-        }
-        if self.connect_timeout == zero || self.handshake_timeout == zero {
-            return bad("connect_timeout and handshake_timeout must be above zero");
-        }
+        let ms = Duration::from_millis(1);
         // Deadlines are computed by adding these to the clock; a day is more than any
         // of them needs, and keeps the sums far from overflowing.
-        if self.connect_timeout > MAX_TIMEOUT
-            || self.handshake_timeout > MAX_TIMEOUT
-            || self.linger > MAX_TIMEOUT
-        {
-            return bad("connect_timeout, handshake_timeout and linger must be at most a day");
+        let timeout = |t: Duration| t > zero && t <= MAX_TIMEOUT;
+        let counts = [
+            ("gossip_capacity", self.gossip_capacity),
+            ("private_capacity", self.private_capacity),
+            ("gossip_lane_bytes", self.gossip_lane_bytes),
+            ("private_lane_bytes", self.private_lane_bytes),
+            ("inbound_capacity", self.inbound_capacity),
+            ("event_capacity", self.event_capacity),
+            ("inbound_bytes", self.inbound_bytes),
+            ("max_connections", self.max_connections),
+            ("max_handshakes", self.max_handshakes),
+        ];
+        if let Some((field, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            return fail(field, "must be at least 1");
         }
-        if let Some(interval) = self.reconnect_interval {
-            if interval < Duration::from_millis(1)
-                || interval > MAX_TIMEOUT
-                || self.reconnect_max > MAX_TIMEOUT
-            {
-                return bad("reconnect_interval must be between 1 ms and a day, and reconnect_max at most a day");
+        if self.max_frame_len == 0 || self.max_frame_len > MAX_FRAME_LEN {
+            return fail("max_frame_len", "must be between 1 and 2 GiB");
+        }
+        for (field, t) in [
+            ("connect_timeout", self.connect_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+        ] {
+            if !timeout(t) {
+                return fail(field, "must be above zero and at most a day");
             }
         }
-        if self.max_frame_len > MAX_FRAME_LEN {
-            return bad("max_frame_len must be at most 2 GiB");
+        if self.linger > MAX_TIMEOUT {
+            return fail("linger", "must be at most a day");
         }
-        if self.ping_interval < Duration::from_millis(1) {
-            return bad("ping_interval must be at least 1 ms");
+        if let Some(interval) = self.reconnect_interval {
+            if interval < ms || interval > MAX_TIMEOUT {
+                return fail("reconnect_interval", "must be between 1 ms and a day");
+            }
+            if self.reconnect_max > MAX_TIMEOUT {
+                return fail("reconnect_max", "must be at most a day");
+            }
+        }
+        if self.ping_interval < ms {
+            return fail("ping_interval", "must be at least 1 ms");
         }
         if self.silence_timeout <= self.ping_interval {
-            return bad("silence_timeout must be longer than ping_interval");
+            return fail("silence_timeout", "must be longer than ping_interval");
         }
         if self.max_batch_bytes < 1024 {
-            return bad("max_batch_bytes must be at least 1 KiB");
+            return fail("max_batch_bytes", "must be at least 1 KiB");
         }
         if self.read_buffer < 4096 {
-            return bad("read_buffer must be at least 4 KiB");
+            return fail("read_buffer", "must be at least 4 KiB");
         }
         if self.thread_stack_size < 64 * 1024 {
-            return bad("thread_stack_size must be at least 64 KiB");
+            return fail("thread_stack_size", "must be at least 64 KiB");
         }
         Ok(())
     }
@@ -339,7 +337,7 @@ mod tests {
     #[test]
     fn nonsense_is_refused_with_the_field_named() {
         let cases = [
-            (Config::default().private_capacity(0), "lane capacities"),
+            (Config::default().private_capacity(0), "private_capacity"),
             (Config::default().inbound_capacity(0), "inbound_capacity"),
             (Config::default().inbound_bytes(0), "inbound_bytes"),
             (Config::default().max_frame_len(0), "max_frame_len"),
@@ -363,7 +361,7 @@ mod tests {
         ];
         for (config, field) in cases {
             match config.validate() {
-                Err(Error::Config(why)) => assert!(why.contains(field), "{why}"),
+                Err(Error::Config(e)) => assert_eq!(e.field(), field, "{e}"),
                 other => panic!("expected a config error about {field}, got {other:?}"),
             }
         }

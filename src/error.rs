@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 
 use crate::id::PeerId;
-use crate::wire::frame::FrameError;
+use crate::wire::FrameError;
 
 /// A specialised `Result` for node operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -15,20 +15,115 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// A socket operation failed: bind, dial, or a socket option.
     Io(io::Error),
-    /// The configuration is invalid; the message says which field and why.
-    Config(String),
+    /// The configuration is invalid: which field, and the rule it breaks.
+    Config(ConfigError),
     /// The peer did not complete the handshake.
     Handshake(HandshakeError),
     /// The node is shut down, or shutting down.
     Shutdown,
     /// The address resolved to nothing.
     NoAddress,
-    /// The node has [`Config::max_connections`](crate::Config::max_connections)
-    /// connections already.
-    TooManyConnections,
-    /// The node has [`Config::max_handshakes`](crate::Config::max_handshakes)
-    /// handshakes in progress, none of them inbound ones that could make room.
-    TooManyHandshakes,
+    /// A limit of this node refused a new connection.
+    Limit(Limit),
+}
+
+/// A limit of a node that refuses new connections when reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// [`Config::max_connections`](crate::Config::max_connections) connections are
+    /// open or shaking hands.
+    Connections,
+    /// [`Config::max_handshakes`](crate::Config::max_handshakes) handshakes are in
+    /// progress, and none could make room (a dial of this node's own is never
+    /// dropped for another; an inbound one may push out the oldest stranger).
+    Handshakes,
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Limit::Connections => "connection limit reached",
+            Limit::Handshakes => "handshake limit reached",
+        })
+    }
+}
+
+/// A configuration value out of range, from [`Config::validate`](crate::Config::validate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    field: &'static str,
+    rule: &'static str,
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: &'static str, rule: &'static str) -> ConfigError {
+        ConfigError { field, rule }
+    }
+
+    /// The field (or argument) that is out of range, as named in `Config`.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.field, self.rule)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The peer broke the wire protocol: a frame that cannot be, or may not come here.
+///
+/// Opaque: the frame format is the crate's business. [`ProtocolError::violation`]
+/// says which rule was broken; `Display` says it in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError(pub(crate) FrameError);
+
+/// Which rule of the wire protocol a peer broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Violation {
+    /// A frame of a kind that does not exist.
+    UnknownFrame,
+    /// A frame with reserved flag bits set.
+    ReservedFlags,
+    /// A frame longer than the receiver's limit.
+    TooLarge,
+    /// A control frame of the wrong length for its kind.
+    BadLength,
+    /// A frame that may not come at this point (data before the handshake ends, a
+    /// hello after it).
+    Unexpected,
+}
+
+impl ProtocolError {
+    /// The rule that was broken.
+    pub fn violation(&self) -> Violation {
+        match self.0 {
+            FrameError::UnknownKind(_) => Violation::UnknownFrame,
+            FrameError::ReservedFlags(_) => Violation::ReservedFlags,
+            FrameError::TooLarge { .. } => Violation::TooLarge,
+            FrameError::BadLength { .. } => Violation::BadLength,
+            FrameError::Unexpected(_) => Violation::Unexpected,
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+impl From<FrameError> for ProtocolError {
+    fn from(e: FrameError) -> Self {
+        ProtocolError(e)
+    }
 }
 
 impl fmt::Display for Error {
@@ -39,8 +134,7 @@ impl fmt::Display for Error {
             Error::Handshake(e) => write!(f, "handshake failed: {e}"),
             Error::Shutdown => f.write_str("node is shut down"),
             Error::NoAddress => f.write_str("address resolved to nothing"),
-            Error::TooManyConnections => f.write_str("connection limit reached"),
-            Error::TooManyHandshakes => f.write_str("handshake limit reached"),
+            Error::Limit(limit) => limit.fmt(f),
         }
     }
 }
@@ -50,6 +144,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io(e) => Some(e),
             Error::Handshake(e) => Some(e),
+            Error::Config(e) => Some(e),
             _ => None,
         }
     }
@@ -84,7 +179,7 @@ pub enum HandshakeError {
     /// The socket failed during the handshake.
     Io(io::ErrorKind),
     /// The peer sent bytes that are not a valid frame, or the wrong frame.
-    Frame(FrameError),
+    Protocol(ProtocolError),
     /// The peer's hello does not start with the protocol's magic bytes.
     BadMagic,
     /// The peer speaks another protocol version.
@@ -117,9 +212,9 @@ pub enum HandshakeError {
     PeerRefused,
     /// This node is shutting down.
     Shutdown,
-    /// A limit of this node refused the connection: too many connections, or too
-    /// many handshakes in progress (this one was the oldest, or could not make room).
-    LimitReached,
+    /// A limit of this node refused the connection (for an inbound handshake pushed
+    /// out by a newer one, [`Limit::Handshakes`]).
+    Limit(Limit),
 }
 
 impl fmt::Display for HandshakeError {
@@ -128,7 +223,7 @@ impl fmt::Display for HandshakeError {
             HandshakeError::Timeout => f.write_str("timed out"),
             HandshakeError::Closed => f.write_str("peer closed the connection"),
             HandshakeError::Io(kind) => write!(f, "i/o error: {kind}"),
-            HandshakeError::Frame(e) => write!(f, "bad frame: {e}"),
+            HandshakeError::Protocol(e) => write!(f, "bad frame: {e}"),
             HandshakeError::BadMagic => f.write_str("not a wirelane peer (bad magic)"),
             HandshakeError::Version { ours, theirs } => {
                 write!(f, "protocol version {theirs} is not ours ({ours})")
@@ -152,9 +247,7 @@ impl fmt::Display for HandshakeError {
             HandshakeError::PeerShuttingDown => f.write_str("peer is shutting down"),
             HandshakeError::PeerRefused => f.write_str("peer refused the connection"),
             HandshakeError::Shutdown => f.write_str("node is shutting down"),
-            HandshakeError::LimitReached => {
-                f.write_str("refused by a connection or handshake limit")
-            }
+            HandshakeError::Limit(limit) => write!(f, "refused: {limit}"),
         }
     }
 }
@@ -162,7 +255,7 @@ impl fmt::Display for HandshakeError {
 impl std::error::Error for HandshakeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            HandshakeError::Frame(e) => Some(e),
+            HandshakeError::Protocol(e) => Some(e),
             _ => None,
         }
     }
@@ -170,7 +263,7 @@ impl std::error::Error for HandshakeError {
 
 impl From<FrameError> for HandshakeError {
     fn from(e: FrameError) -> Self {
-        HandshakeError::Frame(e)
+        HandshakeError::Protocol(ProtocolError(e))
     }
 }
 

@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::error::HandshakeError;
+use crate::error::{HandshakeError, ProtocolError};
 use crate::id::{ConnId, PeerId};
-use crate::wire::frame::FrameError;
 
 /// The two kinds of traffic a connection carries, each with its own queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -121,7 +120,7 @@ pub enum DisconnectReason {
     /// set to disconnect slow peers.
     SlowPeer,
     /// The peer broke the protocol.
-    Protocol(FrameError),
+    Protocol(ProtocolError),
     /// The socket failed.
     Io(Arc<io::Error>),
 }

@@ -115,12 +115,15 @@ pub use crossbeam_channel;
 
 pub use crate::auth::{Authenticator, SharedSecret, MIN_SECRET_LEN};
 pub use crate::config::Config;
-pub use crate::error::{Error, HandshakeError, Result, SendError, SendTimeoutError, TrySendError};
+pub use crate::error::{
+    ConfigError, Error, HandshakeError, Limit, ProtocolError, Result, SendError, SendTimeoutError,
+    TrySendError, Violation,
+};
 pub use crate::event::{DisconnectReason, Event, Lane, Message};
 pub use crate::id::{ConnId, PeerId};
 pub use crate::node::Node;
 pub use crate::stats::{LaneStats, NodeStats, PeerStats};
-pub use crate::wire::{FrameError, FrameKind, MAX_PROOF_LEN};
+pub use crate::wire::MAX_PROOF_LEN;
 
 /// Internals exposed, with the `internals` feature, for the crate's own benchmarks
 /// and bench binary. Not part of the API: hidden from the documentation and free to

@@ -12,7 +12,7 @@ use util::raw::{self, RawPeer};
 use util::{
     config, connect, count_node_panics, event, node, node_with, pseudo_random, recv, rss_kib,
 };
-use wirelane::{DisconnectReason, Event, FrameError, FrameKind, HandshakeError, Node, PeerId};
+use wirelane::{DisconnectReason, Event, HandshakeError, Node, PeerId, Violation};
 
 const EACH: usize = 20;
 
@@ -78,10 +78,8 @@ fn hostile_clients_are_refused_while_a_good_peer_is_served() {
         .filter(|e| {
             matches!(
                 e,
-                HandshakeError::Frame(FrameError::BadLength {
-                    kind: FrameKind::Hello,
-                    len: u32::MAX
-                }) | HandshakeError::Frame(FrameError::Unexpected(FrameKind::Private))
+                HandshakeError::Protocol(p)
+                    if matches!(p.violation(), Violation::BadLength | Violation::Unexpected)
             )
         })
         .count();
@@ -90,7 +88,7 @@ fn hostile_clients_are_refused_while_a_good_peer_is_served() {
     assert!(
         errors.iter().all(|e| matches!(
             e,
-            HandshakeError::Timeout | HandshakeError::Frame(_) | HandshakeError::BadMagic
+            HandshakeError::Timeout | HandshakeError::Protocol(_) | HandshakeError::BadMagic
         )),
         "{errors:?}"
     );
@@ -111,32 +109,27 @@ fn hostile_clients_are_refused_while_a_good_peer_is_served() {
 fn each_refusal_is_a_typed_error() {
     let a = node(1);
     let addr = a.local_addr();
-    let cases: Vec<(Vec<u8>, HandshakeError)> = vec![
+    // Ok: this exact error; Err: a protocol error breaking this rule.
+    let cases: Vec<(Vec<u8>, Result<HandshakeError, Violation>)> = vec![
         (
             raw::hello_with(b"HTTP", raw::VERSION, 9, 1, 1024),
-            HandshakeError::BadMagic,
+            Ok(HandshakeError::BadMagic),
         ),
         (
             raw::hello_with(b"WRLN", raw::VERSION + 1, 9, 1, 1024),
-            HandshakeError::Version {
+            Ok(HandshakeError::Version {
                 ours: raw::VERSION,
                 theirs: raw::VERSION + 1,
-            },
+            }),
         ),
-        (raw::hello(1), HandshakeError::SelfConnect),
+        (raw::hello(1), Ok(HandshakeError::SelfConnect)),
         (
             raw::frame(raw::PRIVATE, b"no hello first"),
-            HandshakeError::Frame(FrameError::Unexpected(FrameKind::Private)),
+            Err(Violation::Unexpected),
         ),
-        (
-            vec![0, 0, 0, 0, 0x42, 0],
-            HandshakeError::Frame(FrameError::UnknownKind(0x42)),
-        ),
-        (
-            vec![0, 0, 0, 0, 4, 0x01],
-            HandshakeError::Frame(FrameError::ReservedFlags(1)),
-        ),
-        (Vec::new(), HandshakeError::Closed),
+        (vec![0, 0, 0, 0, 0x42, 0], Err(Violation::UnknownFrame)),
+        (vec![0, 0, 0, 0, 4, 0x01], Err(Violation::ReservedFlags)),
+        (Vec::new(), Ok(HandshakeError::Closed)),
     ];
     for (bytes, expected) in cases {
         let mut stream = TcpStream::connect(addr).unwrap();
@@ -147,7 +140,13 @@ fn each_refusal_is_a_typed_error() {
             RawPeer { stream }.expect_closed();
         }
         let got = refusals(&a, 1).remove(0);
-        assert_eq!(got, expected, "for {bytes:02x?}");
+        match (&got, expected) {
+            (HandshakeError::Protocol(p), Err(rule)) => {
+                assert_eq!(p.violation(), rule, "for {bytes:02x?}")
+            }
+            (_, Ok(error)) => assert_eq!(got, error, "for {bytes:02x?}"),
+            (_, Err(rule)) => panic!("for {bytes:02x?}: {got:?}, not a {rule:?}"),
+        }
     }
     assert!(a.peers().is_empty());
 }
@@ -159,19 +158,10 @@ fn a_giant_or_unknown_frame_after_the_handshake_ends_the_connection() {
     for (header, expected) in [
         (
             [0xFF, 0xFF, 0xFF, 0xFF, raw::PRIVATE, 0],
-            FrameError::TooLarge {
-                len: u32::MAX,
-                max: a.config().max_frame_len,
-            },
+            Violation::TooLarge,
         ),
-        ([0, 0, 0, 1, 0x99, 0], FrameError::UnknownKind(0x99)),
-        (
-            [0, 0, 0, 0, raw::HELLO, 0],
-            FrameError::BadLength {
-                kind: FrameKind::Hello,
-                len: 0,
-            },
-        ),
+        ([0, 0, 0, 1, 0x99, 0], Violation::UnknownFrame),
+        ([0, 0, 0, 0, raw::HELLO, 0], Violation::BadLength),
     ] {
         let mut peer = RawPeer::handshake(a.local_addr(), 7, 1);
         peer.send(&header);
@@ -185,7 +175,7 @@ fn a_giant_or_unknown_frame_after_the_handshake_ends_the_connection() {
             _ => unreachable!(),
         };
         assert!(
-            matches!(&reason, DisconnectReason::Protocol(e) if *e == expected),
+            matches!(&reason, DisconnectReason::Protocol(e) if e.violation() == expected),
             "{reason:?}"
         );
         peer.expect_closed();

@@ -10,7 +10,7 @@ use util::raw::{self, RawPeer};
 use util::{
     config, connect, event, finishes, node, node_with, recv, silent_receiver, tagged, unbufferable,
 };
-use wirelane::{Error, Event, HandshakeError, PeerId, TrySendError};
+use wirelane::{Error, Event, HandshakeError, Limit, PeerId, TrySendError};
 
 fn limit_refusals(node: &wirelane::Node) -> usize {
     let mut n = 0;
@@ -18,7 +18,7 @@ fn limit_refusals(node: &wirelane::Node) -> usize {
         if matches!(
             e,
             Event::Refused {
-                error: HandshakeError::LimitReached,
+                error: HandshakeError::Limit(_),
                 ..
             }
         ) {
@@ -86,7 +86,7 @@ fn connections_beyond_the_limit_are_refused_until_one_goes() {
     assert!(matches!(
         refused,
         Event::Refused {
-            error: HandshakeError::LimitReached,
+            error: HandshakeError::Limit(_),
             ..
         }
     ));
@@ -94,7 +94,7 @@ fn connections_beyond_the_limit_are_refused_until_one_goes() {
     let e = node(5);
     assert!(matches!(
         hub.connect(e.local_addr()),
-        Err(Error::TooManyConnections)
+        Err(Error::Limit(Limit::Connections))
     ));
 
     // Room again once a connection goes.

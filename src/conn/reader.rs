@@ -66,7 +66,7 @@ impl Reader<'_> {
                 let (kind, payload) = match next {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break None,
-                    Err(NextError::Frame(e)) => break Some(DisconnectReason::Protocol(e)),
+                    Err(NextError::Frame(e)) => break Some(DisconnectReason::Protocol(e.into())),
                     Err(NextError::Refused(reason)) => break Some(reason),
                 };
                 if let Err(reason) = self.handle(kind, payload, &mut silence) {
@@ -132,9 +132,9 @@ impl Reader<'_> {
             }
             FrameKind::Pong => Ok(()),
             FrameKind::Close => Err(DisconnectReason::ClosedByPeer),
-            FrameKind::Hello | FrameKind::Accept | FrameKind::Auth => {
-                Err(DisconnectReason::Protocol(FrameError::Unexpected(kind)))
-            }
+            FrameKind::Hello | FrameKind::Accept | FrameKind::Auth => Err(
+                DisconnectReason::Protocol(FrameError::Unexpected(kind).into()),
+            ),
         }
     }
 

@@ -22,7 +22,7 @@ use crate::conn::reader::Reader;
 use crate::conn::shared::ConnShared;
 use crate::conn::sink::{EventSink, Outlets};
 use crate::conn::writer::Writer;
-use crate::error::HandshakeError;
+use crate::error::{HandshakeError, Limit};
 use crate::event::{DisconnectReason, Event};
 use crate::id::PeerId;
 use crate::sync::Never;
@@ -79,7 +79,7 @@ pub(crate) fn run(
         Ok(shaken) => shaken,
         Err(error) => {
             let error = if conn.was_evicted() {
-                HandshakeError::LimitReached
+                HandshakeError::Limit(Limit::Handshakes)
             } else if node.is_shut() {
                 // Whatever the socket said, it said it because this node is
                 // shutting down (which cuts handshakes short).

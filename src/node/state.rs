@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::conn::lane::Link;
 use crate::conn::shared::{ConnShared, Unregister};
 use crate::conn::sink::{EventSink, Outlets, SinkShared};
-use crate::error::{Error, HandshakeError, Result};
+use crate::error::{Error, HandshakeError, Limit, Result};
 use crate::event::{Event, Lane, Message};
 use crate::id::{ConnId, PeerId};
 use crate::node::redial::Redial;
@@ -165,7 +165,7 @@ impl NodeShared {
             };
             if registry.live.len() >= self.config.max_connections {
                 drop(registry);
-                return Err(self.at_limit(&conn, Error::TooManyConnections));
+                return Err(self.at_limit(&conn, Error::Limit(Limit::Connections)));
             }
             let mut evicted = None;
             if registry.handshaking.len() >= self.config.max_handshakes {
@@ -182,7 +182,7 @@ impl NodeShared {
                     .flatten();
                 let Some(oldest) = oldest else {
                     drop(registry);
-                    return Err(self.at_limit(&conn, Error::TooManyHandshakes));
+                    return Err(self.at_limit(&conn, Error::Limit(Limit::Handshakes)));
                 };
                 registry.handshaking.remove(&oldest);
                 evicted = registry.live.get(&oldest).cloned();
@@ -280,7 +280,10 @@ impl NodeShared {
             if let Some(events) = events {
                 events.emit(Event::Refused {
                     addr: conn.peer_addr,
-                    error: HandshakeError::LimitReached,
+                    error: match &error {
+                        Error::Limit(limit) => HandshakeError::Limit(*limit),
+                        _ => HandshakeError::Limit(Limit::Connections),
+                    },
                 });
             }
         }

@@ -55,7 +55,7 @@ pub(crate) fn encode_hello(hello: &Hello) -> HelloBytes {
 /// or a zero frame limit.
 pub(crate) fn decode_hello(payload: &[u8]) -> Result<Hello, HandshakeError> {
     let Ok(payload) = <&HelloBytes>::try_from(payload) else {
-        return Err(HandshakeError::Frame(FrameError::BadLength {
+        return Err(HandshakeError::from(FrameError::BadLength {
             kind: FrameKind::Hello,
             len: payload.len() as u32,
         }));
@@ -142,7 +142,7 @@ mod tests {
 
         assert!(matches!(
             decode_hello(&encode_hello(&hello())[..10]),
-            Err(HandshakeError::Frame(FrameError::BadLength { .. }))
+            Err(HandshakeError::Protocol(e)) if e.violation() == crate::error::Violation::BadLength
         ));
     }
 

@@ -13,4 +13,5 @@ pub(crate) mod pool;
 pub(crate) mod readbuf;
 pub(crate) mod reader;
 
-pub use frame::{FrameError, FrameKind, MAX_PROOF_LEN};
+pub(crate) use frame::FrameError;
+pub use frame::MAX_PROOF_LEN;
