@@ -20,6 +20,8 @@
 //! with the `CI` environment variable set it fails instead.
 
 mod fault;
+// The library's own test helpers: one copy, public API only.
+#[path = "../../../tests/util/mod.rs"]
 mod util;
 
 use std::net::SocketAddr;

@@ -8,6 +8,8 @@
 //! never reads its inbound queue, so that nothing it is sent can drain.
 
 mod fault;
+// The library's own test helpers: one copy, public API only.
+#[path = "../../../tests/util/mod.rs"]
 mod util;
 
 use std::collections::BTreeSet;
