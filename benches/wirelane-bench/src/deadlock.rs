@@ -2,26 +2,18 @@
 //! and against wirelane.
 //!
 //! Two peers, p and q, on loopback. On each, [`THREADS`] threads send `--messages`
-//! private messages apiece to the other peer while one thread drains what arrives.
-//! Every buffer holds one message, so nearly every send has to wait for room.
+//! stamped private messages apiece to the other while one thread drains what
+//! arrives, checking each sending thread's stream ([`crate::stamp`]). Every buffer
+//! holds one message, so nearly every send has to wait for room: `locked`
+//! ([`crate::locked`]) waits holding the connection lock its own reader and writer
+//! need, and both peers freeze; wirelane waits holding no lock and runs to the end.
 //!
-//! - `locked` ([`crate::locked`]) waits for room while holding its connection lock,
-//!   which its own reader and writer need for every frame: both peers freeze.
-//! - `wirelane` waits holding no lock, so the same load runs to the end; each peer
-//!   checks that every message arrived exactly once and in order per sending thread.
-//!
-//! A watchdog thread tells the two apart: when nothing has been delivered for
-//! `--watchdog` seconds it declares a deadlock, and either way it ends the run through
-//! the implementation's way out (the abort of `locked`, [`Node::shutdown`] for
-//! wirelane), so that every thread the run started can be joined. Every other wait
-//! has a deadline too: a thread that cannot be joined in time ends the process with
-//! status 1 rather than hanging it.
-//!
-//! Each sending thread stamps its messages ([`crate::stamp`]) with its number as
-//! the sender and counts them from 0; each peer tracks every thread's stream.
-//!
-//! A record's `secs` is how long the run made progress: up to its last delivery, so
-//! for a deadlocked run the moment it froze. `msgs_per_s` is given for completed runs.
+//! A watchdog declares a deadlock when nothing has been delivered for `--watchdog`
+//! seconds, and either way ends the run through the implementation's way out (the
+//! abort of `locked`, [`Node::shutdown`]), so that every thread can be joined. Every
+//! other wait has a deadline too: a thread that cannot be joined in time ends the
+//! process with status 1 rather than hanging it. A record's `secs` runs up to the
+//! last delivery, so for a deadlocked run the moment it froze.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
@@ -30,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
-use wirelane::crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
+use wirelane::crossbeam_channel::RecvTimeoutError;
 use wirelane::{Bytes, Config, Lane, Node, PeerId};
 
 use crate::locked;
@@ -68,20 +60,14 @@ enum Which {
 /// `deadlock`.
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let (messages, stall) = (args.messages, args.watchdog);
-    let plan = Plan { messages, stall };
     let mut outcomes = Vec::new();
-    let expected = 2 * u64::from(THREADS) * plan.messages;
     if args.which != Which::Wirelane {
-        let bar = progress("deadlock locked", Some(expected), quiet);
         let pair = locked::Pair::start(CAPACITY)?;
-        outcomes.push(scenario("locked", Arc::new(pair), &plan, &bar));
-        bar.finish_and_clear();
+        outcomes.push(scenario("locked", Arc::new(pair), args, quiet));
     }
     if args.which != Which::Locked {
-        let bar = progress("deadlock wirelane", Some(expected), quiet);
         let pair = Wirelane::start()?;
-        outcomes.push(scenario("wirelane", Arc::new(pair), &plan, &bar));
-        bar.finish_and_clear();
+        outcomes.push(scenario("wirelane", Arc::new(pair), args, quiet));
     }
     let records: Vec<Record> = outcomes.iter().map(Outcome::record).collect();
     out.records(
@@ -106,11 +92,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
          own writer and reader take for every frame, so each peer stops the other (Fabric \
          FAB-10469); wirelane's send waits holding no lock.",
     );
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(ExitCode::from(u8::from(failed)))
 }
 
 impl Outcome {
@@ -137,41 +119,29 @@ impl Outcome {
     /// outcome can; the reference implementation is expected to freeze.
     fn judge(&self, stall: Duration) -> (String, bool) {
         let (name, n, of) = (self.implementation, self.delivered, self.expected);
-        let (active, stall) = (seconds(self.active), seconds(stall));
-        let clean = self.problems.is_empty();
-        let when = if n == 0 {
-            format!("before the first of {of} messages arrived")
-        } else {
-            format!("after {n} of {of} messages ({active} in)")
+        let (wirelane, clean, stall) =
+            (name == "wirelane", self.problems.is_empty(), seconds(stall));
+        let when = match n {
+            0 => format!("before the first of {of} messages arrived"),
+            _ => format!("after {n} of {of} messages ({} in)", seconds(self.active)),
         };
-        match (name, self.completed) {
-            ("wirelane", true) if clean => (
-                format!("wirelane: completed; all {of} messages arrived exactly once and in order"),
-                false,
+        let line = match (wirelane, self.completed) {
+            (true, true) if clean => {
+                format!("wirelane: completed; all {of} messages arrived exactly once and in order")
+            }
+            (true, true) => {
+                format!("FAIL: wirelane delivered {n} messages, but not each once and in order:")
+            }
+            (true, false) => format!("FAIL: wirelane stalled {when}: nothing arrived for {stall}"),
+            (false, false) => format!(
+                "{name}: deadlocked {when}; nothing arrived for {stall}, so the watchdog aborted it"
             ),
-            ("wirelane", true) => (
-                format!("FAIL: wirelane delivered {n} messages, but not each once and in order:"),
-                true,
+            (false, true) => format!(
+                "{name}: unexpectedly completed all {of} messages; its deadlock depends on \
+                 thread timing and did not happen this time (not a wirelane failure)"
             ),
-            ("wirelane", false) => (
-                format!("FAIL: wirelane stalled {when}: nothing arrived for {stall}"),
-                true,
-            ),
-            (_, false) => (
-                format!(
-                    "{name}: deadlocked {when}; nothing arrived for {stall}, so the \
-                     watchdog aborted it"
-                ),
-                false,
-            ),
-            (_, true) => (
-                format!(
-                    "{name}: unexpectedly completed all {of} messages; its deadlock depends on \
-                     thread timing and did not happen this time (not a wirelane failure)"
-                ),
-                false,
-            ),
-        }
+        };
+        (line, wirelane && !(self.completed && clean))
     }
 }
 
@@ -244,10 +214,6 @@ impl Peers for Wirelane {
             node.shutdown();
         }
     }
-
-    fn join_by(&self, _deadline: Instant) -> Result<(), JoinError> {
-        Ok(())
-    }
 }
 
 impl Peers for locked::Pair {
@@ -275,7 +241,6 @@ impl Peers for locked::Pair {
 }
 
 /// Sending threads per peer.
-/// Sending threads per peer.
 const THREADS: u32 = 4;
 /// How often the watchdog reads the delivery counter, and how long a drainer that
 /// polls waits for a message before it checks whether the run has ended.
@@ -286,14 +251,6 @@ const JOIN_GRACE: Duration = Duration::from_secs(10);
 const NAMES: [&str; 2] = ["p", "q"];
 /// Problems kept per peer; the rest are only counted.
 const MAX_PROBLEMS: usize = 5;
-
-/// What one run does.
-struct Plan {
-    /// Messages per sending thread.
-    messages: u64,
-    /// Time without a delivery after which the watchdog declares a deadlock.
-    stall: Duration,
-}
 
 /// How a run ended.
 struct Outcome {
@@ -324,7 +281,9 @@ trait Peers: Send + Sync + 'static {
     /// Ends the run through the implementation's way out, waking every wait.
     fn teardown(&self);
     /// Joins the threads the implementation started itself, if any.
-    fn join_by(&self, deadline: Instant) -> Result<(), JoinError>;
+    fn join_by(&self, _deadline: Instant) -> Result<(), JoinError> {
+        Ok(())
+    }
 }
 
 /// What a drainer's wait returned.
@@ -337,18 +296,22 @@ enum Got<P> {
     Closed,
 }
 
-/// Runs the scenario on `peers` and joins every thread it started. `bar` counts
-/// messages as they arrive, for the progress line; the watchdog reads its own
-/// counter.
+/// Runs the scenario on `peers` and joins every thread it started.
 fn scenario<P: Peers>(
     implementation: &'static str,
     peers: Arc<P>,
-    plan: &Plan,
-    bar: &indicatif::ProgressBar,
+    args: &Args,
+    quiet: bool,
 ) -> Outcome {
+    let messages = args.messages;
+    let per_peer = u64::from(THREADS) * messages;
+    let bar = progress(
+        &format!("deadlock {implementation}"),
+        Some(2 * per_peer),
+        quiet,
+    );
     let started = Instant::now();
     let delivered = Arc::new(AtomicU64::new(0));
-    let per_peer = u64::from(THREADS) * plan.messages;
     let drainers: Vec<_> = NAMES
         .iter()
         .enumerate()
@@ -362,34 +325,30 @@ fn scenario<P: Peers>(
     let mut senders = Vec::new();
     for (from, name) in NAMES.iter().enumerate() {
         for thread in 0..THREADS {
-            let (peers, messages) = (peers.clone(), plan.messages);
+            let peers = peers.clone();
             senders.push(start(format!("deadlock-send-{name}{thread}"), move || {
                 send_all(&*peers, from, thread, messages)
             }));
         }
     }
-    let (verdict_tx, verdict_rx) = bounded(1);
-    let watchdog = {
-        let (peers, delivered, stall) = (peers.clone(), delivered.clone(), plan.stall);
-        start("deadlock-watchdog", move || {
-            let completed = watch(&delivered, 2 * per_peer, stall);
-            // Finished or frozen, the run ends here: this wakes whatever still waits.
-            peers.teardown();
-            let _ = verdict_tx.send(completed);
-        })
+    let completed = watch(&delivered, 2 * per_peer, args.watchdog);
+    // Finished or frozen, the run ends here: this wakes whatever still waits. On a
+    // thread of its own, so that a teardown that is stuck too meets the deadline.
+    let teardown = {
+        let peers = peers.clone();
+        start("deadlock-teardown", move || peers.teardown())
     };
-    let completed = await_verdict(&verdict_rx, &delivered, plan.stall);
-
     let deadline = Instant::now() + JOIN_GRACE;
+    join_all(vec![teardown], deadline);
     let sent = join_all(senders, deadline);
     let drained = join_all(drainers, deadline);
-    join_all(vec![watchdog], deadline);
     if let Err(e) = peers.join_by(deadline) {
         abandon(e);
     }
+    bar.finish_and_clear();
     let mut problems: Vec<String> = sent.into_iter().filter_map(Result::err).collect();
     for (at, d) in drained.iter().enumerate() {
-        problems.extend(d.problems(at, completed, plan.messages));
+        problems.extend(d.problems(at, completed, messages));
     }
     let last = drained.iter().map(|d| d.last).max().unwrap_or(started);
     Outcome {
@@ -416,27 +375,6 @@ fn watch(delivered: &AtomicU64, expected: u64, stall: Duration) -> bool {
             (seen, moved) = (now, Instant::now());
         } else if moved.elapsed() >= stall {
             return false;
-        }
-    }
-}
-
-/// Waits for the watchdog's verdict. The watchdog decides at most `stall` after the
-/// last delivery and then tears down; if it has said nothing for longer than that
-/// plus the grace period while nothing was delivered, its teardown is stuck and the
-/// run is abandoned.
-fn await_verdict(verdict: &Receiver<bool>, delivered: &AtomicU64, stall: Duration) -> bool {
-    let mut seen = delivered.load(Relaxed);
-    loop {
-        match verdict.recv_timeout(stall + JOIN_GRACE) {
-            Ok(completed) => return completed,
-            Err(RecvTimeoutError::Timeout) => {
-                let now = delivered.load(Relaxed);
-                if now == seen {
-                    abandon("the watchdog did not report: tearing the run down is stuck");
-                }
-                seen = now;
-            }
-            Err(RecvTimeoutError::Disconnected) => abandon("the watchdog thread panicked"),
         }
     }
 }
@@ -479,6 +417,16 @@ struct Drained {
 }
 
 impl Drained {
+    fn new(started: Instant) -> Drained {
+        Drained {
+            threads: vec![Track::default(); THREADS as usize],
+            received: 0,
+            problems: Vec::new(),
+            unlisted: 0,
+            last: started,
+        }
+    }
+
     fn problem(&mut self, why: String) {
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(why);
@@ -536,13 +484,7 @@ fn drain<P: Peers>(
     delivered: &AtomicU64,
     bar: &indicatif::ProgressBar,
 ) -> Drained {
-    let mut d = Drained {
-        threads: vec![Track::default(); THREADS as usize],
-        received: 0,
-        problems: Vec::new(),
-        unlisted: 0,
-        last: started,
-    };
+    let mut d = Drained::new(started);
     while d.received < expected {
         match peers.recv(at) {
             Got::Message(payload) => {
@@ -562,19 +504,9 @@ fn drain<P: Peers>(
 mod tests {
     use super::*;
 
-    fn drained() -> Drained {
-        Drained {
-            threads: vec![Track::default(); THREADS as usize],
-            received: 0,
-            problems: Vec::new(),
-            unlisted: 0,
-            last: Instant::now(),
-        }
-    }
-
     #[test]
     fn the_check_accepts_interleaved_threads_in_order() {
-        let mut d = drained();
+        let mut d = Drained::new(Instant::now());
         for seq in 0..3 {
             for thread in 0..THREADS {
                 d.observe(0, &stamp(thread, 0, seq).encode(Stamp::LEN));
@@ -587,7 +519,7 @@ mod tests {
 
     #[test]
     fn the_check_flags_duplicates_gaps_and_strangers() {
-        let mut d = drained();
+        let mut d = Drained::new(Instant::now());
         for (thread, seq) in [(0, 0), (0, 0), (1, 1), (1, 0), (THREADS, 0)] {
             d.observe(1, &stamp(thread, 1, seq).encode(Stamp::LEN));
         }
