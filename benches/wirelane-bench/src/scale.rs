@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use indicatif::ProgressBar;
 use wirelane::__bench::{decode_header, encode_header, hello_frame, FrameKind, HEADER_LEN};
 use wirelane::{Config, Lane, Node, PeerId};
@@ -84,7 +84,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     // The first run's freed buffers stay in the allocator and may be reused by the
     // idle connections, so the memory figure can err low by a few KiB per connection
     // at small counts; it cannot err high.
-    let before = Snapshot::take()?;
+    let before = procfs::usage()?;
 
     // Read now: once descriptors run out, even `/proc/self/limits` cannot be opened.
     let fd_limit = procfs::open_files_limit();
@@ -93,7 +93,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     let idle = opened?;
     settle(&hub, conns)?;
-    let after = Snapshot::take()?;
+    let after = procfs::usage()?;
     let crowded = best_of(repeat, || one_way(&hub, size, count))?;
     let fds = procfs::open_fds().ok();
 
@@ -144,28 +144,12 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
         config.thread_stack_size / 1024
     ));
     if let Some(fds) = fds {
-        let limit = procfs::open_files_limit().map_or("unlimited".to_owned(), |l| l.to_string());
+        let limit = limit_text(fd_limit);
         out.note(&format!(
             "open file descriptors with every connection up: {fds} (limit {limit})"
         ));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Threads and resident memory of the whole process at one moment.
-#[derive(Debug, Clone, Copy)]
-struct Snapshot {
-    threads: usize,
-    rss_kib: u64,
-}
-
-impl Snapshot {
-    fn take() -> io::Result<Snapshot> {
-        Ok(Snapshot {
-            threads: procfs::threads()?,
-            rss_kib: procfs::rss_kib()?,
-        })
-    }
 }
 
 /// Waits until the hub has exactly `peers` connections registered and every one of
@@ -176,22 +160,16 @@ impl Snapshot {
 /// A connection is registered during its handshake, before its writer starts, so
 /// the peer count alone would be read too early; the threads are counted by name.
 fn settle(hub: &Node, peers: usize) -> anyhow::Result<()> {
-    let (readers, writers) = (format!("wl{}-r", HUB.0), format!("wl{}-w", HUB.0));
     let counts = || {
         let names = procfs::thread_names().unwrap_or_default();
-        let r = procfs::count_prefixed(&names, &readers);
-        (
-            hub.stats().peers,
-            r,
-            procfs::count_prefixed(&names, &writers),
-        )
+        (hub.stats().peers, procfs::conn_threads(&names, HUB))
     };
     if wait_until(Instant::now() + SETTLE_DEADLINE, || {
-        counts() == (peers, peers, peers)
+        counts() == (peers, (peers, peers))
     }) {
         return Ok(());
     }
-    let (registered, r, w) = counts();
+    let (registered, (r, w)) = counts();
     bail!(
         "the hub did not settle at {peers} connections within {SETTLE_DEADLINE:?}: \
          {registered} registered, {r} reader and {w} writer threads"
@@ -209,9 +187,7 @@ fn open_idle(
 ) -> anyhow::Result<Vec<TcpStream>> {
     let mut idle = Vec::with_capacity(conns);
     for i in 0..conns {
-        let id = PeerId(FIRST_IDLE + i as u64);
-        let deadline = Instant::now() + config.handshake_timeout;
-        match handshake(hub, id, config, deadline) {
+        match handshake(hub, PeerId(FIRST_IDLE + i as u64), config) {
             Ok(stream) => idle.push(stream),
             Err(e) => bail!(explain(i, conns, fd_limit, &e)),
         }
@@ -220,69 +196,58 @@ fn open_idle(
     Ok(idle)
 }
 
+fn limit_text(limit: Option<u64>) -> String {
+    limit.map_or("unlimited".to_owned(), |l| l.to_string())
+}
+
 /// Says why opening idle connection `i` failed, naming file descriptors when they
 /// ran out: `connect` then fails with "too many open files" here, or the hub's
 /// `accept` does, which this side sees as a hub that never answers.
 fn explain(i: usize, conns: usize, fd_limit: Option<u64>, e: &io::Error) -> String {
     let what = format!("idle connection {} of {conns}: {e}", i + 1);
-    if procfs::is_out_of_fds(e) || procfs::fds_nearly_exhausted(fd_limit) {
-        let limit = fd_limit.map_or("unlimited".to_owned(), |l| l.to_string());
-        format!(
-            "{what}: too many open files. Each idle connection takes two descriptors in this \
-             process (the client's socket and the hub's), so {conns} connections need about {} \
-             against a limit of {limit}; raise it with `ulimit -n` or use fewer --conns",
-            2 * conns + 32
-        )
-    } else {
-        what
+    if !procfs::is_out_of_fds(e) && !procfs::fds_nearly_exhausted(fd_limit) {
+        return what;
     }
+    format!(
+        "{what}: too many open files. Each idle connection takes two descriptors in this \
+         process (the client's socket and the hub's), so {conns} connections need about {} \
+         against a limit of {}; raise it with `ulimit -n` or use fewer --conns",
+        2 * conns + 32,
+        limit_text(fd_limit)
+    )
 }
 
 /// Connects to the hub as peer `id` and completes wirelane's handshake by hand:
 /// Hello out, the hub's Hello and Accept in, Accept out, the hub's last Accept in.
-fn handshake(
-    hub: SocketAddr,
-    id: PeerId,
-    config: &Config,
-    deadline: Instant,
-) -> io::Result<TcpStream> {
+/// Each step may take the handshake timeout.
+fn handshake(hub: SocketAddr, id: PeerId, config: &Config) -> io::Result<TcpStream> {
     let mut stream = TcpStream::connect_timeout(&hub, config.connect_timeout)?;
-    let left = || {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "handshake deadline passed"))
-    };
-    stream.set_write_timeout(Some(left()?))?;
+    stream.set_write_timeout(Some(config.handshake_timeout))?;
+    stream.set_read_timeout(Some(config.handshake_timeout))?;
     // Any incarnation will do: each idle client is a distinct peer and never returns.
     let incarnation = id.0 ^ 0x5CA1_E000_0000_0000;
     stream.write_all(&hello_frame(id, incarnation, config.max_frame_len))?;
-    stream.set_read_timeout(Some(left()?))?;
     let (kind, theirs) = read_frame(&mut stream)?;
     if kind != FrameKind::Hello || !wirelane::__fuzz::hello(&theirs) {
         return Err(io::Error::other(format!(
             "unexpected {kind:?} from the hub: {theirs:02x?}"
         )));
     }
-    let expect_accept = |stream: &mut TcpStream| -> io::Result<()> {
-        stream.set_read_timeout(Some(left()?))?;
-        match read_frame(stream)? {
-            (FrameKind::Accept, _) => Ok(()),
-            (kind, payload) => Err(io::Error::other(format!(
-                "the hub refused the handshake: {kind:?} {payload:02x?}"
-            ))),
-        }
+    let expect_accept = |stream: &mut TcpStream| match read_frame(stream)? {
+        (FrameKind::Accept, _) => Ok(()),
+        (kind, payload) => Err(io::Error::other(format!(
+            "the hub refused the handshake: {kind:?} {payload:02x?}"
+        ))),
     };
     expect_accept(&mut stream)?;
     let mut accept = Vec::with_capacity(HEADER_LEN);
     encode_header(&mut accept, FrameKind::Accept, 0);
-    stream.set_write_timeout(Some(left()?))?;
     stream.write_all(&accept)?;
     expect_accept(&mut stream)?;
     Ok(stream)
 }
 
-/// Reads one frame of the handshake, naming a read that ran into the deadline as
+/// Reads one frame of the handshake, naming a read that ran into the timeout as
 /// such (the socket reports it as "would block").
 fn read_frame(stream: &mut TcpStream) -> io::Result<(FrameKind, Vec<u8>)> {
     let timed_out = |e: io::Error| match e.kind() {
@@ -303,20 +268,16 @@ fn read_frame(stream: &mut TcpStream) -> io::Result<(FrameKind, Vec<u8>)> {
     Ok((header.kind, payload))
 }
 
-/// Runs a throughput measurement `repeat` times and keeps the fastest run: the
-/// machine is shared, and the fastest run is the one least disturbed.
+/// Runs a throughput measurement `repeat` times and keeps the fastest run.
 fn best_of(
     repeat: u64,
     mut measure: impl FnMut() -> anyhow::Result<Record>,
 ) -> anyhow::Result<Record> {
-    let mut best = measure()?;
-    for _ in 1..repeat {
-        let run = measure()?;
-        if run.number("msgs_per_s") > best.number("msgs_per_s") {
-            best = run;
-        }
+    let mut best = None;
+    for _ in 0..repeat {
+        oneway::keep_faster(&mut best, measure()?);
     }
-    Ok(best)
+    best.context("--repeat is at least 1")
 }
 
 /// One real client node sends `count` private `size`-byte messages to the hub from

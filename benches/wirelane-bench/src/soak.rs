@@ -39,7 +39,7 @@ use wirelane::LaneStats;
 use crate::procfs;
 use crate::report::{progress, Output, Record};
 use crate::traffic::verdict::{self, note};
-use crate::traffic::{self, workers::SEND_POLL, Outcome, Plan, DRAIN_DEADLINE};
+use crate::traffic::{self, workers::SEND_POLL, Outcome, Plan, Sample, DRAIN_DEADLINE};
 
 /// How far resident memory may grow past the warm-up's highest reading.
 const RSS_HEADROOM_KIB: u64 = 64 * 1024;
@@ -73,8 +73,7 @@ pub struct Args {
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     // The run is judged on these figures: find out now, not at the end, if they
     // cannot be read.
-    procfs::threads()?;
-    procfs::rss_kib()?;
+    procfs::usage()?;
     let nodes = args.nodes as usize;
     let plan = Plan {
         nodes,
@@ -156,8 +155,8 @@ fn judge(plan: &Plan, o: &Outcome) -> Judged {
         Record::new("soak", "wirelane")
             .text("lane", "all")
             .int("disconnects", o.chaos.disconnects)
-            .int("max_threads", max_threads as u64)
-            .int("thread_bound", thread_bound as u64)
+            .int("max_threads", max_threads)
+            .int("thread_bound", thread_bound)
             .int("max_rss_kib", max_rss)
             .int("rss_bound_kib", rss_bound)
             .int("violations", j.violations.len() as u64)
@@ -208,21 +207,10 @@ fn thread_slack(nodes: usize) -> usize {
 }
 
 /// Checks the thread samples after the warm-up; returns the highest and the bound.
-fn judge_threads(plan: &Plan, o: &Outcome, j: &mut Judged) -> (usize, usize) {
+fn judge_threads(plan: &Plan, o: &Outcome, j: &mut Judged) -> (u64, u64) {
     let slack = thread_slack(plan.nodes);
-    let bound = o.steady_threads + slack;
-    let max = o.samples.iter().map(|s| s.threads).max().unwrap_or(0);
-    let judged = o.samples.iter().filter(|s| s.at > plan.warmup());
-    let over: Vec<_> = judged.clone().filter(|s| s.threads > bound).collect();
-    if let Some(worst) = over.iter().max_by_key(|s| s.threads) {
-        j.violations.push(format!(
-            "threads above the bound of {bound} in {} of {} readings after the warm-up (highest {} at {:.0} s)",
-            over.len(),
-            judged.count(),
-            worst.threads,
-            worst.at.as_secs_f64()
-        ));
-    }
+    let bound = (o.steady_threads + slack) as u64;
+    let max = judge_samples(plan, o, j, ("threads", ""), bound, |s| s.threads as u64);
     j.notes.push(format!(
         "threads: {} with the mesh up and every thread of the run started; bound {bound} = that + {slack} \
          for connections in transition (4 per pair of nodes, 2 per node), judged after a {} s warm-up",
@@ -239,27 +227,40 @@ fn judge_memory(plan: &Plan, o: &Outcome, j: &mut Judged) -> (u64, u64) {
         .samples
         .iter()
         .filter(|s| s.at <= warmup)
-        .map(|s| s.rss_kib)
-        .max()
-        .unwrap_or(0);
+        .map(|s| s.rss_kib);
+    let warm = warm.max().unwrap_or(0);
     let bound = warm + RSS_HEADROOM_KIB;
-    let max = o.samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
-    let judged = o.samples.iter().filter(|s| s.at > warmup);
-    let over: Vec<_> = judged.clone().filter(|s| s.rss_kib > bound).collect();
-    if let Some(worst) = over.iter().max_by_key(|s| s.rss_kib) {
-        j.violations.push(format!(
-            "resident memory above the bound of {bound} KiB in {} of {} readings after the warm-up (highest {} KiB at {:.0} s)",
-            over.len(),
-            judged.count(),
-            worst.rss_kib,
-            worst.at.as_secs_f64()
-        ));
-    }
+    let what = ("resident memory", " KiB");
+    let max = judge_samples(plan, o, j, what, bound, |s| s.rss_kib);
     j.notes.push(format!(
         "memory: {warm} KiB at most during the warm-up; bound {bound} KiB (+{} MiB)",
         RSS_HEADROOM_KIB / 1024
     ));
     (max, bound)
+}
+
+/// Flags the readings of one figure above `bound` after the warm-up; returns the
+/// highest reading of the whole run. `what` names the figure and its unit.
+fn judge_samples(
+    plan: &Plan,
+    o: &Outcome,
+    j: &mut Judged,
+    (what, unit): (&str, &str),
+    bound: u64,
+    value: impl Fn(&Sample) -> u64,
+) -> u64 {
+    let judged: Vec<&Sample> = o.samples.iter().filter(|s| s.at > plan.warmup()).collect();
+    let over: Vec<&&Sample> = judged.iter().filter(|s| value(s) > bound).collect();
+    if let Some(worst) = over.iter().max_by_key(|s| value(s)) {
+        j.violations.push(format!(
+            "{what} above the bound of {bound}{unit} in {} of {} readings after the warm-up (highest {}{unit} at {:.0} s)",
+            over.len(),
+            judged.len(),
+            value(worst),
+            worst.at.as_secs_f64()
+        ));
+    }
+    o.samples.iter().map(value).max().unwrap_or(0)
 }
 
 /// The run's own milestones: readings, the mesh after the load, the drain.

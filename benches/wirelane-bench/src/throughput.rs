@@ -73,8 +73,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let ours = || wirelane(&config, size, count, lane, conns);
     let title = format!("throughput: {size}-byte {lane} messages, {conns} connection(s)");
 
-    // Each contender runs `repeat` times, interleaved, and keeps its best run: the
-    // machine is shared, and the best run is the one least disturbed.
+    // Each contender runs `repeat` times, interleaved, and keeps its best run.
     let bar = progress("throughput", Some(repeat), quiet);
     if args.contenders == Contenders::Wirelane {
         let mut runs = Vec::new();
@@ -94,12 +93,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
             ours()?,
         ];
         for (slot, run) in best.iter_mut().zip(runs) {
-            if slot
-                .as_ref()
-                .is_none_or(|b| run.number("msgs_per_s") > b.number("msgs_per_s"))
-            {
-                *slot = Some(run);
-            }
+            oneway::keep_faster(slot, run);
         }
         bar.inc(1);
     }

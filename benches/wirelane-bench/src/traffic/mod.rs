@@ -298,9 +298,7 @@ fn connect_all(
             return false;
         };
         nodes.iter().all(|n| {
-            let named =
-                |what: char| procfs::count_prefixed(&names, &format!("wl{}-{what}", n.id().0));
-            n.peers().len() == others && named('r') == others && named('w') == others
+            n.peers().len() == others && procfs::conn_threads(&names, n.id()) == (others, others)
         })
     };
     if wait_until(deadline, settled) {
@@ -340,13 +338,13 @@ struct Sampler {
 
 impl Sampler {
     fn take(&mut self, at: Duration) {
-        match (procfs::threads(), procfs::rss_kib()) {
-            (Ok(threads), Ok(rss_kib)) => self.samples.push(Sample {
+        match procfs::usage() {
+            Ok(u) => self.samples.push(Sample {
                 at,
-                threads,
-                rss_kib,
+                threads: u.threads,
+                rss_kib: u.rss_kib,
             }),
-            (Err(e), _) | (_, Err(e)) => self.errors.note(format_args!(
+            Err(e) => self.errors.note(format_args!(
                 "reading /proc at {:.1} s: {e}",
                 at.as_secs_f64()
             )),
