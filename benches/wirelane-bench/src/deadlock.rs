@@ -22,7 +22,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
-use wirelane::crossbeam_channel::RecvTimeoutError;
 use wirelane::{Bytes, Config, Lane, Node, PeerId};
 
 use crate::locked;
@@ -180,8 +179,6 @@ impl Wirelane {
 }
 
 impl Peers for Wirelane {
-    type Payload = Bytes;
-
     fn send(&self, from: usize, payload: Bytes) -> Result<(), String> {
         let to = self.ids[1 - from];
         self.nodes[from]
@@ -189,17 +186,14 @@ impl Peers for Wirelane {
             .map_err(|e| e.to_string())
     }
 
-    fn recv(&self, at: usize) -> Got<Bytes> {
-        let from = self.ids[1 - at];
-        loop {
-            match self.nodes[at].incoming().recv_timeout(TICK) {
-                Ok(m) if m.lane == Lane::Private && m.from == from => {
-                    return Got::Message(m.payload)
-                }
-                Ok(m) => return Got::Wrong(format!("a {} message from {}", m.lane, m.from)),
-                Err(RecvTimeoutError::Timeout) if !self.stopped() => {}
-                Err(_) => return Got::Closed,
+    /// The inbound queue reports disconnection once the node has shut down.
+    fn recv(&self, at: usize) -> Got {
+        match self.nodes[at].incoming().recv() {
+            Ok(m) if m.lane == Lane::Private && m.from == self.ids[1 - at] => {
+                Got::Message(m.payload)
             }
+            Ok(m) => Got::Wrong(format!("a {} message from {}", m.lane, m.from)),
+            Err(_) => Got::Closed,
         }
     }
 
@@ -217,14 +211,12 @@ impl Peers for Wirelane {
 }
 
 impl Peers for locked::Pair {
-    type Payload = Vec<u8>;
-
     fn send(&self, from: usize, payload: Bytes) -> Result<(), String> {
         locked::Pair::send(self, from, &payload).map_err(|e| e.to_string())
     }
 
-    fn recv(&self, at: usize) -> Got<Vec<u8>> {
-        locked::Pair::recv(self, at).map_or(Got::Closed, Got::Message)
+    fn recv(&self, at: usize) -> Got {
+        locked::Pair::recv(self, at).map_or(Got::Closed, |p| Got::Message(p.into()))
     }
 
     fn stopped(&self) -> bool {
@@ -242,8 +234,7 @@ impl Peers for locked::Pair {
 
 /// Sending threads per peer.
 const THREADS: u32 = 4;
-/// How often the watchdog reads the delivery counter, and how long a drainer that
-/// polls waits for a message before it checks whether the run has ended.
+/// How often the watchdog reads the delivery counter.
 const TICK: Duration = Duration::from_millis(10);
 /// How long the threads have to finish once the verdict is in.
 const JOIN_GRACE: Duration = Duration::from_secs(10);
@@ -270,12 +261,10 @@ struct Outcome {
 /// q. The deadlocking reference and wirelane are loaded, watched and judged by the
 /// very same code through it.
 trait Peers: Send + Sync + 'static {
-    /// What a drainer receives: the payload as it was sent.
-    type Payload: AsRef<[u8]>;
     /// Sends a private message from peer `from` to the other, waiting for room.
     fn send(&self, from: usize, payload: Bytes) -> Result<(), String>;
     /// Waits for the next message delivered to peer `at`.
-    fn recv(&self, at: usize) -> Got<Self::Payload>;
+    fn recv(&self, at: usize) -> Got;
     /// Whether the run is being torn down, so that failing sends are expected.
     fn stopped(&self) -> bool;
     /// Ends the run through the implementation's way out, waking every wait.
@@ -287,9 +276,9 @@ trait Peers: Send + Sync + 'static {
 }
 
 /// What a drainer's wait returned.
-enum Got<P> {
+enum Got {
     /// A payload from the other peer.
-    Message(P),
+    Message(Bytes),
     /// Something arrived that this scenario never sends.
     Wrong(String),
     /// The run is over.
@@ -488,7 +477,7 @@ fn drain<P: Peers>(
     while d.received < expected {
         match peers.recv(at) {
             Got::Message(payload) => {
-                d.observe(at, payload.as_ref());
+                d.observe(at, &payload);
                 d.last = Instant::now();
                 delivered.fetch_add(1, Relaxed);
                 bar.inc(1);

@@ -112,7 +112,7 @@ impl Sent {
     /// Counts a refused send: `busy` if the lane was full, `gone` if the peer was
     /// not connected; `back` is what the error handed back, which must be the
     /// message offered.
-    fn refusal(&mut self, stamp: Stamp, (busy, gone): (bool, bool), why: String, back: &Bytes) {
+    fn refusal(&mut self, stamp: Stamp, busy: bool, gone: bool, why: String, back: &Bytes) {
         match (busy, gone) {
             (true, _) => self.busy += 1,
             (_, true) => self.refused += 1,
@@ -152,30 +152,20 @@ pub fn send(node: &Node, peers: &[PeerId], plan: &Plan, lane: Lane, stop: &Atomi
             for k in 0..peers.len() {
                 let stamp = sent.stamp(k);
                 let payload = stamp.encode(plan.size);
+                // Each refusal is (lane full, peer gone, why, the message handed back).
                 let refused = match lane {
                     Lane::Private => {
                         node.send_timeout(stamp.dst, payload, SEND_POLL)
                             .map_err(|e| {
-                                let kind = (
-                                    matches!(e, SendTimeoutError::Timeout(_)),
-                                    matches!(
-                                        e,
-                                        SendTimeoutError::NotConnected(_)
-                                            | SendTimeoutError::Disconnected(_)
-                                    ),
-                                );
-                                (kind, e.to_string(), e.into_inner())
+                                use SendTimeoutError::{Disconnected, NotConnected};
+                                let gone = matches!(e, NotConnected(_) | Disconnected(_));
+                                (e.is_timeout(), gone, e.to_string(), e.into_inner())
                             })
                     }
                     _ => node.try_send(stamp.dst, payload).map_err(|e| {
-                        let kind = (
-                            matches!(e, TrySendError::Full(_)),
-                            matches!(
-                                e,
-                                TrySendError::NotConnected(_) | TrySendError::Disconnected(_)
-                            ),
-                        );
-                        (kind, e.to_string(), e.into_inner())
+                        use TrySendError::{Disconnected, NotConnected};
+                        let gone = matches!(e, NotConnected(_) | Disconnected(_));
+                        (e.is_full(), gone, e.to_string(), e.into_inner())
                     }),
                 };
                 match refused {
@@ -183,7 +173,7 @@ pub fn send(node: &Node, peers: &[PeerId], plan: &Plan, lane: Lane, stop: &Atomi
                         sent.accepted[k].1 += 1;
                         took = true;
                     }
-                    Err((kind, why, back)) => sent.refusal(stamp, kind, why, &back),
+                    Err((busy, gone, why, back)) => sent.refusal(stamp, busy, gone, why, &back),
                 }
             }
         }
