@@ -88,16 +88,7 @@ fn report(plan: &Plan, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     for line in notes(&o, &streams) {
         out.note(&line);
     }
-    let problems = problems(&o, &streams);
-    if problems.is_empty() {
-        out.note("result: PASS");
-        return Ok(ExitCode::SUCCESS);
-    }
-    out.note("result: FAIL");
-    for problem in &problems {
-        eprintln!("wirelane-bench: FAIL: {problem}");
-    }
-    Ok(ExitCode::FAILURE)
+    Ok(out.verdict(&problems(&o, &streams)))
 }
 
 /// The columns of the human-readable table: record key, header. The records have
@@ -135,20 +126,15 @@ fn private_lost(s: &Streams) -> u64 {
 /// load period (`count` in `secs`); `sent` and `received` cover the whole run.
 fn records(plan: &Plan, o: &Outcome, s: &Streams) -> Vec<Record> {
     let secs = o.load.as_secs_f64().max(1e-9);
-    let (mut gossip_stats, mut private_stats) = (LaneStats::default(), LaneStats::default());
-    for stats in &o.stats {
-        gossip_stats += stats.gossip;
-        private_stats += stats.private;
-    }
-    let record = |lane: &str, sent: u64, received: u64, in_load: u64, st: LaneStats, lost: u64| {
+    let row = |lane: &str, t: &Totals, in_load: u64, st: LaneStats, lost: u64| {
         let per_sec = in_load as f64 / secs;
         Record::new("mesh", "wirelane")
             .text("lane", lane)
             .int("nodes", plan.nodes as u64)
             .int("size", plan.size as u64)
             .float("secs", secs)
-            .int("sent", sent)
-            .int("received", received)
+            .int("sent", t.sent)
+            .int("received", t.received)
             .int("count", in_load)
             .float("msgs_per_s", per_sec)
             .float("mb_per_s", per_sec * plan.size as f64 / 1e6)
@@ -157,33 +143,19 @@ fn records(plan: &Plan, o: &Outcome, s: &Streams) -> Vec<Record> {
             .int("dropped_recv", st.recv_dropped)
             .int("lost", lost)
     };
+    let [gossip_stats, private_stats] = o.lane_stats();
     let (g, p) = (&s.gossip, &s.private);
     let (g_lost, p_lost) = (gossip_lost(g, &gossip_stats), private_lost(s));
+    let all = Totals {
+        sent: g.sent + p.sent,
+        received: g.received + p.received,
+        ..Totals::default()
+    };
+    let (all_in, all_stats) = (o.in_load[0] + o.in_load[1], gossip_stats + private_stats);
     vec![
-        record(
-            "gossip",
-            g.sent,
-            g.received,
-            o.in_load[0],
-            gossip_stats,
-            g_lost,
-        ),
-        record(
-            "private",
-            p.sent,
-            p.received,
-            o.in_load[1],
-            private_stats,
-            p_lost,
-        ),
-        record(
-            "all",
-            g.sent + p.sent,
-            g.received + p.received,
-            o.in_load[0] + o.in_load[1],
-            gossip_stats + private_stats,
-            g_lost + p_lost,
-        ),
+        row("gossip", g, o.in_load[0], gossip_stats, g_lost),
+        row("private", p, o.in_load[1], private_stats, p_lost),
+        row("all", &all, all_in, all_stats, g_lost + p_lost),
     ]
 }
 
@@ -204,12 +176,8 @@ fn notes(o: &Outcome, s: &Streams) -> Vec<String> {
             s.gossip.busy
         ),
     ];
-    let mut gossip_stats = LaneStats::default();
-    for stats in &o.stats {
-        gossip_stats += stats.gossip;
-    }
     // Not a failure (gossip may be shed), but every drop should have been counted.
-    let lost = gossip_lost(&s.gossip, &gossip_stats);
+    let lost = gossip_lost(&s.gossip, &o.lane_stats()[0]);
     if lost != 0 {
         notes.push(format!(
             "note: {lost} gossip messages were accepted but neither received nor counted as dropped"

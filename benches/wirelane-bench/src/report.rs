@@ -7,6 +7,7 @@
 //! of them the same way. A record is a `serde_json` map that keeps its keys in the
 //! order they were set, which is also the order of the table's columns.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use comfy_table::{presets, CellAlignment, Table};
@@ -124,6 +125,20 @@ impl Output {
         }
         println!("{title}");
         println!("{}", table.trim_fmt());
+    }
+
+    /// Ends a checking run: `result: PASS`, or `result: FAIL` and every problem on
+    /// stderr; returns the exit status.
+    pub fn verdict(&self, problems: &[String]) -> ExitCode {
+        if problems.is_empty() {
+            self.note("result: PASS");
+            return ExitCode::SUCCESS;
+        }
+        self.note("result: FAIL");
+        for problem in problems {
+            eprintln!("wirelane-bench: FAIL: {problem}");
+        }
+        ExitCode::FAILURE
     }
 
     /// A line of commentary: under the table, or on stderr in JSON mode so that

@@ -34,8 +34,6 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use wirelane::LaneStats;
-
 use crate::procfs;
 use crate::report::{progress, Output, Record};
 use crate::traffic::verdict::{self, note};
@@ -102,15 +100,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     for line in &judged.notes {
         out.note(line);
     }
-    if judged.violations.is_empty() {
-        out.note("result: PASS");
-        return Ok(ExitCode::SUCCESS);
-    }
-    out.note("result: FAIL");
-    for violation in &judged.violations {
-        eprintln!("wirelane-bench: FAIL: {violation}");
-    }
-    Ok(ExitCode::FAILURE)
+    Ok(out.verdict(&judged.violations))
 }
 
 /// A run's verdict: records for the table, notes under it, and every violation.
@@ -189,10 +179,8 @@ fn judge(plan: &Plan, o: &Outcome) -> Judged {
         gossip.refused,
         gossip.lost
     ));
-    let (mut g, mut p, mut events) = (LaneStats::default(), LaneStats::default(), 0);
-    for s in &o.stats {
-        (g, p, events) = (g + s.gossip, p + s.private, events + s.events_dropped);
-    }
+    let [g, p] = o.lane_stats();
+    let events: u64 = o.stats.iter().map(|s| s.events_dropped).sum();
     j.notes.push(format!(
         "node counters: private dropped {} / recv_dropped {}; gossip dropped {} / recv_dropped {}; events dropped {events}",
         p.dropped, p.recv_dropped, g.dropped, g.recv_dropped

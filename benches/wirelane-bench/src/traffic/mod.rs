@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use indicatif::ProgressBar;
 use wirelane::crossbeam_channel::bounded;
-use wirelane::{Config, Lane, Node, NodeStats, PeerId};
+use wirelane::{Config, Lane, LaneStats, Node, NodeStats, PeerId};
 
 use self::chaos::ChaosLog;
 use self::workers::{EventLog, Inbox, Live, Oddities, Sent};
@@ -111,6 +111,19 @@ pub struct Outcome {
     pub events: Vec<EventLog>,
     /// Each node's counters, read after its shutdown, in node order.
     pub stats: Vec<NodeStats>,
+}
+
+impl Outcome {
+    /// The nodes' counters of each lane (gossip, private), summed.
+    pub fn lane_stats(&self) -> [LaneStats; 2] {
+        let sum = |f: fn(&NodeStats) -> LaneStats| {
+            self.stats
+                .iter()
+                .map(f)
+                .fold(LaneStats::default(), |a, b| a + b)
+        };
+        [sum(|s| s.gossip), sum(|s| s.private)]
+    }
 }
 
 /// Binds the nodes, runs the load, and always shuts everything down and joins it,
