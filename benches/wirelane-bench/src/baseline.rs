@@ -96,13 +96,7 @@ pub fn raw(size: usize, count: u64) -> anyhow::Result<Record> {
         }
         Ok(())
     })?;
-    Ok(oneway::record(
-        "throughput",
-        "raw-tcp",
-        size,
-        count,
-        elapsed,
-    ))
+    Ok(oneway::record("raw-tcp", size, count, elapsed))
 }
 
 /// The in-process limit: a fresh `size`-byte payload per message through a crossbeam
@@ -128,13 +122,7 @@ pub fn channel(size: usize, count: u64) -> anyhow::Result<Record> {
             count * size as u64
         );
     }
-    Ok(oneway::record(
-        "throughput",
-        "channel",
-        size,
-        count,
-        elapsed,
-    ))
+    Ok(oneway::record("channel", size, count, elapsed))
 }
 
 /// The naive server's throughput: one thread sending through a `Mutex<TcpStream>`,
@@ -155,5 +143,5 @@ pub fn naive_throughput(size: usize, count: u64) -> anyhow::Result<Record> {
         }
         Ok(())
     })?;
-    Ok(oneway::record("throughput", "naive", size, count, elapsed))
+    Ok(oneway::record("naive", size, count, elapsed))
 }

@@ -49,13 +49,13 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     if args.which != Which::Wirelane {
         let (client, server) = naive::pair()?;
         let echo = server.clone();
-        let echo = crate::threads::spawn("naive-echo", move || {
+        let echo = crate::threads::start("naive-echo", move || {
             while let Ok(payload) = echo.incoming.recv_timeout(TIMEOUT) {
                 if echo.send(&payload).is_err() {
                     break;
                 }
             }
-        })?;
+        });
         let samples = round_trips(count, |_| {
             client.send(&vec![FILL; size])?;
             client.incoming.recv_timeout(TIMEOUT)?;

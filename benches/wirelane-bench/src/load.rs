@@ -200,7 +200,6 @@ fn throughput(link: &Link, size: usize, count: u64, quiet: bool) -> Result<Recor
     };
     bar.finish_and_clear();
     Ok(oneway::record(
-        "throughput",
         "wirelane-remote",
         size,
         count,

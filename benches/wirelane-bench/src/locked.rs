@@ -37,8 +37,6 @@ use crate::threads::{self, JoinError, Named};
 const MAX_FRAME: usize = 1 << 20;
 /// How long setting up the loopback connection may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long threads get to finish when setup fails halfway.
-const SETUP_JOIN: Duration = Duration::from_secs(5);
 
 /// A type with no values: a channel of `Never` is used only for its disconnection.
 enum Never {}
@@ -101,8 +99,7 @@ impl Pair {
     ///
     /// # Errors
     ///
-    /// Fails if the socket cannot be set up or a thread cannot start; anything
-    /// started by then has been aborted and joined.
+    /// Fails if the socket cannot be set up.
     pub fn start(capacity: usize) -> io::Result<Pair> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let dialled = TcpStream::connect_timeout(&listener.local_addr()?, DIAL_TIMEOUT)?;
@@ -120,19 +117,16 @@ impl Pair {
             abort: Arc::new(abort),
             threads: Mutex::new(Vec::new()),
         };
-        for (name, stream) in [("p", dialled), ("q", accepted)] {
-            if let Err(e) = pair.add_end(name, stream, capacity) {
-                pair.abort();
-                let _ = pair.join_by(Instant::now() + SETUP_JOIN);
-                return Err(e);
-            }
+        for stream in [&dialled, &accepted] {
+            stream.set_nodelay(true)?;
         }
+        pair.add_end("p", dialled, capacity);
+        pair.add_end("q", accepted, capacity);
         Ok(pair)
     }
 
     /// Sets up one end and starts its reader and writer.
-    fn add_end(&mut self, name: &str, stream: TcpStream, capacity: usize) -> io::Result<()> {
-        stream.set_nodelay(true)?;
+    fn add_end(&mut self, name: &str, stream: TcpStream, capacity: usize) {
         let stream = Arc::new(stream);
         self.abort.sockets.lock().push(stream.clone());
         let (out, out_rx) = bounded(capacity);
@@ -146,15 +140,13 @@ impl Pair {
         self.conns.push(conn.clone());
         self.inbound.push(inbound);
         let c = conn.clone();
-        let reader = threads::spawn(format!("locked-{name}-reader"), move || {
+        let reader = threads::start(format!("locked-{name}-reader"), move || {
             read_loop(&c, &in_tx);
-        })?;
-        self.threads.lock().push(reader);
-        let writer = threads::spawn(format!("locked-{name}-writer"), move || {
+        });
+        let writer = threads::start(format!("locked-{name}-writer"), move || {
             write_loop(&conn, &out_rx);
-        })?;
-        self.threads.lock().push(writer);
-        Ok(())
+        });
+        self.threads.lock().extend([reader, writer]);
     }
 
     /// Sends `payload` from end `from` to the other end, waiting for room in the
@@ -282,12 +274,11 @@ mod tests {
         let pair = Arc::new(Pair::start(1).expect("a loopback pair"));
         let sender = {
             let pair = pair.clone();
-            threads::spawn("test-locked-sender".to_owned(), move || loop {
+            threads::start("test-locked-sender", move || loop {
                 // Nothing drains q, so this ends stuck: on the lock it holds itself,
                 // or at the latest once the socket is full.
                 pair.send(0, b"flood")?;
             })
-            .expect("a thread")
         };
         std::thread::sleep(Duration::from_millis(100));
         pair.abort();

@@ -32,16 +32,10 @@ pub fn default_count(size: usize) -> u64 {
 }
 
 /// A throughput record from a count of `size`-byte messages in `elapsed`.
-pub fn record(
-    workload: &str,
-    implementation: &str,
-    size: usize,
-    count: u64,
-    elapsed: Duration,
-) -> Record {
+pub fn record(implementation: &str, size: usize, count: u64, elapsed: Duration) -> Record {
     let secs = elapsed.as_secs_f64().max(1e-9);
     let per_sec = count as f64 / secs;
-    Record::new(workload, implementation)
+    Record::new("throughput", implementation)
         .int("size", size as u64)
         .int("count", count)
         .float("secs", secs)

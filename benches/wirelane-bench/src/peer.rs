@@ -110,7 +110,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
     let node = Node::bind(id, listen.as_str(), config)?;
     println!("listening {}", node.local_addr());
-    let commands = stdin_lines()?;
+    let commands = stdin_lines();
     let (jobs, job_rx) = unbounded::<(u64, usize)>();
     thread::scope(|s| {
         thread::Builder::new()
@@ -172,17 +172,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 /// Lines of stdin; the channel disconnects at end of input. The reading thread is
 /// never joined: it waits in a read of stdin, and the process exits when stdin
 /// closes.
-fn stdin_lines() -> anyhow::Result<Receiver<String>> {
+fn stdin_lines() -> Receiver<String> {
     let (tx, rx) = unbounded();
-    threads::spawn("peer-stdin", move || {
+    threads::start("peer-stdin", move || {
         for line in std::io::stdin().lock().lines() {
             let Ok(line) = line else { break };
             if tx.send(line).is_err() {
                 break;
             }
         }
-    })?;
-    Ok(rx)
+    });
+    rx
 }
 
 /// Runs `send` commands in order, numbering messages across them.

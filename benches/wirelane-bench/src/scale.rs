@@ -298,5 +298,5 @@ fn one_way(hub: &Node, size: usize, count: u64) -> anyhow::Result<Record> {
     );
     client.shutdown();
     let (received, elapsed) = run?;
-    Ok(oneway::record("scale", "wirelane", size, received, elapsed))
+    Ok(oneway::record("wirelane", size, received, elapsed))
 }

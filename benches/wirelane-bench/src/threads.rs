@@ -9,7 +9,6 @@
 //! jobs that can do nothing useful without a thread [`abandon`] the run.
 
 use std::fmt;
-use std::io;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -22,21 +21,6 @@ const POLL: Duration = Duration::from_millis(2);
 pub struct Named<T> {
     name: String,
     handle: JoinHandle<T>,
-}
-
-/// Starts a thread with this name.
-///
-/// # Errors
-///
-/// Fails if the operating system cannot create the thread.
-pub fn spawn<T, F>(name: impl Into<String>, f: F) -> io::Result<Named<T>>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let name = name.into();
-    let handle = thread::Builder::new().name(name.clone()).spawn(f)?;
-    Ok(Named { name, handle })
 }
 
 /// Why a thread could not be joined.
@@ -99,8 +83,10 @@ where
     F: FnOnce() -> T + Send + 'static,
 {
     let name = name.into();
-    spawn(name.clone(), f)
-        .unwrap_or_else(|e| abandon(format_args!("could not start thread `{name}`: {e}")))
+    match thread::Builder::new().name(name.clone()).spawn(f) {
+        Ok(handle) => Named { name, handle },
+        Err(e) => abandon(format_args!("could not start thread `{name}`: {e}")),
+    }
 }
 
 /// Joins every thread by the deadline, in order, or gives up on the run.

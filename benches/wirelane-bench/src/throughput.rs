@@ -139,10 +139,8 @@ fn wirelane(
         node.shutdown();
     }
     receiver.shutdown();
-    Ok(
-        oneway::record("throughput", "wirelane", size, received, elapsed)
-            .text("lane", lane.to_string())
-            .int("conns", conns as u64)
-            .int("dropped", dropped),
-    )
+    Ok(oneway::record("wirelane", size, received, elapsed)
+        .text("lane", lane.to_string())
+        .int("conns", conns as u64)
+        .int("dropped", dropped))
 }
