@@ -83,31 +83,15 @@ enum Read {
 
 /// `peer`.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let (listen, id, read) = (
-        &args.node.listen,
-        PeerId(args.node.id),
-        args.read == Read::All,
-    );
+    let ms = |v: Option<u64>| v.map(Duration::from_millis);
     let mut config = Config::default();
-    if let Some(n) = args.inbound {
-        config = config.inbound_capacity(n);
-    }
-    if let Some(n) = args.private_capacity {
-        config = config.private_capacity(n);
-    }
-    if let Some(n) = args.max_frame {
-        config = config.max_frame_len(n);
-    }
-    if let Some(ms) = args.ping_ms {
-        config = config.ping_interval(Duration::from_millis(ms));
-    }
-    if let Some(ms) = args.silence_ms {
-        config = config.silence_timeout(Duration::from_millis(ms));
-    }
-    if let Some(ms) = args.linger_ms {
-        config = config.linger(Duration::from_millis(ms));
-    }
-
+    config = set(config, args.inbound, Config::inbound_capacity);
+    config = set(config, args.private_capacity, Config::private_capacity);
+    config = set(config, args.max_frame, Config::max_frame_len);
+    config = set(config, ms(args.ping_ms), Config::ping_interval);
+    config = set(config, ms(args.silence_ms), Config::silence_timeout);
+    config = set(config, ms(args.linger_ms), Config::linger);
+    let (listen, id) = (&args.node.listen, PeerId(args.node.id));
     let node = Node::bind(id, listen.as_str(), config)?;
     println!("listening {}", node.local_addr());
     let commands = stdin_lines();
@@ -118,7 +102,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .spawn_scoped(s, || sender(&node, &job_rx))?;
         let mut seen: BTreeMap<PeerId, Track> = BTreeMap::new();
         let none = never::<Message>();
-        let incoming = if read { node.incoming() } else { &none };
+        let incoming = match args.read {
+            Read::All => node.incoming(),
+            Read::None => &none,
+        };
         loop {
             select! {
                 recv(incoming) -> msg => {
@@ -167,6 +154,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `config` with `value` set, if given.
+fn set<T>(config: Config, value: Option<T>, setter: fn(Config, T) -> Config) -> Config {
+    match value {
+        Some(v) => setter(config, v),
+        None => config,
+    }
 }
 
 /// Lines of stdin; the channel disconnects at end of input. The reading thread is
