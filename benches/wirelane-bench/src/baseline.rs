@@ -44,7 +44,6 @@ enum Which {
     Naive,
 }
 
-/// `baseline`.
 pub fn run(args: &Args, out: Output) -> anyhow::Result<ExitCode> {
     let (size, count) = (
         args.size,

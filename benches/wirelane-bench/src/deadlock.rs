@@ -56,7 +56,6 @@ enum Which {
     Wirelane,
 }
 
-/// `deadlock`.
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let (messages, stall) = (args.messages, args.watchdog);
     let mut outcomes = Vec::new();
@@ -232,20 +231,16 @@ impl Peers for locked::Pair {
     }
 }
 
-/// Sending threads per peer.
 const THREADS: u32 = 4;
 /// How often the watchdog reads the delivery counter.
 const TICK: Duration = Duration::from_millis(10);
 /// How long the threads have to finish once the verdict is in.
 const JOIN_GRACE: Duration = Duration::from_secs(10);
-/// The peers' names, by index.
 const NAMES: [&str; 2] = ["p", "q"];
 /// Problems kept per peer; the rest are only counted.
 const MAX_PROBLEMS: usize = 5;
 
-/// How a run ended.
 struct Outcome {
-    /// `locked` or `wirelane`.
     implementation: &'static str,
     /// Every message was delivered (the watchdog did not fire).
     completed: bool,

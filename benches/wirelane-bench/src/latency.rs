@@ -41,7 +41,6 @@ enum Which {
     Both,
 }
 
-/// `latency`.
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let (size, count) = (args.size, args.count);
     let bar = progress("latency", None, quiet);

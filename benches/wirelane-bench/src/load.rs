@@ -59,7 +59,6 @@ enum Workload {
     Latency,
 }
 
-/// `load`.
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let connect = &args.connect;
     let id = PeerId(args.id.unwrap_or_else(default_id));
@@ -103,7 +102,6 @@ fn default_id() -> u64 {
     (u64::from(std::process::id()) << 32) | u64::from(nanos)
 }
 
-/// Our node and the `serve` peer it talks to.
 struct Link<'a> {
     node: &'a Node,
     peer: PeerId,

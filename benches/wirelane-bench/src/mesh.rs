@@ -54,12 +54,10 @@ const DEFAULT: Plan = Plan {
     slow_consumer: None,
 };
 
-/// The main job: `mesh` with its defaults.
 pub fn main_job(quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     report(&DEFAULT, quiet, out)
 }
 
-/// `mesh`.
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let plan = Plan {
         nodes: args.nodes as usize,

@@ -14,7 +14,6 @@ use std::thread::{self, JoinHandle};
 
 use wirelane::crossbeam_channel::{unbounded, Receiver};
 
-/// One end of a naive connection.
 pub struct NaiveConn {
     writer: Mutex<TcpStream>,
     pub incoming: Receiver<Vec<u8>>,

@@ -17,7 +17,6 @@ use wirelane::{Lane, Node, PeerId};
 use crate::report::Record;
 use crate::threads::{self, Named};
 
-/// Byte every payload is filled with.
 pub const FILL: u8 = 0x5A;
 /// Longest a drain waits for the next message before the run is declared stuck.
 const STALL: Duration = Duration::from_secs(30);

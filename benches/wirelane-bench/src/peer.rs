@@ -81,7 +81,6 @@ enum Read {
     None,
 }
 
-/// `peer`.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let ms = |v: Option<u64>| v.map(Duration::from_millis);
     let mut config = Config::default();

@@ -14,7 +14,6 @@ use comfy_table::{presets, CellAlignment, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value};
 
-/// One result: ordered key/value pairs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Record(Map<String, Value>);
 
@@ -53,7 +52,6 @@ impl Record {
         self.get(key).and_then(Value::as_f64)
     }
 
-    /// The record as one line of JSON.
     pub fn to_json(&self) -> String {
         Value::Object(self.0.clone()).to_string()
     }

@@ -35,9 +35,7 @@ use crate::threads::wait_until;
 
 /// The hub's id: the lowest, so that it arbitrates every handshake.
 const HUB: PeerId = PeerId(1);
-/// The active client, a real wirelane node.
 const CLIENT: PeerId = PeerId(2);
-/// Idle clients take ids from here up.
 const FIRST_IDLE: u64 = 1_000;
 /// The hub's silence timeout: longer than any run, so that idle clients, which
 /// never send a byte (not even a pong), are not declared dead meanwhile.
@@ -68,7 +66,6 @@ pub struct Args {
     repeat: u64,
 }
 
-/// `scale`.
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let (conns, size, repeat) = (args.conns as usize, args.size, args.repeat);
     let count = args.count.unwrap_or_else(|| default_count(size));

@@ -62,7 +62,6 @@ pub struct Args {
     secs: Option<Duration>,
 }
 
-/// `serve`.
 pub fn run(args: &Args, out: Output) -> anyhow::Result<ExitCode> {
     let (listen, id, run_for) = (&args.node.listen, PeerId(args.node.id), args.secs);
     let node = Node::bind(id, listen.as_str(), Config::default())
@@ -107,7 +106,6 @@ pub fn run(args: &Args, out: Output) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `serve` keeps between messages.
 #[derive(Debug, Default)]
 struct State {
     /// Per peer id, while connected.
@@ -158,7 +156,6 @@ impl State {
     }
 }
 
-/// Does what one message asks.
 fn answer(node: &Node, served: &mut Served, msg: Message) {
     let reply = match Op::of(&msg.payload) {
         Some(Op::Data) => {

@@ -41,7 +41,6 @@ use crate::traffic::{self, workers::SEND_POLL, Outcome, Plan, Sample, DRAIN_DEAD
 
 /// How far resident memory may grow past the warm-up's highest reading.
 const RSS_HEADROOM_KIB: u64 = 64 * 1024;
-/// Bytes in every payload, both lanes.
 const PAYLOAD_LEN: usize = 64;
 /// Gossip offered to each peer per second.
 const GOSSIP_PER_PEER: u64 = 10_000;
@@ -67,7 +66,6 @@ pub struct Args {
     slow_consumer: u64,
 }
 
-/// `soak`.
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     // The run is judged on these figures: find out now, not at the end, if they
     // cannot be read.
@@ -111,7 +109,6 @@ struct Judged {
     violations: Vec<String>,
 }
 
-/// Judges the run.
 fn judge(plan: &Plan, o: &Outcome) -> Judged {
     let streams = verdict::judge(o);
     let mut j = Judged {

@@ -26,7 +26,6 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    /// Marks a payload as one of these stamps.
     const MAGIC: [u8; 4] = *b"wls1";
     /// Bytes a stamp takes at the start of a payload.
     pub const LEN: usize = 32;
@@ -113,13 +112,10 @@ fn low_bits(n: u64) -> u64 {
 #[derive(Debug, Clone, Default)]
 pub struct Track {
     seen: SeqSet,
-    /// Distinct numbers seen.
     pub distinct: u64,
-    /// Numbers seen again.
     pub duplicates: u64,
     /// Numbers first seen after a higher one: overtaken.
     pub reordered: u64,
-    /// The highest number seen.
     pub highest: Option<u64>,
     /// The first duplicate, and the first overtaken number with the number that had
     /// overtaken it, for the report.
@@ -182,7 +178,6 @@ pub struct Verdict {
     pub returned: u64,
     /// Accepted numbers neither received nor handed back.
     pub lost: u64,
-    /// The first of them.
     pub first_lost: Option<u64>,
     /// Numbers both received and handed back.
     pub both: u64,

@@ -60,7 +60,6 @@ impl<T> Named<T> {
             .map_err(|_| JoinError::Panicked(self.name))
     }
 
-    /// Whether the thread has finished.
     pub fn is_finished(&self) -> bool {
         self.handle.is_finished()
     }

@@ -55,7 +55,6 @@ enum Contenders {
     Wirelane,
 }
 
-/// `throughput`.
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let (size, conns, repeat) = (args.size, args.conns as usize, args.repeat);
     let count = args.count.unwrap_or_else(|| default_count(size));

@@ -44,14 +44,11 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
 /// Pause between two dials of the same pair when one failed.
 const REDIAL_PAUSE: Duration = Duration::from_millis(50);
 
-/// What a run does.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
-    /// Nodes in the mesh.
     pub nodes: usize,
     /// Bytes in every payload, both lanes (at least a stamp).
     pub size: usize,
-    /// How long the senders run.
     pub load: Duration,
     /// Gossip messages each node offers per second, spread evenly over its peers.
     ///
@@ -82,7 +79,6 @@ pub struct Sample {
     pub rss_kib: u64,
 }
 
-/// Everything a run produced.
 #[derive(Debug)]
 pub struct Outcome {
     pub load: Duration,
@@ -338,7 +334,6 @@ fn shut_down(nodes: &[Arc<Node>]) {
     join_all(shutdowns, Instant::now() + SHUTDOWN_DEADLINE);
 }
 
-/// Readings of the process taken so far.
 #[derive(Debug, Default)]
 struct Sampler {
     samples: Vec<Sample>,

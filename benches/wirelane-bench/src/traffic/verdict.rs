@@ -25,7 +25,6 @@ use crate::stamp::{verify, Track};
 /// One lane's figures, summed over its streams.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Totals {
-    /// Accepted by a send.
     pub sent: u64,
     /// Accepted and received by the destination's application (each counted once).
     pub received: u64,
@@ -42,7 +41,6 @@ pub struct Totals {
     pub refused: u64,
 }
 
-/// What the streams showed.
 #[derive(Debug, Default)]
 pub struct Streams {
     pub gossip: Totals,
@@ -54,7 +52,6 @@ pub struct Streams {
 }
 
 impl Streams {
-    /// The private reconciliation, for the report.
     pub fn reconciliation(&self) -> String {
         let p = &self.private;
         let sum = p.received + p.returned + self.recv_dropped;

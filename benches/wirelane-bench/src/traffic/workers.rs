@@ -42,7 +42,6 @@ const SLOW_MIN_SLEEP: Duration = Duration::from_millis(2);
 /// What the main thread watches while the run goes on.
 #[derive(Debug, Default)]
 pub struct Live {
-    /// Gossip messages taken by the receivers.
     pub gossip_received: AtomicU64,
     /// Private messages taken by the receivers, duplicates included.
     pub private_received: AtomicU64,
@@ -70,7 +69,6 @@ impl Oddities {
     }
 }
 
-/// What one sender thread did.
 #[derive(Debug)]
 pub struct Sent {
     pub lane: Lane,
@@ -98,7 +96,6 @@ impl Sent {
         }
     }
 
-    /// The next message for the `k`th peer.
     fn stamp(&self, k: usize) -> Stamp {
         let (dst, seq) = self.accepted[k];
         Stamp {
@@ -282,7 +279,6 @@ impl Inbox {
     }
 }
 
-/// What one node's events said.
 #[derive(Debug)]
 pub struct EventLog {
     pub me: PeerId,
