@@ -71,14 +71,8 @@ pub fn run(args: &Args, out: Output) -> anyhow::Result<ExitCode> {
     let began = Instant::now();
     let until = run_for.map(|d| began + d);
     let mut state = State::default();
-    loop {
-        let wait = match until {
-            Some(until) => match until.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => left.min(TICK),
-                _ => break,
-            },
-            None => TICK,
-        };
+    while until.is_none_or(|u| Instant::now() < u) {
+        let wait = until.map_or(TICK, |u| u.saturating_duration_since(Instant::now()));
         select! {
             recv(node.incoming()) -> msg => match msg {
                 Ok(msg) => answer(&node, state.peers.entry(msg.from).or_default(), msg),
@@ -88,7 +82,7 @@ pub fn run(args: &Args, out: Output) -> anyhow::Result<ExitCode> {
                 Ok(event) => state.on_event(&node, event),
                 Err(_) => break,
             },
-            default(wait) => {}
+            default(wait.min(TICK)) => {}
         }
     }
     let elapsed = began.elapsed();

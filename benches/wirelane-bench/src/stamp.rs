@@ -140,9 +140,7 @@ impl Track {
             _ => self.highest = Some(seq),
         }
     }
-}
 
-impl Track {
     /// The numbers seen, as runs `[start, end)` in increasing order.
     pub fn ranges(&self) -> Vec<(u64, u64)> {
         let mut runs: Vec<(u64, u64)> = Vec::new();

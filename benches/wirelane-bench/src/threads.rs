@@ -23,21 +23,15 @@ pub struct Named<T> {
     handle: JoinHandle<T>,
 }
 
-/// Why a thread could not be joined.
+/// Why a thread could not be joined: it was still running at the deadline (it is
+/// then left running, unjoined), or it panicked (its panic message was printed to
+/// stderr when it happened).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JoinError {
-    /// It was still running at the deadline; it has not been joined.
-    TimedOut(String),
-    /// It panicked; its panic message was printed to stderr when it happened.
-    Panicked(String),
-}
+pub struct JoinError(String);
 
 impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            JoinError::TimedOut(name) => write!(f, "thread `{name}` did not finish in time"),
-            JoinError::Panicked(name) => write!(f, "thread `{name}` panicked"),
-        }
+        f.write_str(&self.0)
     }
 }
 
@@ -49,15 +43,17 @@ impl<T> Named<T> {
     ///
     /// # Errors
     ///
-    /// [`JoinError::TimedOut`] if the thread is still running at the deadline (it is
-    /// then left running, unjoined), [`JoinError::Panicked`] if it panicked.
+    /// A [`JoinError`] if the thread is still running at the deadline or panicked.
     pub fn join_by(self, deadline: Instant) -> Result<T, JoinError> {
         if !wait_until(deadline, || self.handle.is_finished()) {
-            return Err(JoinError::TimedOut(self.name));
+            return Err(JoinError(format!(
+                "thread `{}` did not finish in time",
+                self.name
+            )));
         }
         self.handle
             .join()
-            .map_err(|_| JoinError::Panicked(self.name))
+            .map_err(|_| JoinError(format!("thread `{}` panicked", self.name)))
     }
 
     pub fn is_finished(&self) -> bool {
