@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long)]
     size: usize,
     /// Messages (default: about a second's worth).
-    #[arg(long, value_parser = crate::cli::positive)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
 }
 

@@ -42,7 +42,7 @@ pub struct Args {
     #[arg(long = "impl", value_enum, default_value_t = Which::Both)]
     which: Which,
     /// Messages per sending thread.
-    #[arg(long, default_value_t = 20_000, value_parser = crate::cli::positive)]
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     messages: u64,
     /// Seconds without a delivery that count as a deadlock.
     #[arg(long, default_value = "3", value_parser = crate::cli::seconds)]

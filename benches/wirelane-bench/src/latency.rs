@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Round trips measured (after a warm-up of 2,000).
-    #[arg(long, default_value_t = 50_000, value_parser = crate::cli::positive)]
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
     count: u64,
     #[arg(long = "impl", value_enum, default_value_t = Which::Both)]
     which: Which,

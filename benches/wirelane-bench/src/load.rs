@@ -46,10 +46,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Workload::Throughput)]
     workload: Workload,
     /// Bytes per message.
-    #[arg(long, default_value_t = 64, value_parser = crate::cli::positive)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     size: u64,
     /// Messages, or round trips (default: as `throughput` and `latency`).
-    #[arg(long, value_parser = crate::cli::positive)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
 }
 

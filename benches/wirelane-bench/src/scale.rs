@@ -53,16 +53,16 @@ const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Idle connections.
-    #[arg(long, default_value_t = 1000, value_parser = crate::cli::positive)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     conns: u64,
     /// Bytes per message of the active connection.
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Private messages of the active connection (default: about a second's worth).
-    #[arg(long, value_parser = crate::cli::positive)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// Runs of each throughput measurement; the best is kept.
-    #[arg(long, default_value_t = 3, value_parser = crate::cli::positive)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     repeat: u64,
 }
 

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use crate::procfs;
 use crate::report::{progress, Output, Record};
-use crate::traffic::verdict::{self, note};
+use crate::traffic::verdict::{self, Totals};
 use crate::traffic::{self, workers::SEND_POLL, Outcome, Plan, Sample, DRAIN_DEADLINE};
 
 /// How far resident memory may grow past the warm-up's highest reading.
@@ -115,24 +115,20 @@ fn judge(plan: &Plan, o: &Outcome) -> Judged {
         violations: streams.violations.clone(),
         ..Judged::default()
     };
-    let (gossip, private) = (streams.gossip, streams.private);
-    for (name, t, dropped) in [
-        ("gossip", gossip, None),
-        ("private", private, Some(streams.recv_dropped)),
-    ] {
-        let record = Record::new("soak", "wirelane")
+    let (gossip, private, dropped) = (streams.gossip, streams.private, streams.recv_dropped);
+    let lane = |name: &str, t: Totals, dropped: u64| {
+        Record::new("soak", "wirelane")
             .text("lane", name)
             .int("sent", t.sent)
             .int("received", t.received)
             .int("returned", t.returned)
-            .int("lost", t.lost.saturating_sub(dropped.unwrap_or(0)))
+            .int("lost", t.lost.saturating_sub(dropped))
             .int("duplicates", t.duplicates)
-            .int("reordered", t.reordered);
-        j.records.push(match dropped {
-            Some(d) => record.int("recv_dropped", d),
-            None => record,
-        });
-    }
+            .int("reordered", t.reordered)
+    };
+    j.records.push(lane("gossip", gossip, 0));
+    j.records
+        .push(lane("private", private, dropped).int("recv_dropped", dropped));
     j.notes.push(streams.reconciliation());
 
     let (max_threads, thread_bound) = judge_threads(plan, o, &mut j);
@@ -250,7 +246,7 @@ fn judge_samples(
 
 /// The run's own milestones: readings, the mesh after the load, the drain.
 fn judge_run(o: &Outcome, private_sent: u64, j: &mut Judged) {
-    note(&mut j.violations, &o.sample_errors, "sampling");
+    j.violations.extend(o.sample_errors.violation("sampling"));
     if let Err(why) = &o.remeshed {
         j.violations
             .push(format!("after the load, the mesh was not restored: {why}"));

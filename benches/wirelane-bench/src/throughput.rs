@@ -22,12 +22,12 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Messages in all (default: about a second's worth).
-    #[arg(long, value_parser = crate::cli::positive)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     #[arg(long, value_enum, default_value_t = LaneArg::Private)]
     lane: LaneArg,
     /// Sender nodes, each with its own connection and thread.
-    #[arg(long, default_value_t = 1, value_parser = crate::cli::positive)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     conns: u64,
     /// Config::max_batch_bytes.
     #[arg(long)]
@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long)]
     capacity: Option<usize>,
     /// Runs of each contender, interleaved; the best is kept.
-    #[arg(long, default_value_t = 3, value_parser = crate::cli::positive)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     repeat: u64,
     /// `wirelane` skips the limits.
     #[arg(long = "impl", value_enum, default_value_t = Contenders::All)]

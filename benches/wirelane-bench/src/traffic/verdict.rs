@@ -18,7 +18,6 @@
 
 use wirelane::{Lane, PeerId};
 
-use super::workers::Oddities;
 use super::Outcome;
 use crate::stamp::{verify, Track};
 
@@ -83,11 +82,8 @@ pub fn judge(o: &Outcome) -> Streams {
         };
         t.busy += s.busy;
         t.refused += s.refused;
-        note(
-            &mut j.violations,
-            &s.odd,
-            &format!("{} sender {}", s.lane, s.src),
-        );
+        let whose = format!("{} sender {}", s.lane, s.src);
+        j.violations.extend(s.odd.violation(&whose));
         for &(dst, accepted) in &s.accepted {
             let received = o
                 .inboxes
@@ -163,25 +159,12 @@ pub fn judge(o: &Outcome) -> Streams {
         j.violations.push(j.reconciliation());
     }
     for inbox in &o.inboxes {
-        note(
-            &mut j.violations,
-            &inbox.malformed,
-            &format!("receiver of {}", inbox.me),
-        );
+        let whose = format!("receiver of {}", inbox.me);
+        j.violations.extend(inbox.malformed.violation(&whose));
     }
     for events in &o.events {
-        note(
-            &mut j.violations,
-            &events.malformed,
-            &format!("messages handed back to {}", events.me),
-        );
+        let whose = format!("messages handed back to {}", events.me);
+        j.violations.extend(events.malformed.violation(&whose));
     }
     j
-}
-
-/// Adds a violation for oddities, if there were any.
-pub fn note(violations: &mut Vec<String>, odd: &Oddities, whose: &str) {
-    if let Some(first) = &odd.first {
-        violations.push(format!("{whose}: {} anomalies (first: {first})", odd.count));
-    }
 }

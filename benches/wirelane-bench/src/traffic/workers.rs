@@ -67,6 +67,15 @@ impl Oddities {
             self.first = Some(what.to_string());
         }
     }
+
+    /// A violation naming `whose` oddities these are, if there were any.
+    pub fn violation(&self, whose: &str) -> Option<String> {
+        let first = self.first.as_ref()?;
+        Some(format!(
+            "{whose}: {} anomalies (first: {first})",
+            self.count
+        ))
+    }
 }
 
 #[derive(Debug)]
