@@ -1,17 +1,11 @@
 //! `mesh` and the main job: a mixed run over a full mesh of nodes on loopback.
 //!
-//! Why this job: it is the smallest run that exercises what wirelane promises under
-//! load. Every pair of nodes carries both lanes in both directions at once; gossip
-//! is offered faster than the machine can carry it, so it is shed, while private
-//! messages must all arrive, once each and in order, or come back in an
-//! `Event::Undelivered`. It also gives throughput figures per lane and for the
-//! whole mesh, and with its defaults (4 nodes, 64-byte payloads, 5 s) it is short
-//! enough to run on every change: that is the main job.
-//!
-//! It is [`crate::soak`] without the chaos, on the same engine
-//! ([`crate::traffic`]); this file reads the options and reports. The run fails
-//! (exit status 1) if a private message is unaccounted for, arrives twice or out of
-//! order, or if a send is refused because a connection went away.
+//! The smallest run that exercises what wirelane promises under load: every pair
+//! carries both lanes both ways at once; gossip is offered faster than the machine
+//! can carry it, so it is shed, while private messages must all arrive once each
+//! and in order, or come back in an `Event::Undelivered`. With its defaults it is
+//! short enough to run on every change. It is [`crate::soak`] without the chaos, on
+//! the same engine ([`crate::traffic`]).
 
 use std::process::ExitCode;
 use std::time::Duration;

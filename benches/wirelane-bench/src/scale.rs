@@ -3,19 +3,15 @@
 //!
 //! wirelane spends two threads per connection, so a node's cost grows with its
 //! peers even when they say nothing. This job opens `--conns` idle connections into
-//! one hub node and reads, from `/proc/self`, the threads and resident memory they
-//! added; then it measures the throughput of one real client among them, against
-//! the same client alone (each the best of `--repeat` runs, default 3).
+//! one hub node and reads the threads and resident memory they added; then it
+//! measures the throughput of one real client among them, against the same client
+//! alone.
 //!
-//! The idle clients are raw TCP sockets in this process that complete wirelane's
-//! handshake by hand and then never read or write again: a real client node would
-//! add two threads per connection to the measured process (or, in a child process,
-//! thousands of threads to a 2-core machine), drowning the figure; a raw socket
-//! costs a file descriptor and nothing else. The frames come from the library
-//! (`wirelane::__bench`). The clients take ids above the hub's, so the hub
-//! arbitrates: the client sends its Hello, reads the hub's Hello and Accept, answers
-//! Accept, and reads the hub's last Accept (it has opened the connection). The
-//! active client is a real node, driven by the same one-way driver as `throughput`.
+//! The idle clients are raw sockets that complete wirelane's handshake by hand
+//! (with the library's frames, `wirelane::__bench`) and then never read or write
+//! again: a real client node would add two threads per connection to the measured
+//! process (or, in a child process, thousands of threads to a 2-core machine),
+//! drowning the figure. Their ids are above the hub's, so the hub arbitrates.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};

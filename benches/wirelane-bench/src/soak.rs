@@ -2,31 +2,23 @@
 //! checking that private data survives it exactly and that the process does not
 //! grow.
 //!
-//! The main job (`mesh`) checks the lanes on a mesh that stays up; real networks
-//! drop connections, and real applications fall behind. Here `--nodes` nodes in a
-//! full mesh carry gossip and private traffic between every pair while a chaos
-//! thread disconnects a random pair every 100–500 ms (its schedule replays from
-//! `--seed`) and the lower id of each pair redials; and node 1's application takes
-//! only `--slow-consumer` messages a second, so that its inbound queue fills, its
-//! readers stop, and connections are cut while messages are in flight towards it.
+//! `mesh` checks the lanes on a mesh that stays up; real networks drop connections,
+//! and real applications fall behind. Here a chaos thread disconnects a random pair
+//! every 100–500 ms (replayable from `--seed`) while the lower id of each pair
+//! redials, and node 1's application takes only `--slow-consumer` messages a
+//! second, so that connections are cut while messages are in flight towards it.
+//! Every accepted private message is then reconciled ([`verdict`]), and threads and
+//! resident memory, sampled every second, must stay within bounds after a warm-up.
 //!
-//! At the end every private message a send accepted is reconciled (see
-//! [`verdict`]): delivered exactly once and in order, handed back in an
-//! `Event::Undelivered`, or counted by its receiver as received but dropped before
-//! delivery — never two of those, never none. Threads and resident memory are
-//! sampled every second and must stay within stated bounds after a warm-up.
+//! **Threads.** The bound adds to the steady state (every pair connected, every
+//! thread of the run started) four threads per pair of nodes — after a redial the
+//! new connection's reader and writer run on both sides while the old one's finish
+//! — and two per node, for a dial that loses a race and holds a handshake thread on
+//! each side until it is refused. That allows every pair to be in transition at
+//! once, which is generous, yet a leak of one thread per disconnect crosses it
+//! within a few seconds of chaos.
 //!
-//! **Threads.** The steady state is the count with every pair connected and every
-//! thread of the run started. Connections come and go, so the bound adds, for
-//! connections in transition, four threads per pair of nodes — for a moment after a
-//! redial, the new connection's reader and writer run on both sides while the old
-//! one's finish — and two per node, for a dial that loses a race and holds a
-//! handshake thread on each side until it is refused. That allows every pair to be
-//! in transition at once, which is generous (on loopback a graceful close takes
-//! about a millisecond and the chaos strikes at most every 100 ms), yet a leak of
-//! one thread per disconnect crosses it within a few seconds of chaos.
-//!
-//! **Memory.** Resident memory may not exceed the highest reading of the warm-up by
+//! **Memory.** Resident memory may not exceed the warm-up's highest reading by
 //! [`RSS_HEADROOM_KIB`]: queues and buffers are bounded, and what the run itself
 //! keeps (a bit per message number) stays in the low MiB.
 

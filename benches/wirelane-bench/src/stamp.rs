@@ -1,18 +1,13 @@
-//! The stamp every checked payload carries, and the exact accounting of what became
-//! of each number: the one order checker of the bench.
+//! The stamp every checked payload carries, and the one order checker of the bench.
 //!
-//! The private lane promises per-peer order and no silent loss. Counting messages
-//! alone cannot show a duplicate hiding a loss, or two messages swapped, so `mesh`,
-//! `soak`, `deadlock` and `peer` stamp every payload with its lane, sender,
-//! destination and a sequence number that counts 0, 1, 2, … per stream with no gap:
-//! a send that fails did not take the message, and its number is used again. Each
-//! number a send accepted must then end up exactly once in one of two places — the
-//! destination received it, or the sender's node handed it back in an
-//! `Event::Undelivered` — and the destination must receive a stream's numbers in
-//! increasing order. A gap in what arrives is therefore fine only where the missing
-//! numbers were handed back, which can be known only at the end (a hand-back can be
-//! reported after later messages arrived), so the receiving side records sets and
-//! [`verify`] compares them once everything has settled.
+//! Counting messages alone cannot show a duplicate hiding a loss, or two messages
+//! swapped, so `mesh`, `soak`, `deadlock` and `peer` stamp every payload with its
+//! lane, sender, destination and a sequence number that counts 0, 1, 2, … per
+//! stream with no gap (a failed send did not take the message, and its number is
+//! used again). A gap in what arrives is fine only where the missing numbers were
+//! handed back, which can be known only at the end (a hand-back can be reported
+//! after later messages arrived), so the receiving side records sets and [`verify`]
+//! compares them once everything has settled.
 
 use wirelane::{Bytes, Lane, PeerId};
 

@@ -1,20 +1,13 @@
 //! Judging a run's streams: the exact fate of every numbered message.
 //!
-//! For every (lane, sender, destination) stream, each number a send accepted must
-//! end up in exactly one place: the destination's application received it, once
-//! and after every lower number it received; or the sender's node handed it back in
-//! an `Event::Undelivered`; or the destination's node received it but discarded it
-//! because its connection was torn down before the application made room, which
-//! that node counts in `NodeStats::private.recv_dropped`. The first two are known
-//! per number; the third only as a count per receiving node, so the private lane is
-//! reconciled per receiver: the numbers neither received nor handed back must be
-//! exactly as many as it counted as dropped on receipt. The nodes of a run never
-//! restart, so each sender has one incarnation and its order is judged over the
-//! whole run.
-//!
-//! Gossip may be dropped anywhere on its way, so its losses are counted and not
-//! judged; but it too must never arrive twice, out of order, or without a send
-//! having accepted it.
+//! Each number a send accepted must end up in exactly one place: received by the
+//! destination's application, once and in order; handed back in an
+//! `Event::Undelivered`; or discarded by the destination's node because its
+//! connection was torn down before the application made room. The last is known
+//! only as a count per receiving node (`NodeStats::private.recv_dropped`), so the
+//! private lane is reconciled per receiver. Gossip may be dropped anywhere, so its
+//! losses are counted, not judged; but it too must never arrive twice, out of
+//! order, or without a send having accepted it.
 
 use wirelane::{Lane, PeerId};
 
