@@ -134,26 +134,14 @@ pub fn execute(plan: &Plan, progress: &ProgressBar) -> anyhow::Result<Outcome> {
     let live = Arc::new(Live::default());
     live.redial.store(true, Relaxed);
 
-    let receivers: Vec<Named<Inbox>> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            let (node, live) = (node.clone(), live.clone());
-            let pace = plan.slow_consumer.filter(|_| i == 0);
-            start(format!("bench-recv-{}", node.id().0), move || {
-                workers::receive(&node, &live, pace)
-            })
-        })
-        .collect();
-    let watchers: Vec<Named<EventLog>> = nodes
-        .iter()
-        .map(|node| {
-            let (node, live, dir) = (node.clone(), live.clone(), directory.clone());
-            start(format!("bench-events-{}", node.id().0), move || {
-                workers::watch(&node, &dir, &live)
-            })
-        })
-        .collect();
+    let (l, slow) = (live.clone(), plan.slow_consumer);
+    let receivers = per_node(&nodes, "recv", move |i, node| {
+        workers::receive(node, &l, slow.filter(|_| i == 0))
+    });
+    let (l, dir) = (live.clone(), directory.clone());
+    let watchers = per_node(&nodes, "events", move |_, node| {
+        workers::watch(node, &dir, &l)
+    });
 
     let driven = drive(plan, &nodes, &directory, &live, progress);
 
@@ -189,19 +177,14 @@ fn drive(
 
     live.slow.store(true, Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
-    let mut senders = Vec::with_capacity(2 * nodes.len());
-    for node in nodes {
-        let id = node.id();
-        let peers: Vec<PeerId> = directory.iter().map(|d| d.0).filter(|&p| p != id).collect();
-        let (n, p, s, plan2) = (node.clone(), peers.clone(), stop.clone(), *plan);
-        senders.push(start(format!("bench-private-{}", id.0), move || {
-            workers::send(&n, &p, &plan2, Lane::Private, &s)
-        }));
-        let (n, s, plan) = (node.clone(), stop.clone(), *plan);
-        senders.push(start(format!("bench-gossip-{}", id.0), move || {
-            workers::send(&n, &peers, &plan, Lane::Gossip, &s)
-        }));
-    }
+    let ids: Arc<[PeerId]> = directory.iter().map(|d| d.0).collect();
+    let senders = [Lane::Private, Lane::Gossip].map(|lane| {
+        let (ids, stop, plan) = (ids.clone(), stop.clone(), *plan);
+        per_node(nodes, &lane.to_string(), move |_, node| {
+            let peers: Vec<PeerId> = ids.iter().copied().filter(|&p| p != node.id()).collect();
+            workers::send(node, &peers, &plan, lane, &stop)
+        })
+    });
     let mut sampler = Sampler::default();
     sampler.take(Duration::ZERO);
     // Counted before the chaos thread starts, so that no connection is in transition
@@ -239,7 +222,7 @@ fn drive(
         .map(|c| join_all(vec![c], deadline).pop().unwrap_or_default())
         .unwrap_or_default();
     stop.store(true, Relaxed);
-    let sent = join_all(senders, deadline);
+    let sent = join_all(senders.into_iter().flatten().collect(), deadline);
 
     let remeshed = connect_all(nodes, directory, Instant::now() + REMESH_DEADLINE);
     let accepted: u64 = sent
@@ -322,16 +305,22 @@ fn connect_all(
 /// Shuts every node down at once (each shutdown lingers for its peers, so one after
 /// another would add up).
 fn shut_down(nodes: &[Arc<Node>]) {
-    let shutdowns: Vec<Named<()>> = nodes
-        .iter()
-        .map(|node| {
-            let node = node.clone();
-            start(format!("bench-shutdown-{}", node.id().0), move || {
-                node.shutdown()
-            })
-        })
-        .collect();
+    let shutdowns = per_node(nodes, "shutdown", |_, node| node.shutdown());
     join_all(shutdowns, Instant::now() + SHUTDOWN_DEADLINE);
+}
+
+/// Starts a thread `bench-{what}-{id}` per node that runs `f` with the node's index
+/// and the node.
+fn per_node<T, F>(nodes: &[Arc<Node>], what: &str, f: F) -> Vec<Named<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize, &Node) -> T + Clone + Send + 'static,
+{
+    let threads = nodes.iter().enumerate().map(|(i, node)| {
+        let (node, f) = (node.clone(), f.clone());
+        start(format!("bench-{what}-{}", node.id().0), move || f(i, &node))
+    });
+    threads.collect()
 }
 
 #[derive(Debug, Default)]
