@@ -209,28 +209,7 @@ impl Peers for Wirelane {
     }
 }
 
-impl Peers for locked::Pair {
-    fn send(&self, from: usize, payload: Bytes) -> Result<(), String> {
-        locked::Pair::send(self, from, &payload).map_err(|e| e.to_string())
-    }
-
-    fn recv(&self, at: usize) -> Got {
-        locked::Pair::recv(self, at).map_or(Got::Closed, |p| Got::Message(p.into()))
-    }
-
-    fn stopped(&self) -> bool {
-        self.is_aborted()
-    }
-
-    fn teardown(&self) {
-        self.abort();
-    }
-
-    fn join_by(&self, deadline: Instant) -> Result<(), JoinError> {
-        locked::Pair::join_by(self, deadline)
-    }
-}
-
+/// Sending threads per peer.
 const THREADS: u32 = 4;
 /// How often the watchdog reads the delivery counter.
 const TICK: Duration = Duration::from_millis(10);
@@ -255,7 +234,7 @@ struct Outcome {
 /// Both peers of one implementation, as the scenario drives them: peer 0 is p, 1 is
 /// q. The deadlocking reference and wirelane are loaded, watched and judged by the
 /// very same code through it.
-trait Peers: Send + Sync + 'static {
+pub trait Peers: Send + Sync + 'static {
     /// Sends a private message from peer `from` to the other, waiting for room.
     fn send(&self, from: usize, payload: Bytes) -> Result<(), String>;
     /// Waits for the next message delivered to peer `at`.
@@ -271,7 +250,7 @@ trait Peers: Send + Sync + 'static {
 }
 
 /// What a drainer's wait returned.
-enum Got {
+pub enum Got {
     /// A payload from the other peer.
     Message(Bytes),
     /// Something arrived that this scenario never sends.

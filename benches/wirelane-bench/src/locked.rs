@@ -6,7 +6,7 @@
 //! empties, and a bounded inbound queue. One mutex, the *connection lock*, guards
 //! the stream, and three parties take it: the reader and the writer once per frame
 //! (Fabric's `readFromStream` and `writeToStream` began each iteration with
-//! `getStream()`), and [`Pair::send`], which in Fabric was `conn.Lock(); defer
+//! `getStream()`), and the pair's `send`, which in Fabric was `conn.Lock(); defer
 //! conn.Unlock(); … conn.outBuff <- m` — it **keeps the lock while it waits for
 //! room** in a full output buffer. That is the bug: the writer needs the lock before
 //! it can make room, and the reader needs it too, so the connection stops reading,
@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use wirelane::crossbeam_channel::{bounded, select, Receiver, Sender, TryRecvError};
+use wirelane::Bytes;
 
+use crate::deadlock::{Got, Peers};
 use crate::threads::{self, JoinError, Named};
 
 /// The largest payload a reader accepts, checked before it allocates.
@@ -41,15 +43,8 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A type with no values: a channel of `Never` is used only for its disconnection.
 enum Never {}
 
-/// A wait that the abort path ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Aborted;
-
-impl std::fmt::Display for Aborted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the connection was aborted")
-    }
-}
+/// What every wait that the abort path ended returns.
+const ABORTED: &str = "the connection was aborted";
 
 /// The way out that Fabric's pre-fix connection lacked; shared by both ends.
 struct Abort {
@@ -148,64 +143,52 @@ impl Pair {
         });
         self.threads.lock().extend([reader, writer]);
     }
+}
 
-    /// Sends `payload` from end `from` to the other end, waiting for room in the
-    /// output buffer — while holding the connection lock, as Fabric did.
-    ///
-    /// # Errors
-    ///
-    /// [`Aborted`] if the pair was aborted before or during the wait.
-    pub fn send(&self, from: usize, payload: &[u8]) -> Result<(), Aborted> {
+impl Peers for Pair {
+    /// Waits for room in the output buffer — while holding the connection lock, as
+    /// Fabric did.
+    fn send(&self, from: usize, payload: Bytes) -> Result<(), String> {
         let conn = &self.conns[from];
         let len = u32::try_from(payload.len()).expect("bench payloads are far below 4 GiB");
-        let frame = [&len.to_be_bytes()[..], payload].concat();
+        let frame = [&len.to_be_bytes()[..], &payload].concat();
         // Fabric: `conn.Lock(); defer conn.Unlock()`.
         let _held = conn.stream.lock();
         if conn.abort.is_set() {
-            return Err(Aborted);
+            return Err(ABORTED.to_owned());
         }
         // THE BUG (FAB-10469): when the buffer is full this waits for the writer to
         // make room, still holding the lock the writer must take before it can.
         select! {
-            send(conn.out, frame) -> sent => sent.map_err(|_| Aborted),
-            recv(conn.abort.wake) -> _ => Err(Aborted),
+            send(conn.out, frame) -> sent => sent.map_err(|_| ABORTED.to_owned()),
+            recv(conn.abort.wake) -> _ => Err(ABORTED.to_owned()),
         }
     }
 
-    /// The next payload that end `at` received.
-    ///
-    /// # Errors
-    ///
-    /// [`Aborted`] once the pair is aborted (or its reader has ended) and nothing is
-    /// left to take.
-    pub fn recv(&self, at: usize) -> Result<Vec<u8>, Aborted> {
+    fn recv(&self, at: usize) -> Got {
         select! {
-            recv(self.inbound[at]) -> got => got.map_err(|_| Aborted),
-            recv(self.abort.wake) -> _ => Err(Aborted),
+            recv(self.inbound[at]) -> got => got.map_or(Got::Closed, |p| Got::Message(p.into())),
+            recv(self.abort.wake) -> _ => Got::Closed,
         }
     }
 
-    /// Whether [`abort`](Pair::abort) has been called.
-    pub fn is_aborted(&self) -> bool {
+    fn stopped(&self) -> bool {
         self.abort.is_set()
     }
 
     /// Wakes every waiting sender, reader, writer and receiver of both ends and shuts
     /// the socket down. Idempotent; takes no connection lock.
-    pub fn abort(&self) {
+    fn teardown(&self) {
         drop(self.abort.wake_tx.lock().take());
         for socket in self.abort.sockets.lock().iter() {
             let _ = socket.shutdown(Shutdown::Both);
         }
     }
 
-    /// Joins the readers and writers, which end once the pair is aborted.
-    ///
-    /// # Errors
-    ///
-    /// The first thread that did not finish by `deadline` or panicked; the others
+    /// Joins the readers and writers, which end once the pair is aborted: the first
+    /// that did not finish by `deadline` or panicked is the error, and the others
     /// are still joined.
-    pub fn join_by(&self, deadline: Instant) -> Result<(), JoinError> {
+    fn join_by(&self, deadline: Instant) -> Result<(), JoinError> {
         let threads = std::mem::take(&mut *self.threads.lock());
         let joined: Vec<_> = threads.into_iter().map(|t| t.join_by(deadline)).collect();
         joined.into_iter().collect()
@@ -215,7 +198,7 @@ impl Pair {
 impl Drop for Pair {
     /// Aborts, so that no thread is left waiting on a pair nobody can reach.
     fn drop(&mut self) {
-        self.abort();
+        self.teardown();
     }
 }
 
@@ -277,15 +260,18 @@ mod tests {
             threads::start("test-locked-sender", move || loop {
                 // Nothing drains q, so this ends stuck: on the lock it holds itself,
                 // or at the latest once the socket is full.
-                pair.send(0, b"flood")?;
+                pair.send(0, Bytes::from_static(b"flood"))?;
             })
         };
         std::thread::sleep(Duration::from_millis(100));
-        pair.abort();
+        pair.teardown();
         let deadline = Instant::now() + Duration::from_secs(5);
-        assert_eq!(sender.join_by(deadline), Ok(Err::<(), _>(Aborted)));
+        assert_eq!(
+            sender.join_by(deadline),
+            Ok(Err::<(), _>(ABORTED.to_owned()))
+        );
         assert_eq!(pair.join_by(deadline), Ok(()));
-        assert_eq!(pair.send(1, b"late"), Err(Aborted));
+        assert_eq!(pair.send(1, Bytes::new()), Err(ABORTED.to_owned()));
     }
 
     #[test]
