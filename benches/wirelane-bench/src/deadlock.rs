@@ -102,12 +102,12 @@ impl Outcome {
         };
         let secs = self.active.as_secs_f64();
         let record = Record::new("deadlock", self.implementation)
-            .text("outcome", outcome)
-            .int("count", self.delivered)
-            .int("expected", self.expected)
-            .float("secs", secs);
+            .set("outcome", outcome)
+            .set("count", self.delivered)
+            .set("expected", self.expected)
+            .set("secs", secs);
         if self.completed {
-            record.float("msgs_per_s", self.delivered as f64 / secs.max(1e-9))
+            record.set("msgs_per_s", self.delivered as f64 / secs.max(1e-9))
         } else {
             record
         }

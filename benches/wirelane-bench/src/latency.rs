@@ -105,13 +105,13 @@ pub fn round_trips(
 pub fn record(implementation: &str, size: usize, samples: &Histogram<u64>) -> Record {
     let at = |q: f64| samples.value_at_quantile(q) as f64;
     Record::new("latency", implementation)
-        .int("size", size as u64)
-        .int("count", samples.len())
-        .float("secs", samples.mean() * samples.len() as f64 / 1e6)
-        .float("p50_us", at(0.5))
-        .float("p99_us", at(0.99))
-        .float("p999_us", at(0.999))
-        .float("max_us", samples.max() as f64)
+        .set("size", size as u64)
+        .set("count", samples.len())
+        .set("secs", samples.mean() * samples.len() as f64 / 1e6)
+        .set("p50_us", at(0.5))
+        .set("p99_us", at(0.99))
+        .set("p999_us", at(0.999))
+        .set("max_us", samples.max() as f64)
 }
 
 /// Round trips through two wirelane nodes: the client sends on the private lane and

@@ -81,12 +81,12 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
         let title = format!("load: {count} {size}-byte private messages to {addr}");
         let record = throughput(&link, size, count, quiet)?;
         let dropped = node.stats().private.dropped;
-        let record = record.text("lane", "private").int("conns", 1);
-        (title, record.int("dropped", dropped))
+        let record = record.set("lane", "private").set("conns", 1);
+        (title, record.set("dropped", dropped))
     };
     node.disconnect(peer);
     node.shutdown();
-    out.records(&title, &[record.text("peer", addr)]);
+    out.records(&title, &[record.set("peer", addr)]);
     Ok(ExitCode::SUCCESS)
 }
 

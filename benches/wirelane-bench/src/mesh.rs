@@ -121,19 +121,19 @@ fn records(plan: &Plan, o: &Outcome, s: &Streams) -> Vec<Record> {
     let row = |lane: &str, t: &Totals, in_load: u64, st: LaneStats, lost: u64| {
         let per_sec = in_load as f64 / secs;
         Record::new("mesh", "wirelane")
-            .text("lane", lane)
-            .int("nodes", plan.nodes as u64)
-            .int("size", plan.size as u64)
-            .float("secs", secs)
-            .int("sent", t.sent)
-            .int("received", t.received)
-            .int("count", in_load)
-            .float("msgs_per_s", per_sec)
-            .float("mb_per_s", per_sec * plan.size as f64 / 1e6)
-            .int("dropped", st.dropped + st.recv_dropped)
-            .int("dropped_send", st.dropped)
-            .int("dropped_recv", st.recv_dropped)
-            .int("lost", lost)
+            .set("lane", lane)
+            .set("nodes", plan.nodes as u64)
+            .set("size", plan.size as u64)
+            .set("secs", secs)
+            .set("sent", t.sent)
+            .set("received", t.received)
+            .set("count", in_load)
+            .set("msgs_per_s", per_sec)
+            .set("mb_per_s", per_sec * plan.size as f64 / 1e6)
+            .set("dropped", st.dropped + st.recv_dropped)
+            .set("dropped_send", st.dropped)
+            .set("dropped_recv", st.recv_dropped)
+            .set("lost", lost)
     };
     let [gossip_stats, private_stats] = o.lane_stats();
     let (g, p) = (&s.gossip, &s.private);

@@ -102,21 +102,21 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let rate = |r: &Record| r.number("msgs_per_s").unwrap_or(0.0);
     let records = [
         Record::new("scale", "wirelane")
-            .int("conns", 0)
-            .int("threads", before.threads as u64)
-            .int("rss_kib", before.rss_kib)
-            .int("size", size as u64)
-            .int("count", count)
-            .float("msgs_per_s", rate(&alone)),
+            .set("conns", 0)
+            .set("threads", before.threads as u64)
+            .set("rss_kib", before.rss_kib)
+            .set("size", size as u64)
+            .set("count", count)
+            .set("msgs_per_s", rate(&alone)),
         Record::new("scale", "wirelane")
-            .int("conns", conns as u64)
-            .int("threads", after.threads as u64)
-            .float("threads_per_conn", threads_per_conn)
-            .int("rss_kib", after.rss_kib)
-            .float("rss_kib_per_conn", rss_per_conn)
-            .int("size", size as u64)
-            .int("count", count)
-            .float("msgs_per_s", rate(&crowded)),
+            .set("conns", conns as u64)
+            .set("threads", after.threads as u64)
+            .set("threads_per_conn", threads_per_conn)
+            .set("rss_kib", after.rss_kib)
+            .set("rss_kib_per_conn", rss_per_conn)
+            .set("size", size as u64)
+            .set("count", count)
+            .set("msgs_per_s", rate(&crowded)),
     ];
     out.records(
         &format!(

@@ -89,13 +89,13 @@ pub fn run(args: &Args, out: Output) -> anyhow::Result<ExitCode> {
     node.shutdown();
     let total = state.peers.into_values().fold(state.departed, Served::plus);
     let record = Record::new("serve", "wirelane-remote")
-        .text("listen", node.local_addr().to_string())
-        .float("secs", elapsed.as_secs_f64())
-        .int("connections", state.connections)
-        .int("count", total.data)
-        .int("echoes", total.echoes)
-        .int("failed_replies", total.failed_replies)
-        .int("unknown", total.unknown);
+        .set("listen", node.local_addr().to_string())
+        .set("secs", elapsed.as_secs_f64())
+        .set("connections", state.connections)
+        .set("count", total.data)
+        .set("echoes", total.echoes)
+        .set("failed_replies", total.failed_replies)
+        .set("unknown", total.unknown);
     out.records(&format!("serve: {id} on {}", node.local_addr()), &[record]);
     Ok(ExitCode::SUCCESS)
 }

@@ -110,17 +110,17 @@ fn judge(plan: &Plan, o: &Outcome) -> Judged {
     let (gossip, private, dropped) = (streams.gossip, streams.private, streams.recv_dropped);
     let lane = |name: &str, t: Totals, dropped: u64| {
         Record::new("soak", "wirelane")
-            .text("lane", name)
-            .int("sent", t.sent)
-            .int("received", t.received)
-            .int("returned", t.returned)
-            .int("lost", t.lost.saturating_sub(dropped))
-            .int("duplicates", t.duplicates)
-            .int("reordered", t.reordered)
+            .set("lane", name)
+            .set("sent", t.sent)
+            .set("received", t.received)
+            .set("returned", t.returned)
+            .set("lost", t.lost.saturating_sub(dropped))
+            .set("duplicates", t.duplicates)
+            .set("reordered", t.reordered)
     };
     j.records.push(lane("gossip", gossip, 0));
     j.records
-        .push(lane("private", private, dropped).int("recv_dropped", dropped));
+        .push(lane("private", private, dropped).set("recv_dropped", dropped));
     j.notes.push(streams.reconciliation());
 
     let (max_threads, thread_bound) = judge_threads(plan, o, &mut j);
@@ -128,16 +128,16 @@ fn judge(plan: &Plan, o: &Outcome) -> Judged {
     judge_run(o, private.sent, &mut j);
     j.records.push(
         Record::new("soak", "wirelane")
-            .text("lane", "all")
-            .int("disconnects", o.chaos.disconnects)
-            .int("max_threads", max_threads)
-            .int("thread_bound", thread_bound)
-            .int("max_rss_kib", max_rss)
-            .int("rss_bound_kib", rss_bound)
-            .int("violations", j.violations.len() as u64)
-            .int("nodes", plan.nodes as u64)
-            .float("secs", o.load.as_secs_f64())
-            .int("seed", plan.chaos.unwrap_or_default()),
+            .set("lane", "all")
+            .set("disconnects", o.chaos.disconnects)
+            .set("max_threads", max_threads)
+            .set("thread_bound", thread_bound)
+            .set("max_rss_kib", max_rss)
+            .set("rss_bound_kib", rss_bound)
+            .set("violations", j.violations.len() as u64)
+            .set("nodes", plan.nodes as u64)
+            .set("secs", o.load.as_secs_f64())
+            .set("seed", plan.chaos.unwrap_or_default()),
     );
 
     let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();

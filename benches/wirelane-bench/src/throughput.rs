@@ -102,7 +102,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     };
     let rate = |r: &Record| r.number("msgs_per_s").unwrap_or(0.0);
     let (vs_channel, vs_raw) = (rate(&ours) / rate(&channel), rate(&ours) / rate(&raw));
-    let ours = ours.float("vs_channel", vs_channel).float("vs_raw", vs_raw);
+    let ours = ours.set("vs_channel", vs_channel).set("vs_raw", vs_raw);
     out.records(&format!("{title}, best of {repeat}"), &[channel, raw, ours]);
     out.note(&format!(
         "wirelane reaches {:.0}% of the in-process channel limit and {:.0}% of raw loopback TCP",
@@ -139,7 +139,7 @@ fn wirelane(
     }
     receiver.shutdown();
     Ok(oneway::record("wirelane", size, received, elapsed)
-        .text("lane", lane.to_string())
-        .int("conns", conns as u64)
-        .int("dropped", dropped))
+        .set("lane", lane.to_string())
+        .set("conns", conns as u64)
+        .set("dropped", dropped))
 }

@@ -31,7 +31,7 @@ const IDLE_PAUSE: Duration = Duration::from_millis(1);
 const GOSSIP_BURST: u64 = 32;
 /// A paced loop this far behind its schedule starts a new one.
 const MAX_LAG: Duration = Duration::from_millis(50);
-/// How long a receiver or watcher waits before looking again.
+/// How long a watcher waits for an event before it looks for redials that are due.
 const POLL: Duration = Duration::from_millis(50);
 /// A failed redial is tried again after this long.
 const REDIAL_BACKOFF: Duration = Duration::from_millis(200);
@@ -248,28 +248,20 @@ pub fn receive(node: &Node, live: &Live, pace: Option<u64>) -> Inbox {
         streams: HashMap::new(),
         malformed: Oddities::default(),
     };
-    let mut pace = pace.map(|rate| {
-        Pace::new(
-            Duration::from_secs_f64(1.0 / rate.max(1) as f64),
-            SLOW_MIN_SLEEP,
-        )
-    });
-    loop {
-        match node.incoming().recv_timeout(POLL) {
-            Ok(msg) => {
-                match msg.lane {
-                    Lane::Private => live.private_received.fetch_add(1, Relaxed),
-                    Lane::Gossip => live.gossip_received.fetch_add(1, Relaxed),
-                };
-                inbox.observe(&msg);
-                if let Some(pace) = pace.as_mut().filter(|_| live.slow.load(Relaxed)) {
-                    pace.tick();
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return inbox,
+    let step = |rate: u64| Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let mut pace = pace.map(|rate| Pace::new(step(rate), SLOW_MIN_SLEEP));
+    // The queue reports disconnection once the node has shut down and it is empty.
+    for msg in node.incoming() {
+        match msg.lane {
+            Lane::Private => live.private_received.fetch_add(1, Relaxed),
+            Lane::Gossip => live.gossip_received.fetch_add(1, Relaxed),
+        };
+        inbox.observe(&msg);
+        if let Some(pace) = pace.as_mut().filter(|_| live.slow.load(Relaxed)) {
+            pace.tick();
         }
     }
+    inbox
 }
 
 impl Inbox {
