@@ -1,19 +1,14 @@
 //! `deadlock`: the Fabric FAB-10469 scenario, run against a reproduction of the bug
 //! and against wirelane.
 //!
-//! Two peers, p and q, on loopback. On each, [`THREADS`] threads send `--messages`
-//! stamped private messages apiece to the other while one thread drains what
-//! arrives, checking each sending thread's stream ([`crate::stamp`]). Every buffer
-//! holds one message, so nearly every send has to wait for room: `locked`
-//! ([`crate::locked`]) waits holding the connection lock its own reader and writer
-//! need, and both peers freeze; wirelane waits holding no lock and runs to the end.
-//!
-//! A watchdog declares a deadlock when nothing has been delivered for `--watchdog`
-//! seconds, and either way ends the run through the implementation's way out (the
-//! abort of `locked`, [`Node::shutdown`]), so that every thread can be joined. Every
-//! other wait has a deadline too: a thread that cannot be joined in time ends the
-//! process with status 1 rather than hanging it. A record's `secs` runs up to the
-//! last delivery, so for a deadlocked run the moment it froze.
+//! Two peers on loopback; on each, [`THREADS`] threads send `--messages` stamped
+//! private messages apiece to the other through buffers of one message, while one
+//! thread drains and checks each sending thread's stream ([`crate::stamp`]).
+//! `locked` ([`crate::locked`]) waits for room holding the lock its own reader and
+//! writer need, and both peers freeze; wirelane waits holding no lock. A watchdog
+//! declares a deadlock after `--watchdog` seconds without a delivery, and either way
+//! ends the run through the implementation's way out so that every thread can be
+//! joined; a thread that cannot be joined in time ends the process with status 1.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};

@@ -1,11 +1,10 @@
 //! Results: one [`Record`] per measurement, printed as a table or as JSON lines, and
 //! the progress bar a long run shows on stderr.
 //!
-//! Every subcommand builds records with the same keys where they apply (`workload`,
-//! `impl`, `size`, `count`, `secs`, `msgs_per_s`, `mb_per_s`, `p50_us`, `p99_us`,
-//! `p999_us`, `dropped`, `lost`, `rss_kib`, `threads`), so that scripts can read any
-//! of them the same way. A record is a `serde_json` map that keeps its keys in the
-//! order they were set, which is also the order of the table's columns.
+//! Subcommands use the same keys where they apply (`workload`, `impl`, `size`,
+//! `count`, `secs`, `msgs_per_s`, `p50_us`, …), so that scripts read any of them the
+//! same way. A record keeps its keys in the order they were set, which is also the
+//! order of the table's columns.
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -1,10 +1,7 @@
 //! The traffic engine behind `mesh` and `soak`: a full mesh of nodes on loopback
 //! carrying stamped gossip and private messages between every pair, with the chaos
-//! of `soak` (connections cut at random, a slow consumer) switched on or off.
-//!
-//! `mesh` is `soak` without chaos, so both run this one engine and differ only in
-//! their plan and in how they report: the same senders, receivers, event watchers
-//! and exact accounting of every private message (see [`verdict`]).
+//! of `soak` (connections cut at random, a slow consumer) switched on or off, and
+//! the exact accounting of every private message ([`verdict`]).
 //!
 //! Receivers and event watchers start before the first connection, so that they see
 //! every message and event; after the load every pair is connected again so that

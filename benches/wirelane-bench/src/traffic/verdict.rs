@@ -117,21 +117,17 @@ pub fn judge(o: &Outcome) -> Streams {
                 ));
             }
             if let Some(seq) = received.first_duplicate {
-                broken(format!(
-                    "{} messages received twice (first: seq {seq})",
-                    received.duplicates
-                ));
+                let n = received.duplicates;
+                broken(format!("{n} messages received twice (first: seq {seq})"));
             }
             if let Some(seq) = returned.first_duplicate {
-                broken(format!(
-                    "{} messages handed back twice (first: seq {seq})",
-                    returned.duplicates
-                ));
+                let n = returned.duplicates;
+                broken(format!("{n} messages handed back twice (first: seq {seq})"));
             }
             if let Some((seq, after)) = received.first_reordered {
+                let n = received.reordered;
                 broken(format!(
-                    "{} messages received after a later one (first: seq {seq} after seq {after})",
-                    received.reordered
+                    "{n} messages received after a later one (first: seq {seq} after seq {after})"
                 ));
             }
         }

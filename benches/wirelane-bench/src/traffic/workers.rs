@@ -289,7 +289,6 @@ pub struct EventLog {
     pub malformed: Oddities,
     /// `Disconnected` events by reason.
     pub reasons: BTreeMap<&'static str, u64>,
-    pub connected: u64,
     /// Connections that ended other than by a close, a replacement or a shutdown:
     /// a silent peer, a protocol error, a failed socket. Not wrong in themselves,
     /// but the first place to look when messages went missing.
@@ -313,7 +312,6 @@ pub fn watch(node: &Node, directory: &[(PeerId, SocketAddr)], live: &Live) -> Ev
         malformed: Oddities::default(),
         reasons: BTreeMap::new(),
         unclean: Oddities::default(),
-        connected: 0,
         refused: Oddities::default(),
         redials: 0,
         redial_failures: Oddities::default(),
@@ -347,7 +345,6 @@ pub fn watch(node: &Node, directory: &[(PeerId, SocketAddr)], live: &Live) -> Ev
                     owed.insert(peer, Instant::now());
                 }
             }
-            Ok(Event::Connected { .. }) => log.connected += 1,
             Ok(Event::Refused { addr, error }) => log
                 .refused
                 .note(format_args!("{me} refused {addr}: {error}")),
