@@ -20,7 +20,7 @@ const RAW_CHUNK: usize = 64 * 1024;
 /// The channel baseline's capacity: the default private lane's.
 const CHANNEL_CAPACITY: usize = 1024;
 
-/// `baseline raw|channel|naive --size N [--count M]`.
+/// One baseline alone: the limits and the naive server wirelane is measured against.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// raw: pre-framed bytes over loopback TCP in 64 KiB writes (the transport

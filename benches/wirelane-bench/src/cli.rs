@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use wirelane::Config;
 
 use crate::{baseline, deadlock, latency, load, mesh, peer, scale, serve, soak, throughput};
 
@@ -55,6 +56,14 @@ pub struct Listen {
     /// This node's peer id.
     #[arg(long)]
     pub id: u64,
+}
+
+/// `config` with `value` set by `setter`, if the option was given.
+pub fn set<T>(config: Config, value: Option<T>, setter: fn(Config, T) -> Config) -> Config {
+    match value {
+        Some(v) => setter(config, v),
+        None => config,
+    }
 }
 
 /// A duration given in (possibly fractional) seconds, above 0 and at most an hour.

@@ -27,10 +27,9 @@ use crate::threads::{abandon, join_all, start, JoinError};
 /// The capacity of every buffer, in both implementations.
 const CAPACITY: usize = 1;
 
-/// `deadlock [--impl locked|wirelane] [--messages N] [--watchdog SECS]`: two peers
-/// flooding each other with private messages through full buffers, a reproduction
-/// of FAB-10469 beside wirelane. Exits 1 unless wirelane completes with nothing
-/// lost or reordered.
+/// Two peers flooding each other with private messages through full buffers, a
+/// reproduction of FAB-10469 beside wirelane. Exits 1 unless wirelane completes
+/// with nothing lost or reordered.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Without it, both run side by side.

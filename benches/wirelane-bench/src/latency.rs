@@ -20,8 +20,7 @@ use crate::report::{progress, Output, Record};
 pub const WARMUP: u64 = 2_000;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `latency --size N --count M [--impl wirelane|naive|both]`: ping-pong round
-/// trips over one connection; p50, p99, p99.9.
+/// Ping-pong round trips over one connection: p50, p99, p99.9.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Bytes per payload.

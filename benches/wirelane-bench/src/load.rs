@@ -33,8 +33,7 @@ const COUNT_DEADLINE: Duration = Duration::from_secs(30);
 /// Pause between two count requests while `serve` is still behind.
 const COUNT_POLL: Duration = Duration::from_millis(10);
 
-/// `load --connect ADDR [--id N] [--workload throughput|latency] [--size N]
-/// [--count M]`: runs a workload against a `serve` process.
+/// Runs a workload against a `serve` process.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The `serve` process's address.

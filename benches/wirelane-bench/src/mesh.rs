@@ -17,9 +17,8 @@ use crate::stamp::Stamp;
 use crate::traffic::verdict::{self, Streams, Totals};
 use crate::traffic::{self, workers, Outcome, Plan, DRAIN_DEADLINE};
 
-/// `mesh [--nodes N] [--size S] [--secs T]`: all-to-all gossip and private traffic
-/// among N nodes; aggregate msgs/s, drops, lost private messages (must be 0). The
-/// defaults are the main job.
+/// All-to-all gossip and private traffic among N nodes: aggregate msgs/s, drops,
+/// lost private messages (must be 0). The defaults are the main job.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Nodes in the mesh: every pair costs four threads and two sockets, so 64

@@ -45,8 +45,7 @@ pub fn record(implementation: &str, size: usize, count: u64, elapsed: Duration) 
 /// Keeps the faster of `best` and `run`: the machine is shared, and the fastest run
 /// is the one least disturbed.
 pub fn keep_faster(best: &mut Option<Record>, run: Record) {
-    let rate = |r: &Record| r.number("msgs_per_s");
-    if best.as_ref().is_none_or(|b| rate(&run) > rate(b)) {
+    if best.as_ref().is_none_or(|b| run.rate() > b.rate()) {
         *best = Some(run);
     }
 }

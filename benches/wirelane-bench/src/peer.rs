@@ -41,12 +41,12 @@ use clap::ValueEnum;
 use wirelane::crossbeam_channel::{never, select, unbounded, Receiver};
 use wirelane::{Config, Event, Lane, Message, Node, PeerId};
 
+use crate::cli;
 use crate::stamp::Track;
 use crate::threads;
 
-/// `peer --listen ADDR --id N [options]`: a scriptable peer for the fault tests
-/// (tests/fault_*.rs), not a benchmark: a node that reports its events on stdout
-/// and takes commands on stdin (`send COUNT SIZE`, `report PEER`); exits when
+/// A scriptable peer for the fault tests, not a benchmark: reports its events on
+/// stdout, takes commands on stdin (`send COUNT SIZE`, `report PEER`), exits when
 /// stdin closes.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -84,12 +84,12 @@ enum Read {
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let ms = |v: Option<u64>| v.map(Duration::from_millis);
     let mut config = Config::default();
-    config = set(config, args.inbound, Config::inbound_capacity);
-    config = set(config, args.private_capacity, Config::private_capacity);
-    config = set(config, args.max_frame, Config::max_frame_len);
-    config = set(config, ms(args.ping_ms), Config::ping_interval);
-    config = set(config, ms(args.silence_ms), Config::silence_timeout);
-    config = set(config, ms(args.linger_ms), Config::linger);
+    config = cli::set(config, args.inbound, Config::inbound_capacity);
+    config = cli::set(config, args.private_capacity, Config::private_capacity);
+    config = cli::set(config, args.max_frame, Config::max_frame_len);
+    config = cli::set(config, ms(args.ping_ms), Config::ping_interval);
+    config = cli::set(config, ms(args.silence_ms), Config::silence_timeout);
+    config = cli::set(config, ms(args.linger_ms), Config::linger);
     let (listen, id) = (&args.node.listen, PeerId(args.node.id));
     let node = Node::bind(id, listen.as_str(), config)?;
     println!("listening {}", node.local_addr());
@@ -153,14 +153,6 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `config` with `value` set, if given.
-fn set<T>(config: Config, value: Option<T>, setter: fn(Config, T) -> Config) -> Config {
-    match value {
-        Some(v) => setter(config, v),
-        None => config,
-    }
 }
 
 /// Lines of stdin; the channel disconnects at end of input. The reading thread is

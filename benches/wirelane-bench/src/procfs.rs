@@ -87,18 +87,6 @@ pub fn is_out_of_fds(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23 | 24))
 }
 
-/// Whether this process has (nearly) used up its file descriptors, given its
-/// `limit` (read beforehand: at the limit, `/proc/self/limits` cannot be opened).
-pub fn fds_nearly_exhausted(limit: Option<u64>) -> bool {
-    /// Descriptors `accept`, `connect` and a few library calls may need at once.
-    const MARGIN: u64 = 8;
-    match open_fds() {
-        Ok(open) => limit.is_some_and(|limit| open as u64 + MARGIN >= limit),
-        // Even listing them takes a descriptor.
-        Err(e) => is_out_of_fds(&e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,11 @@ impl Record {
         self.get(key).and_then(Value::as_f64)
     }
 
+    /// `msgs_per_s`, or 0 for a record without it.
+    pub fn rate(&self) -> f64 {
+        self.number("msgs_per_s").unwrap_or(0.0)
+    }
+
     pub fn to_json(&self) -> String {
         Value::Object(self.0.clone()).to_string()
     }

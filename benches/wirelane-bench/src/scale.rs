@@ -43,9 +43,8 @@ const IDLE_PING: Duration = Duration::from_secs(600);
 /// threads, or to retire a closed connection's threads.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// `scale [--conns N] [--size S] [--count M] [--repeat R]`: N idle connections into
-/// one node: threads, resident memory per connection, and the throughput of one
-/// active connection alone and among them.
+/// N idle connections into one node: threads and resident memory per connection,
+/// and the throughput of one active connection alone and among them.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Idle connections.
@@ -99,7 +98,6 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let n = conns as f64;
     let threads_per_conn = after.threads.saturating_sub(before.threads) as f64 / n;
     let rss_per_conn = (after.rss_kib as f64 - before.rss_kib as f64) / n;
-    let rate = |r: &Record| r.number("msgs_per_s").unwrap_or(0.0);
     let records = [
         Record::new("scale", "wirelane")
             .set("conns", 0)
@@ -107,7 +105,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
             .set("rss_kib", before.rss_kib)
             .set("size", size as u64)
             .set("count", count)
-            .set("msgs_per_s", rate(&alone)),
+            .set("msgs_per_s", alone.rate()),
         Record::new("scale", "wirelane")
             .set("conns", conns as u64)
             .set("threads", after.threads as u64)
@@ -116,7 +114,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
             .set("rss_kib_per_conn", rss_per_conn)
             .set("size", size as u64)
             .set("count", count)
-            .set("msgs_per_s", rate(&crowded)),
+            .set("msgs_per_s", crowded.rate()),
     ];
     out.records(
         &format!(
@@ -130,7 +128,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     ));
     out.note(&format!(
         "with {conns} idle peers the client reaches {:.0}% of its throughput alone",
-        100.0 * rate(&crowded) / rate(&alone).max(f64::MIN_POSITIVE)
+        100.0 * crowded.rate() / alone.rate().max(f64::MIN_POSITIVE)
     ));
     out.note(&format!(
         "Config::thread_stack_size = {} KiB per connection thread (reserved address space; only touched pages count in rss_kib)",
@@ -198,7 +196,10 @@ fn limit_text(limit: Option<u64>) -> String {
 /// `accept` does, which this side sees as a hub that never answers.
 fn explain(i: usize, conns: usize, fd_limit: Option<u64>, e: &io::Error) -> String {
     let what = format!("idle connection {} of {conns}: {e}", i + 1);
-    if !procfs::is_out_of_fds(e) && !procfs::fds_nearly_exhausted(fd_limit) {
+    // Listing the open descriptors takes one too, so failing to is a sign as well;
+    // `accept`, `connect` and a few library calls may need some 8 at once.
+    let near_limit = |limit| procfs::open_fds().map_or(true, |open| open as u64 + 8 >= limit);
+    if !procfs::is_out_of_fds(e) && !fd_limit.is_some_and(near_limit) {
         return what;
     }
     format!(

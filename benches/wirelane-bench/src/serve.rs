@@ -50,9 +50,8 @@ impl Served {
     }
 }
 
-/// `serve --listen ADDR --id N [--secs T]`: a node that answers the `load`
-/// workloads from another process or host, until killed or for T seconds; logs
-/// each peer's arrival and departure.
+/// A node that answers the `load` workloads from another process or host, until
+/// killed or for T seconds; logs each peer's arrival and departure.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]

@@ -37,9 +37,8 @@ const PAYLOAD_LEN: usize = 64;
 /// Gossip offered to each peer per second.
 const GOSSIP_PER_PEER: u64 = 10_000;
 
-/// `soak [--secs T] [--nodes N] [--seed X] [--slow-consumer R]`: mixed load among N
-/// nodes with random disconnects and a slow consumer; exits 1 on any message lost,
-/// duplicated or reordered, or on threads or memory growing.
+/// Mixed load with random disconnects and a slow consumer; exits 1 on any message
+/// lost, duplicated or reordered, or on threads or memory growing.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Seconds of load.

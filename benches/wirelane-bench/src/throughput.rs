@@ -8,14 +8,13 @@ use std::sync::Arc;
 use clap::ValueEnum;
 use wirelane::{Config, Lane, Node, PeerId};
 
-use crate::baseline;
 use crate::oneway::{self, default_count};
 use crate::report::{progress, Output, Record};
+use crate::{baseline, cli};
 
-/// `throughput --size N --count M [--lane private|gossip] [--conns K] [--batch B]
-/// [--capacity C] [--repeat R] [--impl all|wirelane]`: one-way messages from K
-/// sender nodes into one receiver in this process, every payload freshly
-/// allocated, beside the raw loopback TCP and in-process channel limits.
+/// One-way messages from K sender nodes into one receiver in this process, every
+/// payload freshly allocated, beside the raw loopback TCP and in-process channel
+/// limits.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Bytes per payload.
@@ -62,13 +61,9 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
         LaneArg::Gossip => Lane::Gossip,
         LaneArg::Private => Lane::Private,
     };
-    let mut config = Config::default();
-    if let Some(batch) = args.batch {
-        config = config.max_batch_bytes(batch);
-    }
-    if let Some(capacity) = args.capacity {
-        config = config.gossip_capacity(capacity).private_capacity(capacity);
-    }
+    let config = cli::set(Config::default(), args.batch, Config::max_batch_bytes);
+    let both = |c: Config, n| c.gossip_capacity(n).private_capacity(n);
+    let config = cli::set(config, args.capacity, both);
     let ours = || wirelane(&config, size, count, lane, conns);
     let title = format!("throughput: {size}-byte {lane} messages, {conns} connection(s)");
 
@@ -100,8 +95,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let [Some(channel), Some(raw), Some(ours)] = best else {
         anyhow::bail!("--repeat is at least 1, so every contender ran");
     };
-    let rate = |r: &Record| r.number("msgs_per_s").unwrap_or(0.0);
-    let (vs_channel, vs_raw) = (rate(&ours) / rate(&channel), rate(&ours) / rate(&raw));
+    let (vs_channel, vs_raw) = (ours.rate() / channel.rate(), ours.rate() / raw.rate());
     let ours = ours.set("vs_channel", vs_channel).set("vs_raw", vs_raw);
     out.records(&format!("{title}, best of {repeat}"), &[channel, raw, ours]);
     out.note(&format!(
