@@ -1,11 +1,7 @@
-//! `load --connect ADDR [--id N] [--workload throughput|latency] [--size S]
-//! [--count M]`: the `throughput` and `latency` workloads against a `serve` process,
-//! on this host or another, over the [`remote`] protocol.
-//!
-//! Throughput is timed from the first data message sent to the answer to a count
-//! request showing that `serve` has received them all, so it includes one round trip
-//! and measures delivery, not just queueing. Latency is the same ping-pong as
-//! `latency`, with `serve` echoing. Both print the records of their in-process
+//! `load`: the `throughput` and `latency` workloads against a `serve` process, on
+//! this host or another, over the [`remote`] protocol. Throughput is timed up to the
+//! answer to a count request showing that `serve` has received every message, so it
+//! measures delivery, not just queueing. Both print the records of their in-process
 //! counterparts, with `impl` set to `wirelane-remote` and the peer's address added.
 
 use std::process::ExitCode;

@@ -12,16 +12,13 @@
 //! it can make room, and the reader needs it too, so the connection stops reading,
 //! the other peer's writer blocks in turn, and both peers freeze for good.
 //!
-//! Why a channel and not a `Condvar` for the output buffer: waiting on a condvar
-//! releases the mutex it waits with, which is precisely the fix. Go's channel send
-//! under a held `sync.Mutex` keeps the lock; a crossbeam channel send under a held
-//! `parking_lot::Mutex` does the same.
+//! The buffer is a channel, not a `Condvar`: waiting on a condvar releases its
+//! mutex, which is precisely the fix, while a crossbeam send under a held
+//! `parking_lot::Mutex` keeps the lock as Go's channel send under `sync.Mutex` did.
 //!
 //! Fabric's connection had no way out of that wait; this one must, or the bench
-//! could not end: an abort that every wait selects on (dropping a channel's only
-//! sender wakes every `select!` on it at once) and that shuts the sockets down so
-//! that blocked reads and writes return too. The abort never takes the connection
-//! lock, which a stuck sender may hold forever.
+//! could not end: an abort that every wait selects on, and that shuts the sockets
+//! down. It never takes the connection lock, which a stuck sender may hold forever.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

@@ -23,12 +23,10 @@
 //!   again or after a higher one (duplicated or reordered), as [`Track`] counts them.
 //!
 //! The payload layout is the tests' own, so that they need nothing but wirelane's
-//! public API to talk to this peer; the order check is the bench's one
-//! ([`crate::stamp`]).
-//!
-//! With `--read none` it never takes a message from its inbound queue, so its reader
-//! stops once the queue is full and its peer's writes back up. It exits when stdin
-//! closes, so a test that dies takes its peer with it.
+//! public API to talk to this peer. With `--read none` it never takes a message from
+//! its inbound queue, so its reader stops once the queue is full and its peer's
+//! writes back up. It exits when stdin closes, so a test that dies takes its peer
+//! with it.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;

@@ -1,10 +1,7 @@
-//! What the process costs, read from Linux's `/proc/self`: threads, resident memory,
-//! file descriptors.
-//!
-//! The `scale` and `soak` jobs judge wirelane by these figures (threads and memory
-//! per connection, and whether either grows during a long run), so they are read
-//! from the kernel rather than estimated: a thread or an allocation the library
-//! forgot shows up here whatever the library's own counters say.
+//! What the process costs, read from Linux's `/proc/self`. `scale` and `soak` judge
+//! wirelane by these figures, so they come from the kernel rather than estimates: a
+//! thread or an allocation the library forgot shows up here whatever its own
+//! counters say.
 
 use std::fs;
 use std::io;

@@ -1,13 +1,8 @@
-//! `serve --listen ADDR --id N [--secs T]`: the far end of `load`, for measuring
-//! wirelane between two processes or two hosts.
-//!
-//! One node, any number of `load` peers, one thread: it takes messages and events
-//! as they come and answers each message as the [`remote`] protocol
-//! says (echo, count, answer a count request). One thread is enough because every
+//! `serve`: the far end of `load`, for measuring wirelane between two processes or
+//! two hosts. One node, any number of `load` peers, one thread answering each
+//! message as the [`remote`] protocol says. One thread is enough because every
 //! answer is a private send to a peer that is waiting for it, so a reply never waits
-//! for room unless a peer misbehaves, and then only for [`REPLY_TIMEOUT`]. It logs
-//! one line on stderr per connected and per disconnected peer, and runs until
-//! killed, or for `--secs` if given, after which it prints what it served.
+//! for room unless a peer misbehaves, and then only for [`REPLY_TIMEOUT`].
 
 use std::collections::HashMap;
 use std::process::ExitCode;

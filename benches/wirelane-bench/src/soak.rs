@@ -172,17 +172,14 @@ fn judge(plan: &Plan, o: &Outcome) -> Judged {
     j
 }
 
-/// Threads above the steady state allowed for connections in transition.
-fn thread_slack(nodes: usize) -> usize {
-    let pairs = nodes * (nodes - 1) / 2;
-    4 * pairs + 2 * nodes
-}
-
 /// Checks the thread samples after the warm-up; returns the highest and the bound.
 fn judge_threads(plan: &Plan, o: &Outcome, j: &mut Judged) -> (u64, u64) {
-    let slack = thread_slack(plan.nodes);
+    // Allowed above the steady state for connections in transition.
+    let slack = 4 * (plan.nodes * (plan.nodes - 1) / 2) + 2 * plan.nodes;
     let bound = (o.steady_threads + slack) as u64;
-    let max = judge_samples(plan, o, j, ("threads", ""), bound, |s| s.threads as u64);
+    let max = judge_samples(plan, o, j, ("threads", ""), bound, |s| {
+        s.usage.threads as u64
+    });
     j.notes.push(format!(
         "threads: {} with the mesh up and every thread of the run started; bound {bound} = that + {slack} \
          for connections in transition (4 per pair of nodes, 2 per node), judged after a {} s warm-up",
@@ -199,11 +196,11 @@ fn judge_memory(plan: &Plan, o: &Outcome, j: &mut Judged) -> (u64, u64) {
         .samples
         .iter()
         .filter(|s| s.at <= warmup)
-        .map(|s| s.rss_kib);
+        .map(|s| s.usage.rss_kib);
     let warm = warm.max().unwrap_or(0);
     let bound = warm + RSS_HEADROOM_KIB;
     let what = ("resident memory", " KiB");
-    let max = judge_samples(plan, o, j, what, bound, |s| s.rss_kib);
+    let max = judge_samples(plan, o, j, what, bound, |s| s.usage.rss_kib);
     j.notes.push(format!(
         "memory: {warm} KiB at most during the warm-up; bound {bound} KiB (+{} MiB)",
         RSS_HEADROOM_KIB / 1024
@@ -262,14 +259,11 @@ fn judge_run(o: &Outcome, private_sent: u64, j: &mut Judged) {
         ));
     }
     for events in &o.events {
-        let me = events.me;
+        let (me, failed) = (events.me, &events.redial_failures);
         for (what, odd) in [
             ("connections ended uncleanly", &events.unclean),
             ("inbound handshakes refused", &events.refused),
-            (
-                "redials failed and were tried again",
-                &events.redial_failures,
-            ),
+            ("redials failed and were tried again", failed),
         ] {
             if let Some(first) = &odd.first {
                 j.notes

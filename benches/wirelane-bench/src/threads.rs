@@ -1,12 +1,8 @@
 //! Named threads, joins with a deadline, and the way out when a thread cannot be
-//! joined: the one set of thread helpers every job uses.
-//!
-//! Every thread the bench starts is named, so that a stack dump or `top -H` of a
-//! stuck run says what each thread was for, and every thread is joined, so that a
-//! job's figures include all the work its threads did. `std` has no join with a
-//! timeout; a bench that exists partly to catch deadlocks must not hang on one, so
-//! [`Named::join_by`] polls for the thread's end until a deadline instead, and the
-//! jobs that can do nothing useful without a thread [`abandon`] the run.
+//! joined. Every thread is named, so that a stack dump or `top -H` of a stuck run
+//! says what each was for, and joined, so that a job's figures include all its work.
+//! `std` has no join with a timeout, and a bench that exists partly to catch
+//! deadlocks must not hang on one, so [`Named::join_by`] polls up to a deadline.
 
 use std::fmt;
 use std::thread::{self, JoinHandle};

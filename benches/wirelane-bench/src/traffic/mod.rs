@@ -72,8 +72,7 @@ impl Plan {
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
     pub at: Duration,
-    pub threads: usize,
-    pub rss_kib: u64,
+    pub usage: procfs::Usage,
 }
 
 #[derive(Debug)]
@@ -187,7 +186,7 @@ fn drive(
     // Counted before the chaos thread starts, so that no connection is in transition
     // yet; that thread is added by hand.
     let steady_threads =
-        sampler.samples.last().map_or(0, |s| s.threads) + usize::from(plan.chaos.is_some());
+        sampler.samples.last().map_or(0, |s| s.usage.threads) + usize::from(plan.chaos.is_some());
     let (stop_chaos, chaos_stopped) = bounded::<()>(0);
     let chaos = plan.chaos.map(|seed| {
         let nodes = nodes.to_vec();
@@ -329,11 +328,7 @@ struct Sampler {
 impl Sampler {
     fn take(&mut self, at: Duration) {
         match procfs::usage() {
-            Ok(u) => self.samples.push(Sample {
-                at,
-                threads: u.threads,
-                rss_kib: u.rss_kib,
-            }),
+            Ok(usage) => self.samples.push(Sample { at, usage }),
             Err(e) => self.errors.note(format_args!(
                 "reading /proc at {:.1} s: {e}",
                 at.as_secs_f64()

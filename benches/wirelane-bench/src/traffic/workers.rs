@@ -366,32 +366,24 @@ fn redial(
     log: &mut EventLog,
 ) {
     let now = Instant::now();
-    let due: Vec<PeerId> = owed
-        .iter()
-        .filter(|&(_, &at)| at <= now)
-        .map(|(&p, _)| p)
-        .collect();
-    for peer in due {
-        if node.is_connected(peer) {
-            owed.remove(&peer);
-            continue;
+    owed.retain(|&peer, at| {
+        if *at > now {
+            return true;
         }
-        let Some(&(_, addr)) = directory.iter().find(|(id, _)| *id == peer) else {
-            owed.remove(&peer);
-            continue;
+        let addr = directory.iter().find(|d| d.0 == peer).map(|d| d.1);
+        let Some(addr) = addr.filter(|_| !node.is_connected(peer)) else {
+            return false;
         };
         match node.connect(addr) {
-            Ok(_) => {
-                log.redials += 1;
-                owed.remove(&peer);
-            }
+            Ok(_) => log.redials += 1,
             Err(e) => {
                 log.redial_failures
                     .note(format_args!("{} to {peer}: {e}", node.id()));
-                owed.insert(peer, Instant::now() + REDIAL_BACKOFF);
+                *at = Instant::now() + REDIAL_BACKOFF;
             }
         }
-    }
+        *at > now
+    });
 }
 
 /// The reasons a connection ends in the normal course of a soak.
