@@ -20,7 +20,7 @@ const RAW_CHUNK: usize = 64 * 1024;
 /// The channel baseline's capacity: the default private lane's.
 const CHANNEL_CAPACITY: usize = 1024;
 
-/// `baseline raw|channel|naive --size N [--count M]`.
+/// One baseline alone: the limits and the naive server wirelane is measured against.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// raw: pre-framed bytes over loopback TCP in 64 KiB writes (the transport
@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long)]
     size: usize,
     /// Messages (default: about a second's worth).
-    #[arg(long, value_parser = crate::cli::positive)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
 }
 
@@ -44,7 +44,6 @@ enum Which {
     Naive,
 }
 
-/// `baseline`.
 pub fn run(args: &Args, out: Output) -> anyhow::Result<ExitCode> {
     let (size, count) = (
         args.size,
@@ -96,13 +95,7 @@ pub fn raw(size: usize, count: u64) -> anyhow::Result<Record> {
         }
         Ok(())
     })?;
-    Ok(oneway::record(
-        "throughput",
-        "raw-tcp",
-        size,
-        count,
-        elapsed,
-    ))
+    Ok(oneway::record("raw-tcp", size, count, elapsed))
 }
 
 /// The in-process limit: a fresh `size`-byte payload per message through a crossbeam
@@ -128,13 +121,7 @@ pub fn channel(size: usize, count: u64) -> anyhow::Result<Record> {
             count * size as u64
         );
     }
-    Ok(oneway::record(
-        "throughput",
-        "channel",
-        size,
-        count,
-        elapsed,
-    ))
+    Ok(oneway::record("channel", size, count, elapsed))
 }
 
 /// The naive server's throughput: one thread sending through a `Mutex<TcpStream>`,
@@ -155,5 +142,5 @@ pub fn naive_throughput(size: usize, count: u64) -> anyhow::Result<Record> {
         }
         Ok(())
     })?;
-    Ok(oneway::record("throughput", "naive", size, count, elapsed))
+    Ok(oneway::record("naive", size, count, elapsed))
 }

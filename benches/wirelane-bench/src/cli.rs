@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use wirelane::Config;
 
 use crate::{baseline, deadlock, latency, load, mesh, peer, scale, serve, soak, throughput};
 
@@ -57,12 +58,11 @@ pub struct Listen {
     pub id: u64,
 }
 
-/// A count or a size of at least 1.
-pub fn positive(value: &str) -> Result<u64, String> {
-    match value.parse::<u64>() {
-        Ok(0) => Err("must be at least 1".to_owned()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
+/// `config` with `value` set by `setter`, if the option was given.
+pub fn set<T>(config: Config, value: Option<T>, setter: fn(Config, T) -> Config) -> Config {
+    match value {
+        Some(v) => setter(config, v),
+        None => config,
     }
 }
 
@@ -86,29 +86,26 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(line.split_whitespace())
+    }
+
     #[test]
     fn no_argument_is_the_main_job_and_typos_are_errors() {
-        let cli = Cli::try_parse_from(["wirelane-bench"]).expect("no arguments");
-        assert!(cli.command.is_none());
-        assert!(Cli::try_parse_from(["wirelane-bench", "throughput", "--sise", "64"]).is_err());
-        assert!(Cli::try_parse_from(["wirelane-bench", "latency", "--impl", "fast"]).is_err());
-        assert!(Cli::try_parse_from(["wirelane-bench", "soak", "--secs", "0"]).is_err());
-        let cli = Cli::try_parse_from([
-            "wirelane-bench",
-            "baseline",
-            "raw",
-            "--size",
-            "64",
-            "--json",
-        ])
-        .expect("a baseline");
+        assert!(parse("wirelane-bench")
+            .expect("no arguments")
+            .command
+            .is_none());
+        assert!(parse("wirelane-bench throughput --sise 64").is_err());
+        assert!(parse("wirelane-bench latency --impl fast").is_err());
+        assert!(parse("wirelane-bench soak --secs 0").is_err());
+        let cli = parse("wirelane-bench baseline raw --size 64 --json").expect("a baseline");
         assert!(cli.json && matches!(cli.command, Some(Command::Baseline(_))));
     }
 
     #[test]
     fn parsers_refuse_zero() {
-        assert!(positive("0").is_err());
-        assert_eq!(positive("3"), Ok(3));
+        assert!(parse("wirelane-bench latency --count 0").is_err());
         assert!(seconds("0").is_err());
         assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
     }

@@ -1,27 +1,14 @@
 //! `deadlock`: the Fabric FAB-10469 scenario, run against a reproduction of the bug
 //! and against wirelane.
 //!
-//! Two peers, p and q, on loopback. On each, [`THREADS`] threads send `--messages`
-//! private messages apiece to the other peer while one thread drains what arrives.
-//! Every buffer holds one message, so nearly every send has to wait for room.
-//!
-//! - `locked` ([`crate::locked`]) waits for room while holding its connection lock,
-//!   which its own reader and writer need for every frame: both peers freeze.
-//! - `wirelane` waits holding no lock, so the same load runs to the end; each peer
-//!   checks that every message arrived exactly once and in order per sending thread.
-//!
-//! A watchdog thread tells the two apart: when nothing has been delivered for
-//! `--watchdog` seconds it declares a deadlock, and either way it ends the run through
-//! the implementation's way out (the abort of `locked`, [`Node::shutdown`] for
-//! wirelane), so that every thread the run started can be joined. Every other wait
-//! has a deadline too: a thread that cannot be joined in time ends the process with
-//! status 1 rather than hanging it.
-//!
-//! Each sending thread stamps its messages ([`crate::stamp`]) with its number as
-//! the sender and counts them from 0; each peer tracks every thread's stream.
-//!
-//! A record's `secs` is how long the run made progress: up to its last delivery, so
-//! for a deadlocked run the moment it froze. `msgs_per_s` is given for completed runs.
+//! Two peers on loopback; on each, [`THREADS`] threads send `--messages` stamped
+//! private messages apiece to the other through buffers of one message, while one
+//! thread drains and checks each sending thread's stream ([`crate::stamp`]).
+//! `locked` ([`crate::locked`]) waits for room holding the lock its own reader and
+//! writer need, and both peers freeze; wirelane waits holding no lock. A watchdog
+//! declares a deadlock after `--watchdog` seconds without a delivery, and either way
+//! ends the run through the implementation's way out so that every thread can be
+//! joined; a thread that cannot be joined in time ends the process with status 1.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
@@ -30,7 +17,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
-use wirelane::crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 use wirelane::{Bytes, Config, Lane, Node, PeerId};
 
 use crate::locked;
@@ -41,17 +27,16 @@ use crate::threads::{abandon, join_all, start, JoinError};
 /// The capacity of every buffer, in both implementations.
 const CAPACITY: usize = 1;
 
-/// `deadlock [--impl locked|wirelane] [--messages N] [--watchdog SECS]`: two peers
-/// flooding each other with private messages through full buffers, a reproduction
-/// of FAB-10469 beside wirelane. Exits 1 unless wirelane completes with nothing
-/// lost or reordered.
+/// Two peers flooding each other with private messages through full buffers, a
+/// reproduction of FAB-10469 beside wirelane. Exits 1 unless wirelane completes
+/// with nothing lost or reordered.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Without it, both run side by side.
     #[arg(long = "impl", value_enum, default_value_t = Which::Both)]
     which: Which,
     /// Messages per sending thread.
-    #[arg(long, default_value_t = 20_000, value_parser = crate::cli::positive)]
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     messages: u64,
     /// Seconds without a delivery that count as a deadlock.
     #[arg(long, default_value = "3", value_parser = crate::cli::seconds)]
@@ -65,23 +50,16 @@ enum Which {
     Wirelane,
 }
 
-/// `deadlock`.
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let (messages, stall) = (args.messages, args.watchdog);
-    let plan = Plan { messages, stall };
     let mut outcomes = Vec::new();
-    let expected = 2 * u64::from(THREADS) * plan.messages;
     if args.which != Which::Wirelane {
-        let bar = progress("deadlock locked", Some(expected), quiet);
         let pair = locked::Pair::start(CAPACITY)?;
-        outcomes.push(scenario("locked", Arc::new(pair), &plan, &bar));
-        bar.finish_and_clear();
+        outcomes.push(scenario("locked", Arc::new(pair), args, quiet));
     }
     if args.which != Which::Locked {
-        let bar = progress("deadlock wirelane", Some(expected), quiet);
         let pair = Wirelane::start()?;
-        outcomes.push(scenario("wirelane", Arc::new(pair), &plan, &bar));
-        bar.finish_and_clear();
+        outcomes.push(scenario("wirelane", Arc::new(pair), args, quiet));
     }
     let records: Vec<Record> = outcomes.iter().map(Outcome::record).collect();
     out.records(
@@ -106,11 +84,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
          own writer and reader take for every frame, so each peer stops the other (Fabric \
          FAB-10469); wirelane's send waits holding no lock.",
     );
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(ExitCode::from(u8::from(failed)))
 }
 
 impl Outcome {
@@ -122,12 +96,12 @@ impl Outcome {
         };
         let secs = self.active.as_secs_f64();
         let record = Record::new("deadlock", self.implementation)
-            .text("outcome", outcome)
-            .int("count", self.delivered)
-            .int("expected", self.expected)
-            .float("secs", secs);
+            .set("outcome", outcome)
+            .set("count", self.delivered)
+            .set("expected", self.expected)
+            .set("secs", secs);
         if self.completed {
-            record.float("msgs_per_s", self.delivered as f64 / secs.max(1e-9))
+            record.set("msgs_per_s", self.delivered as f64 / secs.max(1e-9))
         } else {
             record
         }
@@ -137,41 +111,29 @@ impl Outcome {
     /// outcome can; the reference implementation is expected to freeze.
     fn judge(&self, stall: Duration) -> (String, bool) {
         let (name, n, of) = (self.implementation, self.delivered, self.expected);
-        let (active, stall) = (seconds(self.active), seconds(stall));
-        let clean = self.problems.is_empty();
-        let when = if n == 0 {
-            format!("before the first of {of} messages arrived")
-        } else {
-            format!("after {n} of {of} messages ({active} in)")
+        let (wirelane, clean, stall) =
+            (name == "wirelane", self.problems.is_empty(), seconds(stall));
+        let when = match n {
+            0 => format!("before the first of {of} messages arrived"),
+            _ => format!("after {n} of {of} messages ({} in)", seconds(self.active)),
         };
-        match (name, self.completed) {
-            ("wirelane", true) if clean => (
-                format!("wirelane: completed; all {of} messages arrived exactly once and in order"),
-                false,
+        let line = match (wirelane, self.completed) {
+            (true, true) if clean => {
+                format!("wirelane: completed; all {of} messages arrived exactly once and in order")
+            }
+            (true, true) => {
+                format!("FAIL: wirelane delivered {n} messages, but not each once and in order:")
+            }
+            (true, false) => format!("FAIL: wirelane stalled {when}: nothing arrived for {stall}"),
+            (false, false) => format!(
+                "{name}: deadlocked {when}; nothing arrived for {stall}, so the watchdog aborted it"
             ),
-            ("wirelane", true) => (
-                format!("FAIL: wirelane delivered {n} messages, but not each once and in order:"),
-                true,
+            (false, true) => format!(
+                "{name}: unexpectedly completed all {of} messages; its deadlock depends on \
+                 thread timing and did not happen this time (not a wirelane failure)"
             ),
-            ("wirelane", false) => (
-                format!("FAIL: wirelane stalled {when}: nothing arrived for {stall}"),
-                true,
-            ),
-            (_, false) => (
-                format!(
-                    "{name}: deadlocked {when}; nothing arrived for {stall}, so the \
-                     watchdog aborted it"
-                ),
-                false,
-            ),
-            (_, true) => (
-                format!(
-                    "{name}: unexpectedly completed all {of} messages; its deadlock depends on \
-                     thread timing and did not happen this time (not a wirelane failure)"
-                ),
-                false,
-            ),
-        }
+        };
+        (line, wirelane && !(self.completed && clean))
     }
 }
 
@@ -210,8 +172,6 @@ impl Wirelane {
 }
 
 impl Peers for Wirelane {
-    type Payload = Bytes;
-
     fn send(&self, from: usize, payload: Bytes) -> Result<(), String> {
         let to = self.ids[1 - from];
         self.nodes[from]
@@ -219,17 +179,14 @@ impl Peers for Wirelane {
             .map_err(|e| e.to_string())
     }
 
-    fn recv(&self, at: usize) -> Got<Bytes> {
-        let from = self.ids[1 - at];
-        loop {
-            match self.nodes[at].incoming().recv_timeout(TICK) {
-                Ok(m) if m.lane == Lane::Private && m.from == from => {
-                    return Got::Message(m.payload)
-                }
-                Ok(m) => return Got::Wrong(format!("a {} message from {}", m.lane, m.from)),
-                Err(RecvTimeoutError::Timeout) if !self.stopped() => {}
-                Err(_) => return Got::Closed,
+    /// The inbound queue reports disconnection once the node has shut down.
+    fn recv(&self, at: usize) -> Got {
+        match self.nodes[at].incoming().recv() {
+            Ok(m) if m.lane == Lane::Private && m.from == self.ids[1 - at] => {
+                Got::Message(m.payload)
             }
+            Ok(m) => Got::Wrong(format!("a {} message from {}", m.lane, m.from)),
+            Err(_) => Got::Closed,
         }
     }
 
@@ -244,60 +201,19 @@ impl Peers for Wirelane {
             node.shutdown();
         }
     }
-
-    fn join_by(&self, _deadline: Instant) -> Result<(), JoinError> {
-        Ok(())
-    }
 }
 
-impl Peers for locked::Pair {
-    type Payload = Vec<u8>;
-
-    fn send(&self, from: usize, payload: Bytes) -> Result<(), String> {
-        locked::Pair::send(self, from, &payload).map_err(|e| e.to_string())
-    }
-
-    fn recv(&self, at: usize) -> Got<Vec<u8>> {
-        locked::Pair::recv(self, at).map_or(Got::Closed, Got::Message)
-    }
-
-    fn stopped(&self) -> bool {
-        self.is_aborted()
-    }
-
-    fn teardown(&self) {
-        self.abort();
-    }
-
-    fn join_by(&self, deadline: Instant) -> Result<(), JoinError> {
-        locked::Pair::join_by(self, deadline)
-    }
-}
-
-/// Sending threads per peer.
 /// Sending threads per peer.
 const THREADS: u32 = 4;
-/// How often the watchdog reads the delivery counter, and how long a drainer that
-/// polls waits for a message before it checks whether the run has ended.
+/// How often the watchdog reads the delivery counter.
 const TICK: Duration = Duration::from_millis(10);
 /// How long the threads have to finish once the verdict is in.
 const JOIN_GRACE: Duration = Duration::from_secs(10);
-/// The peers' names, by index.
 const NAMES: [&str; 2] = ["p", "q"];
 /// Problems kept per peer; the rest are only counted.
 const MAX_PROBLEMS: usize = 5;
 
-/// What one run does.
-struct Plan {
-    /// Messages per sending thread.
-    messages: u64,
-    /// Time without a delivery after which the watchdog declares a deadlock.
-    stall: Duration,
-}
-
-/// How a run ended.
 struct Outcome {
-    /// `locked` or `wirelane`.
     implementation: &'static str,
     /// Every message was delivered (the watchdog did not fire).
     completed: bool,
@@ -312,43 +228,47 @@ struct Outcome {
 /// Both peers of one implementation, as the scenario drives them: peer 0 is p, 1 is
 /// q. The deadlocking reference and wirelane are loaded, watched and judged by the
 /// very same code through it.
-trait Peers: Send + Sync + 'static {
-    /// What a drainer receives: the payload as it was sent.
-    type Payload: AsRef<[u8]>;
+pub trait Peers: Send + Sync + 'static {
     /// Sends a private message from peer `from` to the other, waiting for room.
     fn send(&self, from: usize, payload: Bytes) -> Result<(), String>;
     /// Waits for the next message delivered to peer `at`.
-    fn recv(&self, at: usize) -> Got<Self::Payload>;
+    fn recv(&self, at: usize) -> Got;
     /// Whether the run is being torn down, so that failing sends are expected.
     fn stopped(&self) -> bool;
     /// Ends the run through the implementation's way out, waking every wait.
     fn teardown(&self);
     /// Joins the threads the implementation started itself, if any.
-    fn join_by(&self, deadline: Instant) -> Result<(), JoinError>;
+    fn join_by(&self, _deadline: Instant) -> Result<(), JoinError> {
+        Ok(())
+    }
 }
 
 /// What a drainer's wait returned.
-enum Got<P> {
+pub enum Got {
     /// A payload from the other peer.
-    Message(P),
+    Message(Bytes),
     /// Something arrived that this scenario never sends.
     Wrong(String),
     /// The run is over.
     Closed,
 }
 
-/// Runs the scenario on `peers` and joins every thread it started. `bar` counts
-/// messages as they arrive, for the progress line; the watchdog reads its own
-/// counter.
+/// Runs the scenario on `peers` and joins every thread it started.
 fn scenario<P: Peers>(
     implementation: &'static str,
     peers: Arc<P>,
-    plan: &Plan,
-    bar: &indicatif::ProgressBar,
+    args: &Args,
+    quiet: bool,
 ) -> Outcome {
+    let messages = args.messages;
+    let per_peer = u64::from(THREADS) * messages;
+    let bar = progress(
+        &format!("deadlock {implementation}"),
+        Some(2 * per_peer),
+        quiet,
+    );
     let started = Instant::now();
     let delivered = Arc::new(AtomicU64::new(0));
-    let per_peer = u64::from(THREADS) * plan.messages;
     let drainers: Vec<_> = NAMES
         .iter()
         .enumerate()
@@ -362,34 +282,30 @@ fn scenario<P: Peers>(
     let mut senders = Vec::new();
     for (from, name) in NAMES.iter().enumerate() {
         for thread in 0..THREADS {
-            let (peers, messages) = (peers.clone(), plan.messages);
+            let peers = peers.clone();
             senders.push(start(format!("deadlock-send-{name}{thread}"), move || {
                 send_all(&*peers, from, thread, messages)
             }));
         }
     }
-    let (verdict_tx, verdict_rx) = bounded(1);
-    let watchdog = {
-        let (peers, delivered, stall) = (peers.clone(), delivered.clone(), plan.stall);
-        start("deadlock-watchdog", move || {
-            let completed = watch(&delivered, 2 * per_peer, stall);
-            // Finished or frozen, the run ends here: this wakes whatever still waits.
-            peers.teardown();
-            let _ = verdict_tx.send(completed);
-        })
+    let completed = watch(&delivered, 2 * per_peer, args.watchdog);
+    // Finished or frozen, the run ends here: this wakes whatever still waits. On a
+    // thread of its own, so that a teardown that is stuck too meets the deadline.
+    let teardown = {
+        let peers = peers.clone();
+        start("deadlock-teardown", move || peers.teardown())
     };
-    let completed = await_verdict(&verdict_rx, &delivered, plan.stall);
-
     let deadline = Instant::now() + JOIN_GRACE;
+    join_all(vec![teardown], deadline);
     let sent = join_all(senders, deadline);
     let drained = join_all(drainers, deadline);
-    join_all(vec![watchdog], deadline);
     if let Err(e) = peers.join_by(deadline) {
         abandon(e);
     }
+    bar.finish_and_clear();
     let mut problems: Vec<String> = sent.into_iter().filter_map(Result::err).collect();
     for (at, d) in drained.iter().enumerate() {
-        problems.extend(d.problems(at, completed, plan.messages));
+        problems.extend(d.problems(at, completed, messages));
     }
     let last = drained.iter().map(|d| d.last).max().unwrap_or(started);
     Outcome {
@@ -416,27 +332,6 @@ fn watch(delivered: &AtomicU64, expected: u64, stall: Duration) -> bool {
             (seen, moved) = (now, Instant::now());
         } else if moved.elapsed() >= stall {
             return false;
-        }
-    }
-}
-
-/// Waits for the watchdog's verdict. The watchdog decides at most `stall` after the
-/// last delivery and then tears down; if it has said nothing for longer than that
-/// plus the grace period while nothing was delivered, its teardown is stuck and the
-/// run is abandoned.
-fn await_verdict(verdict: &Receiver<bool>, delivered: &AtomicU64, stall: Duration) -> bool {
-    let mut seen = delivered.load(Relaxed);
-    loop {
-        match verdict.recv_timeout(stall + JOIN_GRACE) {
-            Ok(completed) => return completed,
-            Err(RecvTimeoutError::Timeout) => {
-                let now = delivered.load(Relaxed);
-                if now == seen {
-                    abandon("the watchdog did not report: tearing the run down is stuck");
-                }
-                seen = now;
-            }
-            Err(RecvTimeoutError::Disconnected) => abandon("the watchdog thread panicked"),
         }
     }
 }
@@ -479,6 +374,16 @@ struct Drained {
 }
 
 impl Drained {
+    fn new(started: Instant) -> Drained {
+        Drained {
+            threads: vec![Track::default(); THREADS as usize],
+            received: 0,
+            problems: Vec::new(),
+            unlisted: 0,
+            last: started,
+        }
+    }
+
     fn problem(&mut self, why: String) {
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(why);
@@ -536,17 +441,11 @@ fn drain<P: Peers>(
     delivered: &AtomicU64,
     bar: &indicatif::ProgressBar,
 ) -> Drained {
-    let mut d = Drained {
-        threads: vec![Track::default(); THREADS as usize],
-        received: 0,
-        problems: Vec::new(),
-        unlisted: 0,
-        last: started,
-    };
+    let mut d = Drained::new(started);
     while d.received < expected {
         match peers.recv(at) {
             Got::Message(payload) => {
-                d.observe(at, payload.as_ref());
+                d.observe(at, &payload);
                 d.last = Instant::now();
                 delivered.fetch_add(1, Relaxed);
                 bar.inc(1);
@@ -562,19 +461,9 @@ fn drain<P: Peers>(
 mod tests {
     use super::*;
 
-    fn drained() -> Drained {
-        Drained {
-            threads: vec![Track::default(); THREADS as usize],
-            received: 0,
-            problems: Vec::new(),
-            unlisted: 0,
-            last: Instant::now(),
-        }
-    }
-
     #[test]
     fn the_check_accepts_interleaved_threads_in_order() {
-        let mut d = drained();
+        let mut d = Drained::new(Instant::now());
         for seq in 0..3 {
             for thread in 0..THREADS {
                 d.observe(0, &stamp(thread, 0, seq).encode(Stamp::LEN));
@@ -587,7 +476,7 @@ mod tests {
 
     #[test]
     fn the_check_flags_duplicates_gaps_and_strangers() {
-        let mut d = drained();
+        let mut d = Drained::new(Instant::now());
         for (thread, seq) in [(0, 0), (0, 0), (1, 1), (1, 0), (THREADS, 0)] {
             d.observe(1, &stamp(thread, 1, seq).encode(Stamp::LEN));
         }

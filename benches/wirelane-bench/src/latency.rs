@@ -20,15 +20,14 @@ use crate::report::{progress, Output, Record};
 pub const WARMUP: u64 = 2_000;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `latency --size N --count M [--impl wirelane|naive|both]`: ping-pong round
-/// trips over one connection; p50, p99, p99.9.
+/// Ping-pong round trips over one connection: p50, p99, p99.9.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Bytes per payload.
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Round trips measured (after a warm-up of 2,000).
-    #[arg(long, default_value_t = 50_000, value_parser = crate::cli::positive)]
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
     count: u64,
     #[arg(long = "impl", value_enum, default_value_t = Which::Both)]
     which: Which,
@@ -41,7 +40,6 @@ enum Which {
     Both,
 }
 
-/// `latency`.
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let (size, count) = (args.size, args.count);
     let bar = progress("latency", None, quiet);
@@ -49,13 +47,13 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     if args.which != Which::Wirelane {
         let (client, server) = naive::pair()?;
         let echo = server.clone();
-        let echo = crate::threads::spawn("naive-echo", move || {
+        let echo = crate::threads::start("naive-echo", move || {
             while let Ok(payload) = echo.incoming.recv_timeout(TIMEOUT) {
                 if echo.send(&payload).is_err() {
                     break;
                 }
             }
-        })?;
+        });
         let samples = round_trips(count, |_| {
             client.send(&vec![FILL; size])?;
             client.incoming.recv_timeout(TIMEOUT)?;
@@ -106,13 +104,13 @@ pub fn round_trips(
 pub fn record(implementation: &str, size: usize, samples: &Histogram<u64>) -> Record {
     let at = |q: f64| samples.value_at_quantile(q) as f64;
     Record::new("latency", implementation)
-        .int("size", size as u64)
-        .int("count", samples.len())
-        .float("secs", samples.mean() * samples.len() as f64 / 1e6)
-        .float("p50_us", at(0.5))
-        .float("p99_us", at(0.99))
-        .float("p999_us", at(0.999))
-        .float("max_us", samples.max() as f64)
+        .set("size", size as u64)
+        .set("count", samples.len())
+        .set("secs", samples.mean() * samples.len() as f64 / 1e6)
+        .set("p50_us", at(0.5))
+        .set("p99_us", at(0.99))
+        .set("p999_us", at(0.999))
+        .set("max_us", samples.max() as f64)
 }
 
 /// Round trips through two wirelane nodes: the client sends on the private lane and

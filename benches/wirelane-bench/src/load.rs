@@ -1,11 +1,7 @@
-//! `load --connect ADDR [--id N] [--workload throughput|latency] [--size S]
-//! [--count M]`: the `throughput` and `latency` workloads against a `serve` process,
-//! on this host or another, over the [`remote`] protocol.
-//!
-//! Throughput is timed from the first data message sent to the answer to a count
-//! request showing that `serve` has received them all, so it includes one round trip
-//! and measures delivery, not just queueing. Latency is the same ping-pong as
-//! `latency`, with `serve` echoing. Both print the records of their in-process
+//! `load`: the `throughput` and `latency` workloads against a `serve` process, on
+//! this host or another, over the [`remote`] protocol. Throughput is timed up to the
+//! answer to a count request showing that `serve` has received every message, so it
+//! measures delivery, not just queueing. Both print the records of their in-process
 //! counterparts, with `impl` set to `wirelane-remote` and the peer's address added.
 
 use std::process::ExitCode;
@@ -15,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wirelane::crossbeam_channel::select;
 use wirelane::{Bytes, Config, Event, Message, Node, PeerId};
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::ValueEnum;
 
 use crate::latency::{self, WARMUP};
@@ -33,8 +29,7 @@ const COUNT_DEADLINE: Duration = Duration::from_secs(30);
 /// Pause between two count requests while `serve` is still behind.
 const COUNT_POLL: Duration = Duration::from_millis(10);
 
-/// `load --connect ADDR [--id N] [--workload throughput|latency] [--size N]
-/// [--count M]`: runs a workload against a `serve` process.
+/// Runs a workload against a `serve` process.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The `serve` process's address.
@@ -46,10 +41,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Workload::Throughput)]
     workload: Workload,
     /// Bytes per message.
-    #[arg(long, default_value_t = 64, value_parser = crate::cli::positive)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     size: u64,
     /// Messages, or round trips (default: as `throughput` and `latency`).
-    #[arg(long, value_parser = crate::cli::positive)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
 }
 
@@ -59,7 +54,6 @@ enum Workload {
     Latency,
 }
 
-/// `load`.
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let connect = &args.connect;
     let id = PeerId(args.id.unwrap_or_else(default_id));
@@ -75,22 +69,19 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let link = Link { node: &node, peer };
     let (title, record) = if args.workload == Workload::Latency {
         let count = count.unwrap_or(LATENCY_COUNT);
-        let record = latency(&link, size, count, quiet)?;
         let title = format!("load: {size}-byte ping-pong with {addr}, {count} round trips");
-        (title, record)
+        (title, latency(&link, size, count, quiet)?)
     } else {
         let count = count.unwrap_or_else(|| default_count(size));
-        let record = throughput(&link, size, count, quiet)
-            .map_err(|e| anyhow!(e))?
-            .text("lane", "private")
-            .int("conns", 1)
-            .int("dropped", node.stats().private.dropped);
         let title = format!("load: {count} {size}-byte private messages to {addr}");
-        (title, record)
+        let record = throughput(&link, size, count, quiet)?;
+        let dropped = node.stats().private.dropped;
+        let record = record.set("lane", "private").set("conns", 1);
+        (title, record.set("dropped", dropped))
     };
     node.disconnect(peer);
     node.shutdown();
-    out.records(&title, &[record.text("peer", addr)]);
+    out.records(&title, &[record.set("peer", addr)]);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -103,7 +94,6 @@ fn default_id() -> u64 {
     (u64::from(std::process::id()) << 32) | u64::from(nanos)
 }
 
-/// Our node and the `serve` peer it talks to.
 struct Link<'a> {
     node: &'a Node,
     peer: PeerId,
@@ -111,26 +101,26 @@ struct Link<'a> {
 
 impl Link<'_> {
     /// Sends on the private lane, waiting at most [`TIMEOUT`] for room.
-    fn send(&self, payload: impl Into<Bytes>) -> Result<(), String> {
+    fn send(&self, payload: impl Into<Bytes>) -> anyhow::Result<()> {
         self.node
             .send_timeout(self.peer, payload, TIMEOUT)
-            .map_err(|e| format!("sending to {}: {e}", self.peer))
+            .with_context(|| format!("sending to {}", self.peer))
     }
 
     /// The next message from the peer, waiting at most [`TIMEOUT`]; fails at once if
     /// the connection ends.
-    fn recv(&self) -> Result<Message, String> {
+    fn recv(&self) -> anyhow::Result<Message> {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!("no answer from {} within {TIMEOUT:?}", self.peer));
+                bail!("no answer from {} within {TIMEOUT:?}", self.peer);
             }
             select! {
                 recv(self.node.incoming()) -> msg => match msg {
                     Ok(msg) if msg.from == self.peer => return Ok(msg),
                     Ok(_) => {}
-                    Err(_) => return Err("the node shut down".to_owned()),
+                    Err(_) => bail!("the node shut down"),
                 },
                 recv(self.node.events()) -> event => match event {
                     Ok(Event::Disconnected { peer, reason, .. }) if peer == self.peer => {
@@ -139,10 +129,10 @@ impl Link<'_> {
                         if let Some(msg) = rest.find(|m| m.from == peer) {
                             return Ok(msg);
                         }
-                        return Err(format!("{peer} closed the connection: {reason}"));
+                        bail!("{peer} closed the connection: {reason}");
                     }
                     Ok(_) => {}
-                    Err(_) => return Err("the node shut down".to_owned()),
+                    Err(_) => bail!("the node shut down"),
                 },
                 default(left) => {}
             }
@@ -150,18 +140,18 @@ impl Link<'_> {
     }
 
     /// Asks `serve` how many data messages it has received from us.
-    fn count(&self) -> Result<u64, String> {
+    fn count(&self) -> anyhow::Result<u64> {
         self.send(remote::count_request())?;
         let msg = self.recv()?;
         remote::parse_count(&msg.payload).ok_or_else(|| {
             let op = Op::of(&msg.payload).map_or("unknown".to_owned(), |op| op.to_string());
-            format!("expected a count from {}, got a {op} message", self.peer)
+            anyhow!("expected a count from {}, got a {op} message", self.peer)
         })
     }
 }
 
 /// Sends `count` data messages and waits until `serve` has counted them all.
-fn throughput(link: &Link, size: usize, count: u64, quiet: bool) -> Result<Record, String> {
+fn throughput(link: &Link, size: usize, count: u64, quiet: bool) -> anyhow::Result<Record> {
     let before = link.count()?;
     let target = before + count;
     let bar = progress("load", Some(count), quiet);
@@ -182,25 +172,24 @@ fn throughput(link: &Link, size: usize, count: u64, quiet: bool) -> Result<Recor
             break now;
         }
         if counted > target {
-            return Err(format!(
+            bail!(
                 "{} counted {} messages from us, more than the {count} sent: is another `load` using --id {}?",
                 link.peer,
                 counted - before,
                 link.node.id().0
-            ));
+            );
         }
         if now >= deadline {
-            return Err(format!(
+            bail!(
                 "{} counted only {} of {count} messages within {COUNT_DEADLINE:?}",
                 link.peer,
                 counted.saturating_sub(before)
-            ));
+            );
         }
         thread::sleep(COUNT_POLL);
     };
     bar.finish_and_clear();
     Ok(oneway::record(
-        "throughput",
         "wirelane-remote",
         size,
         count,
@@ -213,8 +202,8 @@ fn latency(link: &Link, size: usize, count: u64, quiet: bool) -> anyhow::Result<
     let bar = progress("load", Some(WARMUP + count), quiet);
     let samples = latency::round_trips(count, |i| {
         let ping = remote::echo(size, i);
-        link.send(ping.clone()).map_err(|e| anyhow!(e))?;
-        let pong = link.recv().map_err(|e| anyhow!(e))?;
+        link.send(ping.clone())?;
+        let pong = link.recv()?;
         bar.inc(1);
         anyhow::ensure!(
             pong.payload == ping,

@@ -1,73 +1,50 @@
 //! The reference implementation for `deadlock`: two connected peers built the way
 //! Hyperledger Fabric's gossip layer built a connection before FAB-10469, bug included.
 //!
-//! Each end of the connection has a reader thread and a writer thread moving
-//! length-prefixed frames (a 4-byte big-endian length, then the payload) over a real
-//! loopback TCP socket, a bounded output buffer that senders fill and the writer
-//! empties, and a bounded inbound queue that the reader fills and the application
-//! drains. One mutex, the *connection lock*, guards the connection's stream, and
-//! three parties take it:
+//! Each end has a reader and a writer thread moving length-prefixed frames over a
+//! loopback socket, a bounded output buffer that senders fill and the writer
+//! empties, and a bounded inbound queue. One mutex, the *connection lock*, guards
+//! the stream, and three parties take it: the reader and the writer once per frame
+//! (Fabric's `readFromStream` and `writeToStream` began each iteration with
+//! `getStream()`), and the pair's `send`, which in Fabric was `conn.Lock(); defer
+//! conn.Unlock(); … conn.outBuff <- m` — it **keeps the lock while it waits for
+//! room** in a full output buffer. That is the bug: the writer needs the lock before
+//! it can make room, and the reader needs it too, so the connection stops reading,
+//! the other peer's writer blocks in turn, and both peers freeze for good.
 //!
-//! - the reader, once per frame: Fabric's `readFromStream` began every iteration with
-//!   `getStream()`, which takes the lock;
-//! - the writer, once per frame: `writeToStream` did the same;
-//! - [`Pair::send`], which in Fabric was `conn.Lock(); defer conn.Unlock(); …
-//!   conn.outBuff <- m` — it **keeps the lock while it waits for room** in a full
-//!   output buffer.
+//! The buffer is a channel, not a `Condvar`: waiting on a condvar releases its
+//! mutex, which is precisely the fix, while a crossbeam send under a held
+//! `parking_lot::Mutex` keeps the lock as Go's channel send under `sync.Mutex` did.
 //!
-//! The last point is the bug. A sender parked on a full buffer holds the lock the
-//! writer needs before it can take the next frame out, so the buffer never gets room
-//! and the sender never wakes. The reader needs the same lock, so the connection also
-//! stops reading: the other peer's frames pile up in the socket until its writer
-//! blocks too. With private data flowing both ways, both peers freeze for good.
-//!
-//! Why a channel and not a `Condvar` for the output buffer: waiting on a condvar
-//! releases the mutex it waits with, which is precisely the fix. Go's channel send
-//! under a held `sync.Mutex` keeps the lock; a crossbeam channel send under a held
-//! `parking_lot::Mutex` does the same, so that is what this reproduction uses.
-//!
-//! Fabric's old connection had no way out of that wait (a blocked sender stayed
-//! blocked even when the connection closed). This one must have one, or the bench
-//! could not end: an abort that every wait selects on — dropping a channel's only
-//! sender wakes every `select!` on it at once, as `Condvar::notify_all` would — and
-//! that shuts the sockets down so that blocked reads and writes return too. The
-//! abort never takes the connection lock, which a stuck sender may hold forever.
+//! Fabric's connection had no way out of that wait; this one must, or the bench
+//! could not end: an abort that every wait selects on, and that shuts the sockets
+//! down. It never takes the connection lock, which a stuck sender may hold forever.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use wirelane::crossbeam_channel::{bounded, select, Receiver, Sender};
+use wirelane::crossbeam_channel::{bounded, select, Receiver, Sender, TryRecvError};
+use wirelane::Bytes;
 
+use crate::deadlock::{Got, Peers};
 use crate::threads::{self, JoinError, Named};
 
 /// The largest payload a reader accepts, checked before it allocates.
 const MAX_FRAME: usize = 1 << 20;
 /// How long setting up the loopback connection may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long threads get to finish when setup fails halfway.
-const SETUP_JOIN: Duration = Duration::from_secs(5);
 
 /// A type with no values: a channel of `Never` is used only for its disconnection.
 enum Never {}
 
-/// A wait that the abort path ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Aborted;
-
-impl std::fmt::Display for Aborted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the connection was aborted")
-    }
-}
+/// What every wait that the abort path ended returns.
+const ABORTED: &str = "the connection was aborted";
 
 /// The way out that Fabric's pre-fix connection lacked; shared by both ends.
 struct Abort {
-    /// Checked by every loop after it takes the connection lock.
-    flag: AtomicBool,
     /// Dropped to abort: every `select!` on `wake` then returns.
     wake_tx: Mutex<Option<Sender<Never>>>,
     wake: Receiver<Never>,
@@ -76,34 +53,14 @@ struct Abort {
 }
 
 impl Abort {
-    fn new() -> Abort {
-        let (wake_tx, wake) = bounded(0);
-        Abort {
-            flag: AtomicBool::new(false),
-            wake_tx: Mutex::new(Some(wake_tx)),
-            wake,
-            sockets: Mutex::new(Vec::new()),
-        }
-    }
-
     fn is_set(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
-    }
-
-    /// Wakes every wait of both ends. Idempotent; takes no connection lock.
-    fn trigger(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        drop(self.wake_tx.lock().take());
-        for socket in self.sockets.lock().iter() {
-            let _ = socket.shutdown(Shutdown::Both);
-        }
+        matches!(self.wake.try_recv(), Err(TryRecvError::Disconnected))
     }
 }
 
 /// One end of the connection, as its senders see it.
 struct Conn {
-    /// The connection lock, guarding the stream as Fabric's did. See the module docs
-    /// for who takes it and why that deadlocks.
+    /// The connection lock, guarding the stream as Fabric's did.
     stream: Mutex<Arc<TcpStream>>,
     /// Fabric's `outBuff`: the bounded output buffer the writer empties.
     out: Sender<Vec<u8>>,
@@ -120,42 +77,10 @@ impl Conn {
     }
 }
 
-/// The parts of one end, before its threads start.
-struct End {
-    conn: Arc<Conn>,
-    /// For the writer.
-    out_rx: Receiver<Vec<u8>>,
-    /// For the reader.
-    in_tx: Sender<Vec<u8>>,
-    /// For the application.
-    inbound: Receiver<Vec<u8>>,
-}
-
-impl End {
-    fn new(stream: TcpStream, capacity: usize, abort: &Arc<Abort>) -> io::Result<End> {
-        stream.set_nodelay(true)?;
-        let stream = Arc::new(stream);
-        abort.sockets.lock().push(stream.clone());
-        let (out, out_rx) = bounded(capacity);
-        let (in_tx, inbound) = bounded(capacity);
-        let conn = Arc::new(Conn {
-            stream: Mutex::new(stream),
-            out,
-            abort: abort.clone(),
-        });
-        Ok(End {
-            conn,
-            out_rx,
-            in_tx,
-            inbound,
-        })
-    }
-}
-
 /// Two connected peers over loopback, indexed 0 and 1, with their four threads.
 pub struct Pair {
-    conns: [Arc<Conn>; 2],
-    inbound: [Receiver<Vec<u8>>; 2],
+    conns: Vec<Arc<Conn>>,
+    inbound: Vec<Receiver<Vec<u8>>>,
     abort: Arc<Abort>,
     threads: Mutex<Vec<Named<()>>>,
 }
@@ -166,170 +91,141 @@ impl Pair {
     ///
     /// # Errors
     ///
-    /// Fails if the socket cannot be set up or a thread cannot start; anything
-    /// started by then has been aborted and joined.
+    /// Fails if the socket cannot be set up.
     pub fn start(capacity: usize) -> io::Result<Pair> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let dialled = TcpStream::connect_timeout(&listener.local_addr()?, DIAL_TIMEOUT)?;
-        // The dial has completed, so the connection is waiting in the backlog and
-        // `accept` returns at once.
+        // The dial has completed, so `accept` returns at once.
         let (accepted, _) = listener.accept()?;
-        let abort = Arc::new(Abort::new());
-        let p = End::new(dialled, capacity, &abort)?;
-        let q = End::new(accepted, capacity, &abort)?;
-        let pair = Pair {
-            conns: [p.conn.clone(), q.conn.clone()],
-            inbound: [p.inbound, q.inbound],
-            abort,
-            threads: Mutex::new(Vec::with_capacity(4)),
+        let (wake_tx, wake) = bounded(0);
+        let abort = Abort {
+            wake_tx: Mutex::new(Some(wake_tx)),
+            wake,
+            sockets: Mutex::new(Vec::new()),
         };
-        let workers = [(0, p.out_rx, p.in_tx), (1, q.out_rx, q.in_tx)];
-        for (side, out_rx, in_tx) in workers {
-            if let Err(e) = pair.start_end(side, out_rx, in_tx) {
-                pair.abort();
-                let _ = pair.join_by(Instant::now() + SETUP_JOIN);
-                return Err(e);
-            }
+        let mut pair = Pair {
+            conns: Vec::new(),
+            inbound: Vec::new(),
+            abort: Arc::new(abort),
+            threads: Mutex::new(Vec::new()),
+        };
+        for stream in [&dialled, &accepted] {
+            stream.set_nodelay(true)?;
         }
+        pair.add_end("p", dialled, capacity);
+        pair.add_end("q", accepted, capacity);
         Ok(pair)
     }
 
-    /// Starts the reader and the writer of end `side`.
-    fn start_end(
-        &self,
-        side: usize,
-        out_rx: Receiver<Vec<u8>>,
-        in_tx: Sender<Vec<u8>>,
-    ) -> io::Result<()> {
-        let name = ["p", "q"][side];
-        let conn = self.conns[side].clone();
-        let reader = threads::spawn(format!("locked-{name}-reader"), move || {
-            read_loop(&conn, &in_tx);
-        })?;
-        self.threads.lock().push(reader);
-        let conn = self.conns[side].clone();
-        let writer = threads::spawn(format!("locked-{name}-writer"), move || {
+    /// Sets up one end and starts its reader and writer.
+    fn add_end(&mut self, name: &str, stream: TcpStream, capacity: usize) {
+        let stream = Arc::new(stream);
+        self.abort.sockets.lock().push(stream.clone());
+        let (out, out_rx) = bounded(capacity);
+        let (in_tx, inbound) = bounded(capacity);
+        let abort = self.abort.clone();
+        let conn = Arc::new(Conn {
+            stream: Mutex::new(stream),
+            out,
+            abort,
+        });
+        self.conns.push(conn.clone());
+        self.inbound.push(inbound);
+        let c = conn.clone();
+        let reader = threads::start(format!("locked-{name}-reader"), move || {
+            read_loop(&c, &in_tx);
+        });
+        let writer = threads::start(format!("locked-{name}-writer"), move || {
             write_loop(&conn, &out_rx);
-        })?;
-        self.threads.lock().push(writer);
-        Ok(())
+        });
+        self.threads.lock().extend([reader, writer]);
     }
+}
 
-    /// Sends `payload` from end `from` to the other end, waiting for room in the
-    /// output buffer — while holding the connection lock, as Fabric did.
-    ///
-    /// # Errors
-    ///
-    /// [`Aborted`] if the pair was aborted before or during the wait.
-    pub fn send(&self, from: usize, payload: &[u8]) -> Result<(), Aborted> {
+impl Peers for Pair {
+    /// Waits for room in the output buffer — while holding the connection lock, as
+    /// Fabric did.
+    fn send(&self, from: usize, payload: Bytes) -> Result<(), String> {
         let conn = &self.conns[from];
         let len = u32::try_from(payload.len()).expect("bench payloads are far below 4 GiB");
-        let mut frame = Vec::with_capacity(4 + payload.len());
-        frame.extend_from_slice(&len.to_be_bytes());
-        frame.extend_from_slice(payload);
+        let frame = [&len.to_be_bytes()[..], &payload].concat();
         // Fabric: `conn.Lock(); defer conn.Unlock()`.
         let _held = conn.stream.lock();
         if conn.abort.is_set() {
-            return Err(Aborted);
+            return Err(ABORTED.to_owned());
         }
         // THE BUG (FAB-10469): when the buffer is full this waits for the writer to
         // make room, still holding the lock the writer must take before it can.
         select! {
-            send(conn.out, frame) -> sent => sent.map_err(|_| Aborted),
-            recv(conn.abort.wake) -> _ => Err(Aborted),
+            send(conn.out, frame) -> sent => sent.map_err(|_| ABORTED.to_owned()),
+            recv(conn.abort.wake) -> _ => Err(ABORTED.to_owned()),
         }
     }
 
-    /// The next payload that end `at` received.
-    ///
-    /// # Errors
-    ///
-    /// [`Aborted`] once the pair is aborted (or its reader has ended) and nothing is
-    /// left to take.
-    pub fn recv(&self, at: usize) -> Result<Vec<u8>, Aborted> {
+    fn recv(&self, at: usize) -> Got {
         select! {
-            recv(self.inbound[at]) -> got => got.map_err(|_| Aborted),
-            recv(self.abort.wake) -> _ => Err(Aborted),
+            recv(self.inbound[at]) -> got => got.map_or(Got::Closed, |p| Got::Message(p.into())),
+            recv(self.abort.wake) -> _ => Got::Closed,
         }
     }
 
-    /// Whether [`abort`](Pair::abort) has been called.
-    pub fn is_aborted(&self) -> bool {
+    fn stopped(&self) -> bool {
         self.abort.is_set()
     }
 
     /// Wakes every waiting sender, reader, writer and receiver of both ends and shuts
-    /// the socket down. Idempotent.
-    pub fn abort(&self) {
-        self.abort.trigger();
+    /// the socket down. Idempotent; takes no connection lock.
+    fn teardown(&self) {
+        drop(self.abort.wake_tx.lock().take());
+        for socket in self.abort.sockets.lock().iter() {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
     }
 
-    /// Joins the readers and writers, which end once the pair is aborted.
-    ///
-    /// # Errors
-    ///
-    /// The first thread that did not finish by `deadline` or panicked; the others
+    /// Joins the readers and writers, which end once the pair is aborted: the first
+    /// that did not finish by `deadline` or panicked is the error, and the others
     /// are still joined.
-    pub fn join_by(&self, deadline: Instant) -> Result<(), JoinError> {
+    fn join_by(&self, deadline: Instant) -> Result<(), JoinError> {
         let threads = std::mem::take(&mut *self.threads.lock());
-        let mut first = Ok(());
-        for thread in threads {
-            if let Err(e) = thread.join_by(deadline) {
-                first = first.and(Err(e));
-            }
-        }
-        first
+        let joined: Vec<_> = threads.into_iter().map(|t| t.join_by(deadline)).collect();
+        joined.into_iter().collect()
     }
 }
 
 impl Drop for Pair {
     /// Aborts, so that no thread is left waiting on a pair nobody can reach.
     fn drop(&mut self) {
-        self.abort();
+        self.teardown();
     }
 }
 
-/// The reader: one frame at a time from the socket into the inbound queue.
-fn read_loop(conn: &Conn, inbound: &Sender<Vec<u8>>) {
+/// The reader: one frame at a time from the socket into the inbound queue, until
+/// the socket or the queue closes or the pair is aborted.
+fn read_loop(conn: &Conn, inbound: &Sender<Vec<u8>>) -> Option<()> {
     loop {
         // Once per frame, under the connection lock; this is where a sender parked
         // with the lock held stops the reader.
-        let Some(stream) = conn.get_stream() else {
-            return;
-        };
-        let Ok(payload) = read_frame(&mut &*stream) else {
-            return;
-        };
+        let stream = conn.get_stream()?;
+        let payload = read_frame(&mut &*stream).ok()?;
         select! {
-            send(inbound, payload) -> sent => {
-                if sent.is_err() {
-                    return;
-                }
-            }
-            recv(conn.abort.wake) -> _ => return,
+            send(inbound, payload) -> sent => sent.ok()?,
+            recv(conn.abort.wake) -> _ => return None,
         }
     }
 }
 
 /// The writer: one frame at a time from the output buffer onto the socket.
-fn write_loop(conn: &Conn, out: &Receiver<Vec<u8>>) {
+fn write_loop(conn: &Conn, out: &Receiver<Vec<u8>>) -> Option<()> {
     loop {
         // Once per frame, under the connection lock; this is where a sender parked
         // with the lock held stops the writer, and with it the only way the buffer
         // that sender waits on could get room.
-        let Some(stream) = conn.get_stream() else {
-            return;
-        };
+        let stream = conn.get_stream()?;
         let frame = select! {
-            recv(out) -> frame => match frame {
-                Ok(frame) => frame,
-                Err(_) => return,
-            },
-            recv(conn.abort.wake) -> _ => return,
+            recv(out) -> frame => frame.ok()?,
+            recv(conn.abort.wake) -> _ => return None,
         };
-        if (&*stream).write_all(&frame).is_err() {
-            return;
-        }
+        (&*stream).write_all(&frame).ok()?;
     }
 }
 
@@ -358,19 +254,21 @@ mod tests {
         let pair = Arc::new(Pair::start(1).expect("a loopback pair"));
         let sender = {
             let pair = pair.clone();
-            threads::spawn("test-locked-sender".to_owned(), move || loop {
+            threads::start("test-locked-sender", move || loop {
                 // Nothing drains q, so this ends stuck: on the lock it holds itself,
                 // or at the latest once the socket is full.
-                pair.send(0, b"flood")?;
+                pair.send(0, Bytes::from_static(b"flood"))?;
             })
-            .expect("a thread")
         };
         std::thread::sleep(Duration::from_millis(100));
-        pair.abort();
+        pair.teardown();
         let deadline = Instant::now() + Duration::from_secs(5);
-        assert_eq!(sender.join_by(deadline), Ok(Err::<(), _>(Aborted)));
+        assert_eq!(
+            sender.join_by(deadline),
+            Ok(Err::<(), _>(ABORTED.to_owned()))
+        );
         assert_eq!(pair.join_by(deadline), Ok(()));
-        assert_eq!(pair.send(1, b"late"), Err(Aborted));
+        assert_eq!(pair.send(1, Bytes::new()), Err(ABORTED.to_owned()));
     }
 
     #[test]

@@ -1,15 +1,8 @@
 //! `wirelane-bench`: wirelane's benchmarks and load checks, one binary with
-//! subcommands.
-//!
-//! One binary rather than one per job, so that every job shares the same command
-//! line, result records (a table, or JSON lines with `--json`), progress bar and
-//! thread helpers, and is run the same way:
-//! `cargo run --release --bin wirelane-bench [subcommand] [options]`. With no
-//! subcommand it runs the main job ([`mesh`]); `--help` lists the rest.
-//!
-//! It is a crate of its own, never published, so that its tooling (clap,
-//! serde_json, indicatif, hdrhistogram, comfy-table) never reaches the library's
-//! users.
+//! subcommands, so that every job shares the same command line, result records (a
+//! table, or JSON lines with `--json`), progress bar and thread helpers. With no
+//! subcommand it runs the main job ([`mesh`]). A crate of its own, never published,
+//! so that its tooling never reaches the library's users.
 
 mod baseline;
 mod cli;

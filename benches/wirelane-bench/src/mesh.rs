@@ -1,17 +1,11 @@
 //! `mesh` and the main job: a mixed run over a full mesh of nodes on loopback.
 //!
-//! Why this job: it is the smallest run that exercises what wirelane promises under
-//! load. Every pair of nodes carries both lanes in both directions at once; gossip
-//! is offered faster than the machine can carry it, so it is shed, while private
-//! messages must all arrive, once each and in order, or come back in an
-//! `Event::Undelivered`. It also gives throughput figures per lane and for the
-//! whole mesh, and with its defaults (4 nodes, 64-byte payloads, 5 s) it is short
-//! enough to run on every change: that is the main job.
-//!
-//! It is [`crate::soak`] without the chaos, on the same engine
-//! ([`crate::traffic`]); this file reads the options and reports. The run fails
-//! (exit status 1) if a private message is unaccounted for, arrives twice or out of
-//! order, or if a send is refused because a connection went away.
+//! The smallest run that exercises what wirelane promises under load: every pair
+//! carries both lanes both ways at once; gossip is offered faster than the machine
+//! can carry it, so it is shed, while private messages must all arrive once each
+//! and in order, or come back in an `Event::Undelivered`. With its defaults it is
+//! short enough to run on every change. It is [`crate::soak`] without the chaos, on
+//! the same engine ([`crate::traffic`]).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,9 +17,8 @@ use crate::stamp::Stamp;
 use crate::traffic::verdict::{self, Streams, Totals};
 use crate::traffic::{self, workers, Outcome, Plan, DRAIN_DEADLINE};
 
-/// `mesh [--nodes N] [--size S] [--secs T]`: all-to-all gossip and private traffic
-/// among N nodes; aggregate msgs/s, drops, lost private messages (must be 0). The
-/// defaults are the main job.
+/// All-to-all gossip and private traffic among N nodes: aggregate msgs/s, drops,
+/// lost private messages (must be 0). The defaults are the main job.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Nodes in the mesh: every pair costs four threads and two sockets, so 64
@@ -54,12 +47,10 @@ const DEFAULT: Plan = Plan {
     slow_consumer: None,
 };
 
-/// The main job: `mesh` with its defaults.
 pub fn main_job(quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     report(&DEFAULT, quiet, out)
 }
 
-/// `mesh`.
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let plan = Plan {
         nodes: args.nodes as usize,
@@ -88,16 +79,7 @@ fn report(plan: &Plan, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     for line in notes(&o, &streams) {
         out.note(&line);
     }
-    let problems = problems(&o, &streams);
-    if problems.is_empty() {
-        out.note("result: PASS");
-        return Ok(ExitCode::SUCCESS);
-    }
-    out.note("result: FAIL");
-    for problem in &problems {
-        eprintln!("wirelane-bench: FAIL: {problem}");
-    }
-    Ok(ExitCode::FAILURE)
+    Ok(out.verdict(&problems(&o, &streams)))
 }
 
 /// The columns of the human-readable table: record key, header. The records have
@@ -135,55 +117,36 @@ fn private_lost(s: &Streams) -> u64 {
 /// load period (`count` in `secs`); `sent` and `received` cover the whole run.
 fn records(plan: &Plan, o: &Outcome, s: &Streams) -> Vec<Record> {
     let secs = o.load.as_secs_f64().max(1e-9);
-    let (mut gossip_stats, mut private_stats) = (LaneStats::default(), LaneStats::default());
-    for stats in &o.stats {
-        gossip_stats += stats.gossip;
-        private_stats += stats.private;
-    }
-    let record = |lane: &str, sent: u64, received: u64, in_load: u64, st: LaneStats, lost: u64| {
+    let row = |lane: &str, t: &Totals, in_load: u64, st: LaneStats, lost: u64| {
         let per_sec = in_load as f64 / secs;
         Record::new("mesh", "wirelane")
-            .text("lane", lane)
-            .int("nodes", plan.nodes as u64)
-            .int("size", plan.size as u64)
-            .float("secs", secs)
-            .int("sent", sent)
-            .int("received", received)
-            .int("count", in_load)
-            .float("msgs_per_s", per_sec)
-            .float("mb_per_s", per_sec * plan.size as f64 / 1e6)
-            .int("dropped", st.dropped + st.recv_dropped)
-            .int("dropped_send", st.dropped)
-            .int("dropped_recv", st.recv_dropped)
-            .int("lost", lost)
+            .set("lane", lane)
+            .set("nodes", plan.nodes as u64)
+            .set("size", plan.size as u64)
+            .set("secs", secs)
+            .set("sent", t.sent)
+            .set("received", t.received)
+            .set("count", in_load)
+            .set("msgs_per_s", per_sec)
+            .set("mb_per_s", per_sec * plan.size as f64 / 1e6)
+            .set("dropped", st.dropped + st.recv_dropped)
+            .set("dropped_send", st.dropped)
+            .set("dropped_recv", st.recv_dropped)
+            .set("lost", lost)
     };
+    let [gossip_stats, private_stats] = o.lane_stats();
     let (g, p) = (&s.gossip, &s.private);
     let (g_lost, p_lost) = (gossip_lost(g, &gossip_stats), private_lost(s));
+    let all = Totals {
+        sent: g.sent + p.sent,
+        received: g.received + p.received,
+        ..Totals::default()
+    };
+    let (all_in, all_stats) = (o.in_load[0] + o.in_load[1], gossip_stats + private_stats);
     vec![
-        record(
-            "gossip",
-            g.sent,
-            g.received,
-            o.in_load[0],
-            gossip_stats,
-            g_lost,
-        ),
-        record(
-            "private",
-            p.sent,
-            p.received,
-            o.in_load[1],
-            private_stats,
-            p_lost,
-        ),
-        record(
-            "all",
-            g.sent + p.sent,
-            g.received + p.received,
-            o.in_load[0] + o.in_load[1],
-            gossip_stats + private_stats,
-            g_lost + p_lost,
-        ),
+        row("gossip", g, o.in_load[0], gossip_stats, g_lost),
+        row("private", p, o.in_load[1], private_stats, p_lost),
+        row("all", &all, all_in, all_stats, g_lost + p_lost),
     ]
 }
 
@@ -204,12 +167,8 @@ fn notes(o: &Outcome, s: &Streams) -> Vec<String> {
             s.gossip.busy
         ),
     ];
-    let mut gossip_stats = LaneStats::default();
-    for stats in &o.stats {
-        gossip_stats += stats.gossip;
-    }
     // Not a failure (gossip may be shed), but every drop should have been counted.
-    let lost = gossip_lost(&s.gossip, &gossip_stats);
+    let lost = gossip_lost(&s.gossip, &o.lane_stats()[0]);
     if lost != 0 {
         notes.push(format!(
             "note: {lost} gossip messages were accepted but neither received nor counted as dropped"

@@ -1,11 +1,8 @@
-//! The naive baseline: what a legacy thread-per-connection server writes by hand.
-//!
-//! One reader thread per connection delivers frames into an unbounded
-//! channel; a send locks the connection's `Mutex<TcpStream>` and writes the frame with
-//! one `write_all` (header and payload in one buffer, so Nagle never holds half a
-//! frame back; `TCP_NODELAY` is set, as a careful hand-written server would). It is
-//! here to be measured against, not used: the lock is held across the socket write,
-//! exactly what wirelane exists to avoid.
+//! The naive baseline: what a legacy thread-per-connection server writes by hand. A
+//! reader thread per connection delivers into an unbounded channel; a send locks
+//! the connection's `Mutex<TcpStream>` and writes the frame in one `write_all` with
+//! `TCP_NODELAY` set, as a careful hand-written server would. The lock is held
+//! across the socket write, exactly what wirelane exists to avoid.
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,7 +11,6 @@ use std::thread::{self, JoinHandle};
 
 use wirelane::crossbeam_channel::{unbounded, Receiver};
 
-/// One end of a naive connection.
 pub struct NaiveConn {
     writer: Mutex<TcpStream>,
     pub incoming: Receiver<Vec<u8>>,

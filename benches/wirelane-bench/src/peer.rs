@@ -23,12 +23,10 @@
 //!   again or after a higher one (duplicated or reordered), as [`Track`] counts them.
 //!
 //! The payload layout is the tests' own, so that they need nothing but wirelane's
-//! public API to talk to this peer; the order check is the bench's one
-//! ([`crate::stamp`]).
-//!
-//! With `--read none` it never takes a message from its inbound queue, so its reader
-//! stops once the queue is full and its peer's writes back up. It exits when stdin
-//! closes, so a test that dies takes its peer with it.
+//! public API to talk to this peer. With `--read none` it never takes a message from
+//! its inbound queue, so its reader stops once the queue is full and its peer's
+//! writes back up. It exits when stdin closes, so a test that dies takes its peer
+//! with it.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -41,12 +39,12 @@ use clap::ValueEnum;
 use wirelane::crossbeam_channel::{never, select, unbounded, Receiver};
 use wirelane::{Config, Event, Lane, Message, Node, PeerId};
 
+use crate::cli;
 use crate::stamp::Track;
 use crate::threads;
 
-/// `peer --listen ADDR --id N [options]`: a scriptable peer for the fault tests
-/// (tests/fault_*.rs), not a benchmark: a node that reports its events on stdout
-/// and takes commands on stdin (`send COUNT SIZE`, `report PEER`); exits when
+/// A scriptable peer for the fault tests, not a benchmark: reports its events on
+/// stdout, takes commands on stdin (`send COUNT SIZE`, `report PEER`), exits when
 /// stdin closes.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -81,36 +79,19 @@ enum Read {
     None,
 }
 
-/// `peer`.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let (listen, id, read) = (
-        &args.node.listen,
-        PeerId(args.node.id),
-        args.read == Read::All,
-    );
+    let ms = |v: Option<u64>| v.map(Duration::from_millis);
     let mut config = Config::default();
-    if let Some(n) = args.inbound {
-        config = config.inbound_capacity(n);
-    }
-    if let Some(n) = args.private_capacity {
-        config = config.private_capacity(n);
-    }
-    if let Some(n) = args.max_frame {
-        config = config.max_frame_len(n);
-    }
-    if let Some(ms) = args.ping_ms {
-        config = config.ping_interval(Duration::from_millis(ms));
-    }
-    if let Some(ms) = args.silence_ms {
-        config = config.silence_timeout(Duration::from_millis(ms));
-    }
-    if let Some(ms) = args.linger_ms {
-        config = config.linger(Duration::from_millis(ms));
-    }
-
+    config = cli::set(config, args.inbound, Config::inbound_capacity);
+    config = cli::set(config, args.private_capacity, Config::private_capacity);
+    config = cli::set(config, args.max_frame, Config::max_frame_len);
+    config = cli::set(config, ms(args.ping_ms), Config::ping_interval);
+    config = cli::set(config, ms(args.silence_ms), Config::silence_timeout);
+    config = cli::set(config, ms(args.linger_ms), Config::linger);
+    let (listen, id) = (&args.node.listen, PeerId(args.node.id));
     let node = Node::bind(id, listen.as_str(), config)?;
     println!("listening {}", node.local_addr());
-    let commands = stdin_lines()?;
+    let commands = stdin_lines();
     let (jobs, job_rx) = unbounded::<(u64, usize)>();
     thread::scope(|s| {
         thread::Builder::new()
@@ -118,7 +99,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .spawn_scoped(s, || sender(&node, &job_rx))?;
         let mut seen: BTreeMap<PeerId, Track> = BTreeMap::new();
         let none = never::<Message>();
-        let incoming = if read { node.incoming() } else { &none };
+        let incoming = match args.read {
+            Read::All => node.incoming(),
+            Read::None => &none,
+        };
         loop {
             select! {
                 recv(incoming) -> msg => {
@@ -172,17 +156,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 /// Lines of stdin; the channel disconnects at end of input. The reading thread is
 /// never joined: it waits in a read of stdin, and the process exits when stdin
 /// closes.
-fn stdin_lines() -> anyhow::Result<Receiver<String>> {
+fn stdin_lines() -> Receiver<String> {
     let (tx, rx) = unbounded();
-    threads::spawn("peer-stdin", move || {
+    threads::start("peer-stdin", move || {
         for line in std::io::stdin().lock().lines() {
             let Ok(line) = line else { break };
             if tx.send(line).is_err() {
                 break;
             }
         }
-    })?;
-    Ok(rx)
+    });
+    rx
 }
 
 /// Runs `send` commands in order, numbering messages across them.

@@ -1,61 +1,60 @@
-//! What the process costs, read from Linux's `/proc/self`: threads, resident memory,
-//! file descriptors.
-//!
-//! The `scale` and `soak` jobs judge wirelane by these figures (threads and memory
-//! per connection, and whether either grows during a long run), so they are read
-//! from the kernel rather than estimated: a thread or an allocation the library
-//! forgot shows up here whatever the library's own counters say.
+//! What the process costs, read from Linux's `/proc/self`. `scale` and `soak` judge
+//! wirelane by these figures, so they come from the kernel rather than estimates: a
+//! thread or an allocation the library forgot shows up here whatever its own
+//! counters say.
 
 use std::fs;
 use std::io;
 
-/// Threads of this process now: the entries of `/proc/self/task`.
+use wirelane::PeerId;
+
+/// Threads and resident memory of the whole process at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    /// The entries of `/proc/self/task`.
+    pub threads: usize,
+    /// `VmRSS` in `/proc/self/status`.
+    pub rss_kib: u64,
+}
+
+/// The process's threads and resident memory now.
 ///
 /// # Errors
 ///
-/// Fails if `/proc` is not mounted (not Linux).
-pub fn threads() -> io::Result<usize> {
-    Ok(fs::read_dir("/proc/self/task")?.count())
+/// Fails if `/proc` is not mounted (not Linux) or has no readable `VmRSS` line.
+pub fn usage() -> io::Result<Usage> {
+    let status = fs::read_to_string("/proc/self/status")?;
+    let rss_kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no VmRSS line in /proc/self/status"))?;
+    let threads = fs::read_dir("/proc/self/task")?.count();
+    Ok(Usage { threads, rss_kib })
 }
 
-/// The names of this process's threads.
-///
-/// wirelane names its threads after the node and the connection (`wl1-r7` reads and
-/// `wl1-w7` writes connection 7 of node 1), so counting names counts one node's
-/// readers or writers. Linux keeps the first 15 bytes of a name, which is enough for
-/// these. A thread that ends while the directory is read is skipped.
+/// The names of this process's threads; a thread that ends meanwhile is skipped.
 ///
 /// # Errors
 ///
 /// Fails if `/proc/self/task` cannot be read.
 pub fn thread_names() -> io::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in fs::read_dir("/proc/self/task")? {
-        let Ok(entry) = entry else { continue };
-        if let Ok(name) = fs::read_to_string(entry.path().join("comm")) {
-            names.push(name.trim_end().to_owned());
-        }
-    }
-    Ok(names)
+    let tasks = fs::read_dir("/proc/self/task")?.flatten();
+    Ok(tasks
+        .filter_map(|task| fs::read_to_string(task.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect())
 }
 
-/// How many of `names` start with `prefix`.
-pub fn count_prefixed(names: &[String], prefix: &str) -> usize {
-    names.iter().filter(|n| n.starts_with(prefix)).count()
-}
-
-/// Resident memory of this process now, in KiB: `VmRSS` in `/proc/self/status`.
-///
-/// # Errors
-///
-/// Fails if the file cannot be read or has no readable `VmRSS` line.
-pub fn rss_kib() -> io::Result<u64> {
-    let status = fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| io::Error::other("no VmRSS line in /proc/self/status"))
+/// How many of `names` are reader and writer threads of node `id`: wirelane names
+/// them after the node and the connection (`wl1-r7` reads and `wl1-w7` writes
+/// connection 7 of node 1), well within the 15 bytes of a name Linux keeps.
+pub fn conn_threads(names: &[String], id: PeerId) -> (usize, usize) {
+    let count = |what| {
+        let prefix = format!("wl{}-{what}", id.0);
+        names.iter().filter(|n| n.starts_with(&prefix)).count()
+    };
+    (count('r'), count('w'))
 }
 
 /// File descriptors this process has open now.
@@ -79,27 +78,10 @@ pub fn open_files_limit() -> Option<u64> {
         .ok()
 }
 
-/// Whether `e` says the process (`EMFILE`) or the system (`ENFILE`) is out of file
-/// descriptors.
+/// Whether `e` says the process (`EMFILE`, 24) or the system (`ENFILE`, 23) is out
+/// of file descriptors; `std` has no `ErrorKind` for them.
 pub fn is_out_of_fds(e: &io::Error) -> bool {
-    /// Linux's `ENFILE` and `EMFILE`; `std` has no `ErrorKind` for them.
-    const ENFILE: i32 = 23;
-    const EMFILE: i32 = 24;
-    matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
-}
-
-/// Whether this process has (nearly) used up its file descriptors, given its
-/// `limit` (read beforehand: at the limit, `/proc/self/limits` cannot be opened).
-/// This is the explanation when a peer in this process stops answering, because
-/// its `accept` is what fails.
-pub fn fds_nearly_exhausted(limit: Option<u64>) -> bool {
-    /// Descriptors `accept`, `connect` and a few library calls may need at once.
-    const MARGIN: u64 = 8;
-    match open_fds() {
-        Ok(open) => limit.is_some_and(|limit| open as u64 + MARGIN >= limit),
-        // Even listing them takes a descriptor.
-        Err(e) => is_out_of_fds(&e),
-    }
+    matches!(e.raw_os_error(), Some(23 | 24))
 }
 
 #[cfg(test)]
@@ -108,15 +90,23 @@ mod tests {
 
     #[test]
     fn this_process_is_visible() {
-        assert!(threads().unwrap() >= 1);
-        assert!(rss_kib().unwrap() > 0);
+        let usage = usage().unwrap();
+        assert!(usage.threads >= 1 && usage.rss_kib > 0);
         assert!(open_fds().unwrap() >= 3);
+        let names = vec![
+            "wl1-r7".to_owned(),
+            "wl1-w7".to_owned(),
+            "wl12-r1".to_owned(),
+        ];
+        assert_eq!(conn_threads(&names, PeerId(1)), (1, 1));
+        // The test harness names its threads after the test.
         let name = std::thread::current().name().map(str::to_owned);
-        // The test harness names its threads after the test; the name is cut to 15
-        // bytes by the kernel.
         if let Some(name) = name {
             let prefix: String = name.chars().take(8).collect();
-            assert!(count_prefixed(&thread_names().unwrap(), &prefix) >= 1);
+            assert!(thread_names()
+                .unwrap()
+                .iter()
+                .any(|n| n.starts_with(&prefix)));
         }
     }
 }

@@ -24,37 +24,27 @@ use wirelane::Bytes;
 
 use crate::oneway::FILL;
 
-/// What a message asks for, or answers.
+/// What a message asks for, or answers: the payload's first byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Op {
     /// Send this payload back (latency).
-    Echo,
+    Echo = 0,
     /// Count this message (throughput).
-    Data,
+    Data = 1,
     /// Answer with how many data messages you have received from me.
-    CountRequest,
+    CountRequest = 2,
     /// The answer to a count request.
-    Count,
+    Count = 3,
 }
 
 impl Op {
-    const ALL: [Op; 4] = [Op::Echo, Op::Data, Op::CountRequest, Op::Count];
-
-    /// The opcode: the first byte of the payload.
-    pub fn code(self) -> u8 {
-        match self {
-            Op::Echo => 0,
-            Op::Data => 1,
-            Op::CountRequest => 2,
-            Op::Count => 3,
-        }
-    }
-
     /// The operation a payload carries, or `None` if it is empty or its opcode is
     /// unknown.
     pub fn of(payload: &[u8]) -> Option<Op> {
-        let code = *payload.first()?;
-        Op::ALL.into_iter().find(|op| op.code() == code)
+        [Op::Echo, Op::Data, Op::CountRequest, Op::Count]
+            .into_iter()
+            .find(|&op| payload.first() == Some(&(op as u8)))
     }
 }
 
@@ -73,7 +63,7 @@ impl fmt::Display for Op {
 /// application would.
 pub fn data(size: usize) -> Vec<u8> {
     let mut p = vec![FILL; size.max(1)];
-    p[0] = Op::Data.code();
+    p[0] = Op::Data as u8;
     p
 }
 
@@ -81,7 +71,7 @@ pub fn data(size: usize) -> Vec<u8> {
 /// fits), so that an echo of the wrong request is noticed.
 pub fn echo(size: usize, seq: u64) -> Bytes {
     let mut p = vec![FILL; size.max(1)];
-    p[0] = Op::Echo.code();
+    p[0] = Op::Echo as u8;
     let seq = seq.to_le_bytes();
     let n = seq.len().min(p.len() - 1);
     p[1..=n].copy_from_slice(&seq[..n]);
@@ -90,13 +80,13 @@ pub fn echo(size: usize, seq: u64) -> Bytes {
 
 /// A count request.
 pub fn count_request() -> Vec<u8> {
-    vec![Op::CountRequest.code()]
+    vec![Op::CountRequest as u8]
 }
 
 /// The answer to a count request.
 pub fn count(n: u64) -> Vec<u8> {
     let mut p = Vec::with_capacity(9);
-    p.push(Op::Count.code());
+    p.push(Op::Count as u8);
     p.extend_from_slice(&n.to_le_bytes());
     p
 }
@@ -104,7 +94,7 @@ pub fn count(n: u64) -> Vec<u8> {
 /// Reads a count answer, or `None` if the payload is not one.
 pub fn parse_count(payload: &[u8]) -> Option<u64> {
     match payload {
-        [code, n @ ..] if *code == Op::Count.code() => Some(u64::from_le_bytes(n.try_into().ok()?)),
+        [code, n @ ..] if *code == Op::Count as u8 => Some(u64::from_le_bytes(n.try_into().ok()?)),
         _ => None,
     }
 }

@@ -1,19 +1,18 @@
 //! Results: one [`Record`] per measurement, printed as a table or as JSON lines, and
 //! the progress bar a long run shows on stderr.
 //!
-//! Every subcommand builds records with the same keys where they apply (`workload`,
-//! `impl`, `size`, `count`, `secs`, `msgs_per_s`, `mb_per_s`, `p50_us`, `p99_us`,
-//! `p999_us`, `dropped`, `lost`, `rss_kib`, `threads`), so that scripts can read any
-//! of them the same way. A record is a `serde_json` map that keeps its keys in the
-//! order they were set, which is also the order of the table's columns.
+//! Subcommands use the same keys where they apply (`workload`, `impl`, `size`,
+//! `count`, `secs`, `msgs_per_s`, `p50_us`, …), so that scripts read any of them the
+//! same way. A record keeps its keys in the order they were set, which is also the
+//! order of the table's columns.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use comfy_table::{presets, CellAlignment, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value};
 
-/// One result: ordered key/value pairs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Record(Map<String, Value>);
 
@@ -21,26 +20,15 @@ impl Record {
     /// A record for `workload` run by `implementation`.
     pub fn new(workload: &str, implementation: &str) -> Record {
         Record::default()
-            .text("workload", workload)
-            .text("impl", implementation)
+            .set("workload", workload)
+            .set("impl", implementation)
     }
 
-    fn set(mut self, key: &str, value: Value) -> Record {
-        self.0.insert(key.to_owned(), value);
+    /// Sets `key`: integers stay integers, and a non-finite float is written as
+    /// JSON `null`.
+    pub fn set(mut self, key: &str, value: impl Into<Value>) -> Record {
+        self.0.insert(key.to_owned(), value.into());
         self
-    }
-
-    pub fn int(self, key: &str, value: u64) -> Record {
-        self.set(key, value.into())
-    }
-
-    /// A non-finite float is written as JSON `null`.
-    pub fn float(self, key: &str, value: f64) -> Record {
-        self.set(key, value.into())
-    }
-
-    pub fn text(self, key: &str, value: impl Into<String>) -> Record {
-        self.set(key, Value::String(value.into()))
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -52,7 +40,11 @@ impl Record {
         self.get(key).and_then(Value::as_f64)
     }
 
-    /// The record as one line of JSON.
+    /// `msgs_per_s`, or 0 for a record without it.
+    pub fn rate(&self) -> f64 {
+        self.number("msgs_per_s").unwrap_or(0.0)
+    }
+
     pub fn to_json(&self) -> String {
         Value::Object(self.0.clone()).to_string()
     }
@@ -83,11 +75,9 @@ impl Output {
     /// columns are every key, in the order they first appear.
     pub fn records(&self, title: &str, records: &[Record]) {
         let mut keys: Vec<&str> = Vec::new();
-        for record in records {
-            for key in record.0.keys() {
-                if !keys.contains(&key.as_str()) {
-                    keys.push(key);
-                }
+        for key in records.iter().flat_map(|r| r.0.keys()) {
+            if !keys.contains(&key.as_str()) {
+                keys.push(key);
             }
         }
         let columns: Vec<(&str, &str)> = keys.iter().map(|k| (*k, *k)).collect();
@@ -124,6 +114,20 @@ impl Output {
         }
         println!("{title}");
         println!("{}", table.trim_fmt());
+    }
+
+    /// Ends a checking run: `result: PASS`, or `result: FAIL` and every problem on
+    /// stderr; returns the exit status.
+    pub fn verdict(&self, problems: &[String]) -> ExitCode {
+        if problems.is_empty() {
+            self.note("result: PASS");
+            return ExitCode::SUCCESS;
+        }
+        self.note("result: FAIL");
+        for problem in problems {
+            eprintln!("wirelane-bench: FAIL: {problem}");
+        }
+        ExitCode::FAILURE
     }
 
     /// A line of commentary: under the table, or on stderr in JSON mode so that
@@ -166,23 +170,23 @@ mod tests {
     #[test]
     fn json_lines_escape_and_keep_field_order() {
         let r = Record::new("throughput", "wirelane")
-            .int("size", 64)
-            .float("msgs_per_s", 1.5)
-            .text("note", "a \"quoted\"\nline");
+            .set("size", 64)
+            .set("msgs_per_s", 1.5)
+            .set("note", "a \"quoted\"\nline");
         assert_eq!(
             r.to_json(),
             r#"{"workload":"throughput","impl":"wirelane","size":64,"msgs_per_s":1.5,"note":"a \"quoted\"\nline"}"#
         );
         assert_eq!(r.number("size"), Some(64.0));
         assert_eq!(
-            Record::default().float("x", f64::NAN).to_json(),
+            Record::default().set("x", f64::NAN).to_json(),
             r#"{"x":null}"#
         );
     }
 
     #[test]
     fn setting_a_key_twice_replaces_it() {
-        let r = Record::new("w", "i").int("count", 1).int("count", 2);
+        let r = Record::new("w", "i").set("count", 1).set("count", 2);
         assert_eq!(r.number("count"), Some(2.0));
         assert_eq!(r.0.len(), 3);
     }

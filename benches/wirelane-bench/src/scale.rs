@@ -3,19 +3,15 @@
 //!
 //! wirelane spends two threads per connection, so a node's cost grows with its
 //! peers even when they say nothing. This job opens `--conns` idle connections into
-//! one hub node and reads, from `/proc/self`, the threads and resident memory they
-//! added; then it measures the throughput of one real client among them, against
-//! the same client alone (each the best of `--repeat` runs, default 3).
+//! one hub node and reads the threads and resident memory they added; then it
+//! measures the throughput of one real client among them, against the same client
+//! alone.
 //!
-//! The idle clients are raw TCP sockets in this process that complete wirelane's
-//! handshake by hand and then never read or write again: a real client node would
-//! add two threads per connection to the measured process (or, in a child process,
-//! thousands of threads to a 2-core machine), drowning the figure; a raw socket
-//! costs a file descriptor and nothing else. The frames come from the library
-//! (`wirelane::__bench`). The clients take ids above the hub's, so the hub
-//! arbitrates: the client sends its Hello, reads the hub's Hello and Accept, answers
-//! Accept, and reads the hub's last Accept (it has opened the connection). The
-//! active client is a real node, driven by the same one-way driver as `throughput`.
+//! The idle clients are raw sockets that complete wirelane's handshake by hand
+//! (with the library's frames, `wirelane::__bench`) and then never read or write
+//! again: a real client node would add two threads per connection to the measured
+//! process (or, in a child process, thousands of threads to a 2-core machine),
+//! drowning the figure. Their ids are above the hub's, so the hub arbitrates.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use indicatif::ProgressBar;
 use wirelane::__bench::{decode_header, encode_header, hello_frame, FrameKind, HEADER_LEN};
 use wirelane::{Config, Lane, Node, PeerId};
@@ -35,9 +31,7 @@ use crate::threads::wait_until;
 
 /// The hub's id: the lowest, so that it arbitrates every handshake.
 const HUB: PeerId = PeerId(1);
-/// The active client, a real wirelane node.
 const CLIENT: PeerId = PeerId(2);
-/// Idle clients take ids from here up.
 const FIRST_IDLE: u64 = 1_000;
 /// The hub's silence timeout: longer than any run, so that idle clients, which
 /// never send a byte (not even a pong), are not declared dead meanwhile.
@@ -49,26 +43,24 @@ const IDLE_PING: Duration = Duration::from_secs(600);
 /// threads, or to retire a closed connection's threads.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// `scale [--conns N] [--size S] [--count M] [--repeat R]`: N idle connections into
-/// one node: threads, resident memory per connection, and the throughput of one
-/// active connection alone and among them.
+/// N idle connections into one node: threads and resident memory per connection,
+/// and the throughput of one active connection alone and among them.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Idle connections.
-    #[arg(long, default_value_t = 1000, value_parser = crate::cli::positive)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     conns: u64,
     /// Bytes per message of the active connection.
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Private messages of the active connection (default: about a second's worth).
-    #[arg(long, value_parser = crate::cli::positive)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// Runs of each throughput measurement; the best is kept.
-    #[arg(long, default_value_t = 3, value_parser = crate::cli::positive)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     repeat: u64,
 }
 
-/// `scale`.
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let (conns, size, repeat) = (args.conns as usize, args.size, args.repeat);
     let count = args.count.unwrap_or_else(|| default_count(size));
@@ -84,7 +76,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     // The first run's freed buffers stay in the allocator and may be reused by the
     // idle connections, so the memory figure can err low by a few KiB per connection
     // at small counts; it cannot err high.
-    let before = Snapshot::take()?;
+    let before = procfs::usage()?;
 
     // Read now: once descriptors run out, even `/proc/self/limits` cannot be opened.
     let fd_limit = procfs::open_files_limit();
@@ -93,7 +85,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     let idle = opened?;
     settle(&hub, conns)?;
-    let after = Snapshot::take()?;
+    let after = procfs::usage()?;
     let crowded = best_of(repeat, || one_way(&hub, size, count))?;
     let fds = procfs::open_fds().ok();
 
@@ -106,24 +98,23 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let n = conns as f64;
     let threads_per_conn = after.threads.saturating_sub(before.threads) as f64 / n;
     let rss_per_conn = (after.rss_kib as f64 - before.rss_kib as f64) / n;
-    let rate = |r: &Record| r.number("msgs_per_s").unwrap_or(0.0);
     let records = [
         Record::new("scale", "wirelane")
-            .int("conns", 0)
-            .int("threads", before.threads as u64)
-            .int("rss_kib", before.rss_kib)
-            .int("size", size as u64)
-            .int("count", count)
-            .float("msgs_per_s", rate(&alone)),
+            .set("conns", 0)
+            .set("threads", before.threads as u64)
+            .set("rss_kib", before.rss_kib)
+            .set("size", size as u64)
+            .set("count", count)
+            .set("msgs_per_s", alone.rate()),
         Record::new("scale", "wirelane")
-            .int("conns", conns as u64)
-            .int("threads", after.threads as u64)
-            .float("threads_per_conn", threads_per_conn)
-            .int("rss_kib", after.rss_kib)
-            .float("rss_kib_per_conn", rss_per_conn)
-            .int("size", size as u64)
-            .int("count", count)
-            .float("msgs_per_s", rate(&crowded)),
+            .set("conns", conns as u64)
+            .set("threads", after.threads as u64)
+            .set("threads_per_conn", threads_per_conn)
+            .set("rss_kib", after.rss_kib)
+            .set("rss_kib_per_conn", rss_per_conn)
+            .set("size", size as u64)
+            .set("count", count)
+            .set("msgs_per_s", crowded.rate()),
     ];
     out.records(
         &format!(
@@ -137,35 +128,19 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     ));
     out.note(&format!(
         "with {conns} idle peers the client reaches {:.0}% of its throughput alone",
-        100.0 * rate(&crowded) / rate(&alone).max(f64::MIN_POSITIVE)
+        100.0 * crowded.rate() / alone.rate().max(f64::MIN_POSITIVE)
     ));
     out.note(&format!(
         "Config::thread_stack_size = {} KiB per connection thread (reserved address space; only touched pages count in rss_kib)",
         config.thread_stack_size / 1024
     ));
     if let Some(fds) = fds {
-        let limit = procfs::open_files_limit().map_or("unlimited".to_owned(), |l| l.to_string());
+        let limit = limit_text(fd_limit);
         out.note(&format!(
             "open file descriptors with every connection up: {fds} (limit {limit})"
         ));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Threads and resident memory of the whole process at one moment.
-#[derive(Debug, Clone, Copy)]
-struct Snapshot {
-    threads: usize,
-    rss_kib: u64,
-}
-
-impl Snapshot {
-    fn take() -> io::Result<Snapshot> {
-        Ok(Snapshot {
-            threads: procfs::threads()?,
-            rss_kib: procfs::rss_kib()?,
-        })
-    }
 }
 
 /// Waits until the hub has exactly `peers` connections registered and every one of
@@ -176,22 +151,16 @@ impl Snapshot {
 /// A connection is registered during its handshake, before its writer starts, so
 /// the peer count alone would be read too early; the threads are counted by name.
 fn settle(hub: &Node, peers: usize) -> anyhow::Result<()> {
-    let (readers, writers) = (format!("wl{}-r", HUB.0), format!("wl{}-w", HUB.0));
     let counts = || {
         let names = procfs::thread_names().unwrap_or_default();
-        let r = procfs::count_prefixed(&names, &readers);
-        (
-            hub.stats().peers,
-            r,
-            procfs::count_prefixed(&names, &writers),
-        )
+        (hub.stats().peers, procfs::conn_threads(&names, HUB))
     };
     if wait_until(Instant::now() + SETTLE_DEADLINE, || {
-        counts() == (peers, peers, peers)
+        counts() == (peers, (peers, peers))
     }) {
         return Ok(());
     }
-    let (registered, r, w) = counts();
+    let (registered, (r, w)) = counts();
     bail!(
         "the hub did not settle at {peers} connections within {SETTLE_DEADLINE:?}: \
          {registered} registered, {r} reader and {w} writer threads"
@@ -209,9 +178,7 @@ fn open_idle(
 ) -> anyhow::Result<Vec<TcpStream>> {
     let mut idle = Vec::with_capacity(conns);
     for i in 0..conns {
-        let id = PeerId(FIRST_IDLE + i as u64);
-        let deadline = Instant::now() + config.handshake_timeout;
-        match handshake(hub, id, config, deadline) {
+        match handshake(hub, PeerId(FIRST_IDLE + i as u64), config) {
             Ok(stream) => idle.push(stream),
             Err(e) => bail!(explain(i, conns, fd_limit, &e)),
         }
@@ -220,69 +187,61 @@ fn open_idle(
     Ok(idle)
 }
 
+fn limit_text(limit: Option<u64>) -> String {
+    limit.map_or("unlimited".to_owned(), |l| l.to_string())
+}
+
 /// Says why opening idle connection `i` failed, naming file descriptors when they
 /// ran out: `connect` then fails with "too many open files" here, or the hub's
 /// `accept` does, which this side sees as a hub that never answers.
 fn explain(i: usize, conns: usize, fd_limit: Option<u64>, e: &io::Error) -> String {
     let what = format!("idle connection {} of {conns}: {e}", i + 1);
-    if procfs::is_out_of_fds(e) || procfs::fds_nearly_exhausted(fd_limit) {
-        let limit = fd_limit.map_or("unlimited".to_owned(), |l| l.to_string());
-        format!(
-            "{what}: too many open files. Each idle connection takes two descriptors in this \
-             process (the client's socket and the hub's), so {conns} connections need about {} \
-             against a limit of {limit}; raise it with `ulimit -n` or use fewer --conns",
-            2 * conns + 32
-        )
-    } else {
-        what
+    // Listing the open descriptors takes one too, so failing to is a sign as well;
+    // `accept`, `connect` and a few library calls may need some 8 at once.
+    let near_limit = |limit| procfs::open_fds().map_or(true, |open| open as u64 + 8 >= limit);
+    if !procfs::is_out_of_fds(e) && !fd_limit.is_some_and(near_limit) {
+        return what;
     }
+    format!(
+        "{what}: too many open files. Each idle connection takes two descriptors in this \
+         process (the client's socket and the hub's), so {conns} connections need about {} \
+         against a limit of {}; raise it with `ulimit -n` or use fewer --conns",
+        2 * conns + 32,
+        limit_text(fd_limit)
+    )
 }
 
 /// Connects to the hub as peer `id` and completes wirelane's handshake by hand:
 /// Hello out, the hub's Hello and Accept in, Accept out, the hub's last Accept in.
-fn handshake(
-    hub: SocketAddr,
-    id: PeerId,
-    config: &Config,
-    deadline: Instant,
-) -> io::Result<TcpStream> {
+/// Each step may take the handshake timeout.
+fn handshake(hub: SocketAddr, id: PeerId, config: &Config) -> io::Result<TcpStream> {
     let mut stream = TcpStream::connect_timeout(&hub, config.connect_timeout)?;
-    let left = || {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "handshake deadline passed"))
-    };
-    stream.set_write_timeout(Some(left()?))?;
+    stream.set_write_timeout(Some(config.handshake_timeout))?;
+    stream.set_read_timeout(Some(config.handshake_timeout))?;
     // Any incarnation will do: each idle client is a distinct peer and never returns.
     let incarnation = id.0 ^ 0x5CA1_E000_0000_0000;
     stream.write_all(&hello_frame(id, incarnation, config.max_frame_len))?;
-    stream.set_read_timeout(Some(left()?))?;
     let (kind, theirs) = read_frame(&mut stream)?;
     if kind != FrameKind::Hello || !wirelane::__fuzz::hello(&theirs) {
         return Err(io::Error::other(format!(
             "unexpected {kind:?} from the hub: {theirs:02x?}"
         )));
     }
-    let expect_accept = |stream: &mut TcpStream| -> io::Result<()> {
-        stream.set_read_timeout(Some(left()?))?;
-        match read_frame(stream)? {
-            (FrameKind::Accept, _) => Ok(()),
-            (kind, payload) => Err(io::Error::other(format!(
-                "the hub refused the handshake: {kind:?} {payload:02x?}"
-            ))),
-        }
+    let expect_accept = |stream: &mut TcpStream| match read_frame(stream)? {
+        (FrameKind::Accept, _) => Ok(()),
+        (kind, payload) => Err(io::Error::other(format!(
+            "the hub refused the handshake: {kind:?} {payload:02x?}"
+        ))),
     };
     expect_accept(&mut stream)?;
     let mut accept = Vec::with_capacity(HEADER_LEN);
     encode_header(&mut accept, FrameKind::Accept, 0);
-    stream.set_write_timeout(Some(left()?))?;
     stream.write_all(&accept)?;
     expect_accept(&mut stream)?;
     Ok(stream)
 }
 
-/// Reads one frame of the handshake, naming a read that ran into the deadline as
+/// Reads one frame of the handshake, naming a read that ran into the timeout as
 /// such (the socket reports it as "would block").
 fn read_frame(stream: &mut TcpStream) -> io::Result<(FrameKind, Vec<u8>)> {
     let timed_out = |e: io::Error| match e.kind() {
@@ -303,20 +262,16 @@ fn read_frame(stream: &mut TcpStream) -> io::Result<(FrameKind, Vec<u8>)> {
     Ok((header.kind, payload))
 }
 
-/// Runs a throughput measurement `repeat` times and keeps the fastest run: the
-/// machine is shared, and the fastest run is the one least disturbed.
+/// Runs a throughput measurement `repeat` times and keeps the fastest run.
 fn best_of(
     repeat: u64,
     mut measure: impl FnMut() -> anyhow::Result<Record>,
 ) -> anyhow::Result<Record> {
-    let mut best = measure()?;
-    for _ in 1..repeat {
-        let run = measure()?;
-        if run.number("msgs_per_s") > best.number("msgs_per_s") {
-            best = run;
-        }
+    let mut best = None;
+    for _ in 0..repeat {
+        oneway::keep_faster(&mut best, measure()?);
     }
-    Ok(best)
+    best.context("--repeat is at least 1")
 }
 
 /// One real client node sends `count` private `size`-byte messages to the hub from
@@ -337,5 +292,5 @@ fn one_way(hub: &Node, size: usize, count: u64) -> anyhow::Result<Record> {
     );
     client.shutdown();
     let (received, elapsed) = run?;
-    Ok(oneway::record("scale", "wirelane", size, received, elapsed))
+    Ok(oneway::record("wirelane", size, received, elapsed))
 }

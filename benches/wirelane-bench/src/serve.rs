@@ -1,13 +1,8 @@
-//! `serve --listen ADDR --id N [--secs T]`: the far end of `load`, for measuring
-//! wirelane between two processes or two hosts.
-//!
-//! One node, any number of `load` peers, one thread: it takes messages and events
-//! as they come and answers each message as the [`remote`] protocol
-//! says (echo, count, answer a count request). One thread is enough because every
+//! `serve`: the far end of `load`, for measuring wirelane between two processes or
+//! two hosts. One node, any number of `load` peers, one thread answering each
+//! message as the [`remote`] protocol says. One thread is enough because every
 //! answer is a private send to a peer that is waiting for it, so a reply never waits
-//! for room unless a peer misbehaves, and then only for [`REPLY_TIMEOUT`]. It logs
-//! one line on stderr per connected and per disconnected peer, and runs until
-//! killed, or for `--secs` if given, after which it prints what it served.
+//! for room unless a peer misbehaves, and then only for [`REPLY_TIMEOUT`].
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -50,9 +45,8 @@ impl Served {
     }
 }
 
-/// `serve --listen ADDR --id N [--secs T]`: a node that answers the `load`
-/// workloads from another process or host, until killed or for T seconds; logs
-/// each peer's arrival and departure.
+/// A node that answers the `load` workloads from another process or host, until
+/// killed or for T seconds; logs each peer's arrival and departure.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -62,7 +56,6 @@ pub struct Args {
     secs: Option<Duration>,
 }
 
-/// `serve`.
 pub fn run(args: &Args, out: Output) -> anyhow::Result<ExitCode> {
     let (listen, id, run_for) = (&args.node.listen, PeerId(args.node.id), args.secs);
     let node = Node::bind(id, listen.as_str(), Config::default())
@@ -72,14 +65,8 @@ pub fn run(args: &Args, out: Output) -> anyhow::Result<ExitCode> {
     let began = Instant::now();
     let until = run_for.map(|d| began + d);
     let mut state = State::default();
-    loop {
-        let wait = match until {
-            Some(until) => match until.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => left.min(TICK),
-                _ => break,
-            },
-            None => TICK,
-        };
+    while until.is_none_or(|u| Instant::now() < u) {
+        let wait = until.map_or(TICK, |u| u.saturating_duration_since(Instant::now()));
         select! {
             recv(node.incoming()) -> msg => match msg {
                 Ok(msg) => answer(&node, state.peers.entry(msg.from).or_default(), msg),
@@ -89,25 +76,24 @@ pub fn run(args: &Args, out: Output) -> anyhow::Result<ExitCode> {
                 Ok(event) => state.on_event(&node, event),
                 Err(_) => break,
             },
-            default(wait) => {}
+            default(wait.min(TICK)) => {}
         }
     }
     let elapsed = began.elapsed();
     node.shutdown();
     let total = state.peers.into_values().fold(state.departed, Served::plus);
     let record = Record::new("serve", "wirelane-remote")
-        .text("listen", node.local_addr().to_string())
-        .float("secs", elapsed.as_secs_f64())
-        .int("connections", state.connections)
-        .int("count", total.data)
-        .int("echoes", total.echoes)
-        .int("failed_replies", total.failed_replies)
-        .int("unknown", total.unknown);
+        .set("listen", node.local_addr().to_string())
+        .set("secs", elapsed.as_secs_f64())
+        .set("connections", state.connections)
+        .set("count", total.data)
+        .set("echoes", total.echoes)
+        .set("failed_replies", total.failed_replies)
+        .set("unknown", total.unknown);
     out.records(&format!("serve: {id} on {}", node.local_addr()), &[record]);
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `serve` keeps between messages.
 #[derive(Debug, Default)]
 struct State {
     /// Per peer id, while connected.
@@ -158,7 +144,6 @@ impl State {
     }
 }
 
-/// Does what one message asks.
 fn answer(node: &Node, served: &mut Served, msg: Message) {
     let reply = match Op::of(&msg.payload) {
         Some(Op::Data) => {

@@ -2,31 +2,23 @@
 //! checking that private data survives it exactly and that the process does not
 //! grow.
 //!
-//! The main job (`mesh`) checks the lanes on a mesh that stays up; real networks
-//! drop connections, and real applications fall behind. Here `--nodes` nodes in a
-//! full mesh carry gossip and private traffic between every pair while a chaos
-//! thread disconnects a random pair every 100–500 ms (its schedule replays from
-//! `--seed`) and the lower id of each pair redials; and node 1's application takes
-//! only `--slow-consumer` messages a second, so that its inbound queue fills, its
-//! readers stop, and connections are cut while messages are in flight towards it.
+//! `mesh` checks the lanes on a mesh that stays up; real networks drop connections,
+//! and real applications fall behind. Here a chaos thread disconnects a random pair
+//! every 100–500 ms (replayable from `--seed`) while the lower id of each pair
+//! redials, and node 1's application takes only `--slow-consumer` messages a
+//! second, so that connections are cut while messages are in flight towards it.
+//! Every accepted private message is then reconciled ([`verdict`]), and threads and
+//! resident memory, sampled every second, must stay within bounds after a warm-up.
 //!
-//! At the end every private message a send accepted is reconciled (see
-//! [`verdict`]): delivered exactly once and in order, handed back in an
-//! `Event::Undelivered`, or counted by its receiver as received but dropped before
-//! delivery — never two of those, never none. Threads and resident memory are
-//! sampled every second and must stay within stated bounds after a warm-up.
+//! **Threads.** The bound adds to the steady state (every pair connected, every
+//! thread of the run started) four threads per pair of nodes — after a redial the
+//! new connection's reader and writer run on both sides while the old one's finish
+//! — and two per node, for a dial that loses a race and holds a handshake thread on
+//! each side until it is refused. That allows every pair to be in transition at
+//! once, which is generous, yet a leak of one thread per disconnect crosses it
+//! within a few seconds of chaos.
 //!
-//! **Threads.** The steady state is the count with every pair connected and every
-//! thread of the run started. Connections come and go, so the bound adds, for
-//! connections in transition, four threads per pair of nodes — for a moment after a
-//! redial, the new connection's reader and writer run on both sides while the old
-//! one's finish — and two per node, for a dial that loses a race and holds a
-//! handshake thread on each side until it is refused. That allows every pair to be
-//! in transition at once, which is generous (on loopback a graceful close takes
-//! about a millisecond and the chaos strikes at most every 100 ms), yet a leak of
-//! one thread per disconnect crosses it within a few seconds of chaos.
-//!
-//! **Memory.** Resident memory may not exceed the highest reading of the warm-up by
+//! **Memory.** Resident memory may not exceed the warm-up's highest reading by
 //! [`RSS_HEADROOM_KIB`]: queues and buffers are bounded, and what the run itself
 //! keeps (a bit per message number) stays in the low MiB.
 
@@ -34,23 +26,19 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use wirelane::LaneStats;
-
 use crate::procfs;
 use crate::report::{progress, Output, Record};
-use crate::traffic::verdict::{self, note};
-use crate::traffic::{self, workers::SEND_POLL, Outcome, Plan, DRAIN_DEADLINE};
+use crate::traffic::verdict::{self, Totals};
+use crate::traffic::{self, workers::SEND_POLL, Outcome, Plan, Sample, DRAIN_DEADLINE};
 
 /// How far resident memory may grow past the warm-up's highest reading.
 const RSS_HEADROOM_KIB: u64 = 64 * 1024;
-/// Bytes in every payload, both lanes.
 const PAYLOAD_LEN: usize = 64;
 /// Gossip offered to each peer per second.
 const GOSSIP_PER_PEER: u64 = 10_000;
 
-/// `soak [--secs T] [--nodes N] [--seed X] [--slow-consumer R]`: mixed load among N
-/// nodes with random disconnects and a slow consumer; exits 1 on any message lost,
-/// duplicated or reordered, or on threads or memory growing.
+/// Mixed load with random disconnects and a slow consumer; exits 1 on any message
+/// lost, duplicated or reordered, or on threads or memory growing.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Seconds of load.
@@ -69,12 +57,10 @@ pub struct Args {
     slow_consumer: u64,
 }
 
-/// `soak`.
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     // The run is judged on these figures: find out now, not at the end, if they
     // cannot be read.
-    procfs::threads()?;
-    procfs::rss_kib()?;
+    procfs::usage()?;
     let nodes = args.nodes as usize;
     let plan = Plan {
         nodes,
@@ -103,15 +89,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     for line in &judged.notes {
         out.note(line);
     }
-    if judged.violations.is_empty() {
-        out.note("result: PASS");
-        return Ok(ExitCode::SUCCESS);
-    }
-    out.note("result: FAIL");
-    for violation in &judged.violations {
-        eprintln!("wirelane-bench: FAIL: {violation}");
-    }
-    Ok(ExitCode::FAILURE)
+    Ok(out.verdict(&judged.violations))
 }
 
 /// A run's verdict: records for the table, notes under it, and every violation.
@@ -122,31 +100,26 @@ struct Judged {
     violations: Vec<String>,
 }
 
-/// Judges the run.
 fn judge(plan: &Plan, o: &Outcome) -> Judged {
     let streams = verdict::judge(o);
     let mut j = Judged {
         violations: streams.violations.clone(),
         ..Judged::default()
     };
-    let (gossip, private) = (streams.gossip, streams.private);
-    for (name, t, dropped) in [
-        ("gossip", gossip, None),
-        ("private", private, Some(streams.recv_dropped)),
-    ] {
-        let record = Record::new("soak", "wirelane")
-            .text("lane", name)
-            .int("sent", t.sent)
-            .int("received", t.received)
-            .int("returned", t.returned)
-            .int("lost", t.lost.saturating_sub(dropped.unwrap_or(0)))
-            .int("duplicates", t.duplicates)
-            .int("reordered", t.reordered);
-        j.records.push(match dropped {
-            Some(d) => record.int("recv_dropped", d),
-            None => record,
-        });
-    }
+    let (gossip, private, dropped) = (streams.gossip, streams.private, streams.recv_dropped);
+    let lane = |name: &str, t: Totals, dropped: u64| {
+        Record::new("soak", "wirelane")
+            .set("lane", name)
+            .set("sent", t.sent)
+            .set("received", t.received)
+            .set("returned", t.returned)
+            .set("lost", t.lost.saturating_sub(dropped))
+            .set("duplicates", t.duplicates)
+            .set("reordered", t.reordered)
+    };
+    j.records.push(lane("gossip", gossip, 0));
+    j.records
+        .push(lane("private", private, dropped).set("recv_dropped", dropped));
     j.notes.push(streams.reconciliation());
 
     let (max_threads, thread_bound) = judge_threads(plan, o, &mut j);
@@ -154,16 +127,16 @@ fn judge(plan: &Plan, o: &Outcome) -> Judged {
     judge_run(o, private.sent, &mut j);
     j.records.push(
         Record::new("soak", "wirelane")
-            .text("lane", "all")
-            .int("disconnects", o.chaos.disconnects)
-            .int("max_threads", max_threads as u64)
-            .int("thread_bound", thread_bound as u64)
-            .int("max_rss_kib", max_rss)
-            .int("rss_bound_kib", rss_bound)
-            .int("violations", j.violations.len() as u64)
-            .int("nodes", plan.nodes as u64)
-            .float("secs", o.load.as_secs_f64())
-            .int("seed", plan.chaos.unwrap_or_default()),
+            .set("lane", "all")
+            .set("disconnects", o.chaos.disconnects)
+            .set("max_threads", max_threads)
+            .set("thread_bound", thread_bound)
+            .set("max_rss_kib", max_rss)
+            .set("rss_bound_kib", rss_bound)
+            .set("violations", j.violations.len() as u64)
+            .set("nodes", plan.nodes as u64)
+            .set("secs", o.load.as_secs_f64())
+            .set("seed", plan.chaos.unwrap_or_default()),
     );
 
     let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
@@ -190,10 +163,8 @@ fn judge(plan: &Plan, o: &Outcome) -> Judged {
         gossip.refused,
         gossip.lost
     ));
-    let (mut g, mut p, mut events) = (LaneStats::default(), LaneStats::default(), 0);
-    for s in &o.stats {
-        (g, p, events) = (g + s.gossip, p + s.private, events + s.events_dropped);
-    }
+    let [g, p] = o.lane_stats();
+    let events: u64 = o.stats.iter().map(|s| s.events_dropped).sum();
     j.notes.push(format!(
         "node counters: private dropped {} / recv_dropped {}; gossip dropped {} / recv_dropped {}; events dropped {events}",
         p.dropped, p.recv_dropped, g.dropped, g.recv_dropped
@@ -201,28 +172,14 @@ fn judge(plan: &Plan, o: &Outcome) -> Judged {
     j
 }
 
-/// Threads above the steady state allowed for connections in transition.
-fn thread_slack(nodes: usize) -> usize {
-    let pairs = nodes * (nodes - 1) / 2;
-    4 * pairs + 2 * nodes
-}
-
 /// Checks the thread samples after the warm-up; returns the highest and the bound.
-fn judge_threads(plan: &Plan, o: &Outcome, j: &mut Judged) -> (usize, usize) {
-    let slack = thread_slack(plan.nodes);
-    let bound = o.steady_threads + slack;
-    let max = o.samples.iter().map(|s| s.threads).max().unwrap_or(0);
-    let judged = o.samples.iter().filter(|s| s.at > plan.warmup());
-    let over: Vec<_> = judged.clone().filter(|s| s.threads > bound).collect();
-    if let Some(worst) = over.iter().max_by_key(|s| s.threads) {
-        j.violations.push(format!(
-            "threads above the bound of {bound} in {} of {} readings after the warm-up (highest {} at {:.0} s)",
-            over.len(),
-            judged.count(),
-            worst.threads,
-            worst.at.as_secs_f64()
-        ));
-    }
+fn judge_threads(plan: &Plan, o: &Outcome, j: &mut Judged) -> (u64, u64) {
+    // Allowed above the steady state for connections in transition.
+    let slack = 4 * (plan.nodes * (plan.nodes - 1) / 2) + 2 * plan.nodes;
+    let bound = (o.steady_threads + slack) as u64;
+    let max = judge_samples(plan, o, j, ("threads", ""), bound, |s| {
+        s.usage.threads as u64
+    });
     j.notes.push(format!(
         "threads: {} with the mesh up and every thread of the run started; bound {bound} = that + {slack} \
          for connections in transition (4 per pair of nodes, 2 per node), judged after a {} s warm-up",
@@ -239,22 +196,11 @@ fn judge_memory(plan: &Plan, o: &Outcome, j: &mut Judged) -> (u64, u64) {
         .samples
         .iter()
         .filter(|s| s.at <= warmup)
-        .map(|s| s.rss_kib)
-        .max()
-        .unwrap_or(0);
+        .map(|s| s.usage.rss_kib);
+    let warm = warm.max().unwrap_or(0);
     let bound = warm + RSS_HEADROOM_KIB;
-    let max = o.samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
-    let judged = o.samples.iter().filter(|s| s.at > warmup);
-    let over: Vec<_> = judged.clone().filter(|s| s.rss_kib > bound).collect();
-    if let Some(worst) = over.iter().max_by_key(|s| s.rss_kib) {
-        j.violations.push(format!(
-            "resident memory above the bound of {bound} KiB in {} of {} readings after the warm-up (highest {} KiB at {:.0} s)",
-            over.len(),
-            judged.count(),
-            worst.rss_kib,
-            worst.at.as_secs_f64()
-        ));
-    }
+    let what = ("resident memory", " KiB");
+    let max = judge_samples(plan, o, j, what, bound, |s| s.usage.rss_kib);
     j.notes.push(format!(
         "memory: {warm} KiB at most during the warm-up; bound {bound} KiB (+{} MiB)",
         RSS_HEADROOM_KIB / 1024
@@ -262,9 +208,33 @@ fn judge_memory(plan: &Plan, o: &Outcome, j: &mut Judged) -> (u64, u64) {
     (max, bound)
 }
 
+/// Flags the readings of one figure above `bound` after the warm-up; returns the
+/// highest reading of the whole run. `what` names the figure and its unit.
+fn judge_samples(
+    plan: &Plan,
+    o: &Outcome,
+    j: &mut Judged,
+    (what, unit): (&str, &str),
+    bound: u64,
+    value: impl Fn(&Sample) -> u64,
+) -> u64 {
+    let judged: Vec<&Sample> = o.samples.iter().filter(|s| s.at > plan.warmup()).collect();
+    let over: Vec<&&Sample> = judged.iter().filter(|s| value(s) > bound).collect();
+    if let Some(worst) = over.iter().max_by_key(|s| value(s)) {
+        j.violations.push(format!(
+            "{what} above the bound of {bound}{unit} in {} of {} readings after the warm-up (highest {}{unit} at {:.0} s)",
+            over.len(),
+            judged.len(),
+            value(worst),
+            worst.at.as_secs_f64()
+        ));
+    }
+    o.samples.iter().map(value).max().unwrap_or(0)
+}
+
 /// The run's own milestones: readings, the mesh after the load, the drain.
 fn judge_run(o: &Outcome, private_sent: u64, j: &mut Judged) {
-    note(&mut j.violations, &o.sample_errors, "sampling");
+    j.violations.extend(o.sample_errors.violation("sampling"));
     if let Err(why) = &o.remeshed {
         j.violations
             .push(format!("after the load, the mesh was not restored: {why}"));
@@ -289,14 +259,11 @@ fn judge_run(o: &Outcome, private_sent: u64, j: &mut Judged) {
         ));
     }
     for events in &o.events {
-        let me = events.me;
+        let (me, failed) = (events.me, &events.redial_failures);
         for (what, odd) in [
             ("connections ended uncleanly", &events.unclean),
             ("inbound handshakes refused", &events.refused),
-            (
-                "redials failed and were tried again",
-                &events.redial_failures,
-            ),
+            ("redials failed and were tried again", failed),
         ] {
             if let Some(first) = &odd.first {
                 j.notes

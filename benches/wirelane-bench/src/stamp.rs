@@ -1,18 +1,13 @@
-//! The stamp every checked payload carries, and the exact accounting of what became
-//! of each number: the one order checker of the bench.
+//! The stamp every checked payload carries, and the one order checker of the bench.
 //!
-//! The private lane promises per-peer order and no silent loss. Counting messages
-//! alone cannot show a duplicate hiding a loss, or two messages swapped, so `mesh`,
-//! `soak`, `deadlock` and `peer` stamp every payload with its lane, sender,
-//! destination and a sequence number that counts 0, 1, 2, … per stream with no gap:
-//! a send that fails did not take the message, and its number is used again. Each
-//! number a send accepted must then end up exactly once in one of two places — the
-//! destination received it, or the sender's node handed it back in an
-//! `Event::Undelivered` — and the destination must receive a stream's numbers in
-//! increasing order. A gap in what arrives is therefore fine only where the missing
-//! numbers were handed back, which can be known only at the end (a hand-back can be
-//! reported after later messages arrived), so the receiving side records sets and
-//! [`verify`] compares them once everything has settled.
+//! Counting messages alone cannot show a duplicate hiding a loss, or two messages
+//! swapped, so `mesh`, `soak`, `deadlock` and `peer` stamp every payload with its
+//! lane, sender, destination and a sequence number that counts 0, 1, 2, … per
+//! stream with no gap (a failed send did not take the message, and its number is
+//! used again). A gap in what arrives is fine only where the missing numbers were
+//! handed back, which can be known only at the end (a hand-back can be reported
+//! after later messages arrived), so the receiving side records sets and [`verify`]
+//! compares them once everything has settled.
 
 use wirelane::{Bytes, Lane, PeerId};
 
@@ -26,7 +21,6 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    /// Marks a payload as one of these stamps.
     const MAGIC: [u8; 4] = *b"wls1";
     /// Bytes a stamp takes at the start of a payload.
     pub const LEN: usize = 32;
@@ -113,13 +107,10 @@ fn low_bits(n: u64) -> u64 {
 #[derive(Debug, Clone, Default)]
 pub struct Track {
     seen: SeqSet,
-    /// Distinct numbers seen.
     pub distinct: u64,
-    /// Numbers seen again.
     pub duplicates: u64,
     /// Numbers first seen after a higher one: overtaken.
     pub reordered: u64,
-    /// The highest number seen.
     pub highest: Option<u64>,
     /// The first duplicate, and the first overtaken number with the number that had
     /// overtaken it, for the report.
@@ -144,9 +135,7 @@ impl Track {
             _ => self.highest = Some(seq),
         }
     }
-}
 
-impl Track {
     /// The numbers seen, as runs `[start, end)` in increasing order.
     pub fn ranges(&self) -> Vec<(u64, u64)> {
         let mut runs: Vec<(u64, u64)> = Vec::new();
@@ -182,7 +171,6 @@ pub struct Verdict {
     pub returned: u64,
     /// Accepted numbers neither received nor handed back.
     pub lost: u64,
-    /// The first of them.
     pub first_lost: Option<u64>,
     /// Numbers both received and handed back.
     pub both: u64,

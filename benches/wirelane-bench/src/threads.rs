@@ -1,15 +1,10 @@
 //! Named threads, joins with a deadline, and the way out when a thread cannot be
-//! joined: the one set of thread helpers every job uses.
-//!
-//! Every thread the bench starts is named, so that a stack dump or `top -H` of a
-//! stuck run says what each thread was for, and every thread is joined, so that a
-//! job's figures include all the work its threads did. `std` has no join with a
-//! timeout; a bench that exists partly to catch deadlocks must not hang on one, so
-//! [`Named::join_by`] polls for the thread's end until a deadline instead, and the
-//! jobs that can do nothing useful without a thread [`abandon`] the run.
+//! joined. Every thread is named, so that a stack dump or `top -H` of a stuck run
+//! says what each was for, and joined, so that a job's figures include all its work.
+//! `std` has no join with a timeout, and a bench that exists partly to catch
+//! deadlocks must not hang on one, so [`Named::join_by`] polls up to a deadline.
 
 use std::fmt;
-use std::io;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -24,36 +19,15 @@ pub struct Named<T> {
     handle: JoinHandle<T>,
 }
 
-/// Starts a thread with this name.
-///
-/// # Errors
-///
-/// Fails if the operating system cannot create the thread.
-pub fn spawn<T, F>(name: impl Into<String>, f: F) -> io::Result<Named<T>>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let name = name.into();
-    let handle = thread::Builder::new().name(name.clone()).spawn(f)?;
-    Ok(Named { name, handle })
-}
-
-/// Why a thread could not be joined.
+/// Why a thread could not be joined: it was still running at the deadline (it is
+/// then left running, unjoined), or it panicked (its panic message was printed to
+/// stderr when it happened).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JoinError {
-    /// It was still running at the deadline; it has not been joined.
-    TimedOut(String),
-    /// It panicked; its panic message was printed to stderr when it happened.
-    Panicked(String),
-}
+pub struct JoinError(String);
 
 impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            JoinError::TimedOut(name) => write!(f, "thread `{name}` did not finish in time"),
-            JoinError::Panicked(name) => write!(f, "thread `{name}` panicked"),
-        }
+        f.write_str(&self.0)
     }
 }
 
@@ -65,18 +39,19 @@ impl<T> Named<T> {
     ///
     /// # Errors
     ///
-    /// [`JoinError::TimedOut`] if the thread is still running at the deadline (it is
-    /// then left running, unjoined), [`JoinError::Panicked`] if it panicked.
+    /// A [`JoinError`] if the thread is still running at the deadline or panicked.
     pub fn join_by(self, deadline: Instant) -> Result<T, JoinError> {
         if !wait_until(deadline, || self.handle.is_finished()) {
-            return Err(JoinError::TimedOut(self.name));
+            return Err(JoinError(format!(
+                "thread `{}` did not finish in time",
+                self.name
+            )));
         }
         self.handle
             .join()
-            .map_err(|_| JoinError::Panicked(self.name))
+            .map_err(|_| JoinError(format!("thread `{}` panicked", self.name)))
     }
 
-    /// Whether the thread has finished.
     pub fn is_finished(&self) -> bool {
         self.handle.is_finished()
     }
@@ -99,8 +74,10 @@ where
     F: FnOnce() -> T + Send + 'static,
 {
     let name = name.into();
-    spawn(name.clone(), f)
-        .unwrap_or_else(|e| abandon(format_args!("could not start thread `{name}`: {e}")))
+    match thread::Builder::new().name(name.clone()).spawn(f) {
+        Ok(handle) => Named { name, handle },
+        Err(e) => abandon(format_args!("could not start thread `{name}`: {e}")),
+    }
 }
 
 /// Joins every thread by the deadline, in order, or gives up on the run.

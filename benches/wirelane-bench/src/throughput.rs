@@ -8,26 +8,25 @@ use std::sync::Arc;
 use clap::ValueEnum;
 use wirelane::{Config, Lane, Node, PeerId};
 
-use crate::baseline;
 use crate::oneway::{self, default_count};
 use crate::report::{progress, Output, Record};
+use crate::{baseline, cli};
 
-/// `throughput --size N --count M [--lane private|gossip] [--conns K] [--batch B]
-/// [--capacity C] [--repeat R] [--impl all|wirelane]`: one-way messages from K
-/// sender nodes into one receiver in this process, every payload freshly
-/// allocated, beside the raw loopback TCP and in-process channel limits.
+/// One-way messages from K sender nodes into one receiver in this process, every
+/// payload freshly allocated, beside the raw loopback TCP and in-process channel
+/// limits.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Bytes per payload.
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Messages in all (default: about a second's worth).
-    #[arg(long, value_parser = crate::cli::positive)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     #[arg(long, value_enum, default_value_t = LaneArg::Private)]
     lane: LaneArg,
     /// Sender nodes, each with its own connection and thread.
-    #[arg(long, default_value_t = 1, value_parser = crate::cli::positive)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     conns: u64,
     /// Config::max_batch_bytes.
     #[arg(long)]
@@ -36,7 +35,7 @@ pub struct Args {
     #[arg(long)]
     capacity: Option<usize>,
     /// Runs of each contender, interleaved; the best is kept.
-    #[arg(long, default_value_t = 3, value_parser = crate::cli::positive)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     repeat: u64,
     /// `wirelane` skips the limits.
     #[arg(long = "impl", value_enum, default_value_t = Contenders::All)]
@@ -55,7 +54,6 @@ enum Contenders {
     Wirelane,
 }
 
-/// `throughput`.
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let (size, conns, repeat) = (args.size, args.conns as usize, args.repeat);
     let count = args.count.unwrap_or_else(|| default_count(size));
@@ -63,18 +61,13 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
         LaneArg::Gossip => Lane::Gossip,
         LaneArg::Private => Lane::Private,
     };
-    let mut config = Config::default();
-    if let Some(batch) = args.batch {
-        config = config.max_batch_bytes(batch);
-    }
-    if let Some(capacity) = args.capacity {
-        config = config.gossip_capacity(capacity).private_capacity(capacity);
-    }
+    let config = cli::set(Config::default(), args.batch, Config::max_batch_bytes);
+    let both = |c: Config, n| c.gossip_capacity(n).private_capacity(n);
+    let config = cli::set(config, args.capacity, both);
     let ours = || wirelane(&config, size, count, lane, conns);
     let title = format!("throughput: {size}-byte {lane} messages, {conns} connection(s)");
 
-    // Each contender runs `repeat` times, interleaved, and keeps its best run: the
-    // machine is shared, and the best run is the one least disturbed.
+    // Each contender runs `repeat` times, interleaved, and keeps its best run.
     let bar = progress("throughput", Some(repeat), quiet);
     if args.contenders == Contenders::Wirelane {
         let mut runs = Vec::new();
@@ -94,12 +87,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
             ours()?,
         ];
         for (slot, run) in best.iter_mut().zip(runs) {
-            if slot
-                .as_ref()
-                .is_none_or(|b| run.number("msgs_per_s") > b.number("msgs_per_s"))
-            {
-                *slot = Some(run);
-            }
+            oneway::keep_faster(slot, run);
         }
         bar.inc(1);
     }
@@ -107,9 +95,8 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let [Some(channel), Some(raw), Some(ours)] = best else {
         anyhow::bail!("--repeat is at least 1, so every contender ran");
     };
-    let rate = |r: &Record| r.number("msgs_per_s").unwrap_or(0.0);
-    let (vs_channel, vs_raw) = (rate(&ours) / rate(&channel), rate(&ours) / rate(&raw));
-    let ours = ours.float("vs_channel", vs_channel).float("vs_raw", vs_raw);
+    let (vs_channel, vs_raw) = (ours.rate() / channel.rate(), ours.rate() / raw.rate());
+    let ours = ours.set("vs_channel", vs_channel).set("vs_raw", vs_raw);
     out.records(&format!("{title}, best of {repeat}"), &[channel, raw, ours]);
     out.note(&format!(
         "wirelane reaches {:.0}% of the in-process channel limit and {:.0}% of raw loopback TCP",
@@ -145,10 +132,8 @@ fn wirelane(
         node.shutdown();
     }
     receiver.shutdown();
-    Ok(
-        oneway::record("throughput", "wirelane", size, received, elapsed)
-            .text("lane", lane.to_string())
-            .int("conns", conns as u64)
-            .int("dropped", dropped),
-    )
+    Ok(oneway::record("wirelane", size, received, elapsed)
+        .set("lane", lane.to_string())
+        .set("conns", conns as u64)
+        .set("dropped", dropped))
 }

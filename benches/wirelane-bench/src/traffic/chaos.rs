@@ -18,10 +18,6 @@ const CHAOS_MAX_MS: u64 = 500;
 pub struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -48,7 +44,7 @@ pub struct ChaosLog {
 /// Every 100–500 ms, one random node disconnects one random peer, until `stop`
 /// disconnects. The schedule (pauses and pairs) depends on `seed` only.
 pub fn chaos(nodes: &[Arc<Node>], seed: u64, stop: &Receiver<()>) -> ChaosLog {
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng(seed);
     let mut log = ChaosLog::default();
     let n = nodes.len() as u64;
     loop {
@@ -77,11 +73,11 @@ mod tests {
 
     #[test]
     fn the_generator_is_deterministic_and_spreads() {
-        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        let (mut a, mut b) = (Rng(7), Rng(7));
         let xs: Vec<u64> = (0..100).map(|_| a.below(4)).collect();
         let ys: Vec<u64> = (0..100).map(|_| b.below(4)).collect();
         assert_eq!(xs, ys);
         assert!((0..4).all(|v| xs.contains(&v)));
-        assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
+        assert_ne!(Rng(1).next_u64(), Rng(2).next_u64());
     }
 }

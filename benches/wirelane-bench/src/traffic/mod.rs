@@ -1,18 +1,11 @@
 //! The traffic engine behind `mesh` and `soak`: a full mesh of nodes on loopback
 //! carrying stamped gossip and private messages between every pair, with the chaos
-//! of `soak` (connections cut at random, a slow consumer) switched on or off.
+//! of `soak` (connections cut at random, a slow consumer) switched on or off, and
+//! the exact accounting of every private message ([`verdict`]).
 //!
-//! `mesh` is `soak` without chaos, so both run this one engine and differ only in
-//! their plan and in how they report: the same senders, receivers, event watchers
-//! and exact accounting of every private message (see [`verdict`]).
-//!
-//! The run, in order: bind the nodes; start a receiver and an event watcher per node
-//! (before the first connection, so that they see every message and event); connect
-//! every pair; start a private and a gossip sender per node, and the chaos thread if
-//! any; sample threads and memory every second for the load period; stop the chaos,
-//! then the senders; reconnect every pair; wait (bounded) until every accepted
-//! private message has been received, handed back, or counted as dropped on receipt;
-//! shut the nodes down, join everything, and gather the figures.
+//! Receivers and event watchers start before the first connection, so that they see
+//! every message and event; after the load every pair is connected again so that
+//! every accepted private message can be accounted for.
 
 pub mod chaos;
 pub mod verdict;
@@ -27,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use indicatif::ProgressBar;
 use wirelane::crossbeam_channel::bounded;
-use wirelane::{Config, Lane, Node, NodeStats, PeerId};
+use wirelane::{Config, Lane, LaneStats, Node, NodeStats, PeerId};
 
 use self::chaos::ChaosLog;
 use self::workers::{EventLog, Inbox, Live, Oddities, Sent};
@@ -48,14 +41,11 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
 /// Pause between two dials of the same pair when one failed.
 const REDIAL_PAUSE: Duration = Duration::from_millis(50);
 
-/// What a run does.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
-    /// Nodes in the mesh.
     pub nodes: usize,
     /// Bytes in every payload, both lanes (at least a stamp).
     pub size: usize,
-    /// How long the senders run.
     pub load: Duration,
     /// Gossip messages each node offers per second, spread evenly over its peers.
     ///
@@ -82,11 +72,9 @@ impl Plan {
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
     pub at: Duration,
-    pub threads: usize,
-    pub rss_kib: u64,
+    pub usage: procfs::Usage,
 }
 
-/// Everything a run produced.
 #[derive(Debug)]
 pub struct Outcome {
     pub load: Duration,
@@ -113,6 +101,19 @@ pub struct Outcome {
     pub stats: Vec<NodeStats>,
 }
 
+impl Outcome {
+    /// The nodes' counters of each lane (gossip, private), summed.
+    pub fn lane_stats(&self) -> [LaneStats; 2] {
+        let sum = |f: fn(&NodeStats) -> LaneStats| {
+            self.stats
+                .iter()
+                .map(f)
+                .fold(LaneStats::default(), |a, b| a + b)
+        };
+        [sum(|s| s.gossip), sum(|s| s.private)]
+    }
+}
+
 /// Binds the nodes, runs the load, and always shuts everything down and joins it,
 /// whether or not the run got through. `progress` counts seconds of load.
 pub fn execute(plan: &Plan, progress: &ProgressBar) -> anyhow::Result<Outcome> {
@@ -129,26 +130,14 @@ pub fn execute(plan: &Plan, progress: &ProgressBar) -> anyhow::Result<Outcome> {
     let live = Arc::new(Live::default());
     live.redial.store(true, Relaxed);
 
-    let receivers: Vec<Named<Inbox>> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            let (node, live) = (node.clone(), live.clone());
-            let pace = plan.slow_consumer.filter(|_| i == 0);
-            start(format!("bench-recv-{}", node.id().0), move || {
-                workers::receive(&node, &live, pace)
-            })
-        })
-        .collect();
-    let watchers: Vec<Named<EventLog>> = nodes
-        .iter()
-        .map(|node| {
-            let (node, live, dir) = (node.clone(), live.clone(), directory.clone());
-            start(format!("bench-events-{}", node.id().0), move || {
-                workers::watch(&node, &dir, &live)
-            })
-        })
-        .collect();
+    let (l, slow) = (live.clone(), plan.slow_consumer);
+    let receivers = per_node(&nodes, "recv", move |i, node| {
+        workers::receive(node, &l, slow.filter(|_| i == 0))
+    });
+    let (l, dir) = (live.clone(), directory.clone());
+    let watchers = per_node(&nodes, "events", move |_, node| {
+        workers::watch(node, &dir, &l)
+    });
 
     let driven = drive(plan, &nodes, &directory, &live, progress);
 
@@ -184,25 +173,20 @@ fn drive(
 
     live.slow.store(true, Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
-    let mut senders = Vec::with_capacity(2 * nodes.len());
-    for node in nodes {
-        let id = node.id();
-        let peers: Vec<PeerId> = directory.iter().map(|d| d.0).filter(|&p| p != id).collect();
-        let (n, p, s, plan2) = (node.clone(), peers.clone(), stop.clone(), *plan);
-        senders.push(start(format!("bench-private-{}", id.0), move || {
-            workers::send(&n, &p, &plan2, Lane::Private, &s)
-        }));
-        let (n, s, plan) = (node.clone(), stop.clone(), *plan);
-        senders.push(start(format!("bench-gossip-{}", id.0), move || {
-            workers::send(&n, &peers, &plan, Lane::Gossip, &s)
-        }));
-    }
+    let ids: Arc<[PeerId]> = directory.iter().map(|d| d.0).collect();
+    let senders = [Lane::Private, Lane::Gossip].map(|lane| {
+        let (ids, stop, plan) = (ids.clone(), stop.clone(), *plan);
+        per_node(nodes, &lane.to_string(), move |_, node| {
+            let peers: Vec<PeerId> = ids.iter().copied().filter(|&p| p != node.id()).collect();
+            workers::send(node, &peers, &plan, lane, &stop)
+        })
+    });
     let mut sampler = Sampler::default();
     sampler.take(Duration::ZERO);
     // Counted before the chaos thread starts, so that no connection is in transition
     // yet; that thread is added by hand.
     let steady_threads =
-        sampler.samples.last().map_or(0, |s| s.threads) + usize::from(plan.chaos.is_some());
+        sampler.samples.last().map_or(0, |s| s.usage.threads) + usize::from(plan.chaos.is_some());
     let (stop_chaos, chaos_stopped) = bounded::<()>(0);
     let chaos = plan.chaos.map(|seed| {
         let nodes = nodes.to_vec();
@@ -234,7 +218,7 @@ fn drive(
         .map(|c| join_all(vec![c], deadline).pop().unwrap_or_default())
         .unwrap_or_default();
     stop.store(true, Relaxed);
-    let sent = join_all(senders, deadline);
+    let sent = join_all(senders.into_iter().flatten().collect(), deadline);
 
     let remeshed = connect_all(nodes, directory, Instant::now() + REMESH_DEADLINE);
     let accepted: u64 = sent
@@ -298,9 +282,7 @@ fn connect_all(
             return false;
         };
         nodes.iter().all(|n| {
-            let named =
-                |what: char| procfs::count_prefixed(&names, &format!("wl{}-{what}", n.id().0));
-            n.peers().len() == others && named('r') == others && named('w') == others
+            n.peers().len() == others && procfs::conn_threads(&names, n.id()) == (others, others)
         })
     };
     if wait_until(deadline, settled) {
@@ -319,19 +301,24 @@ fn connect_all(
 /// Shuts every node down at once (each shutdown lingers for its peers, so one after
 /// another would add up).
 fn shut_down(nodes: &[Arc<Node>]) {
-    let shutdowns: Vec<Named<()>> = nodes
-        .iter()
-        .map(|node| {
-            let node = node.clone();
-            start(format!("bench-shutdown-{}", node.id().0), move || {
-                node.shutdown()
-            })
-        })
-        .collect();
+    let shutdowns = per_node(nodes, "shutdown", |_, node| node.shutdown());
     join_all(shutdowns, Instant::now() + SHUTDOWN_DEADLINE);
 }
 
-/// Readings of the process taken so far.
+/// Starts a thread `bench-{what}-{id}` per node that runs `f` with the node's index
+/// and the node.
+fn per_node<T, F>(nodes: &[Arc<Node>], what: &str, f: F) -> Vec<Named<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize, &Node) -> T + Clone + Send + 'static,
+{
+    let threads = nodes.iter().enumerate().map(|(i, node)| {
+        let (node, f) = (node.clone(), f.clone());
+        start(format!("bench-{what}-{}", node.id().0), move || f(i, &node))
+    });
+    threads.collect()
+}
+
 #[derive(Debug, Default)]
 struct Sampler {
     samples: Vec<Sample>,
@@ -340,13 +327,9 @@ struct Sampler {
 
 impl Sampler {
     fn take(&mut self, at: Duration) {
-        match (procfs::threads(), procfs::rss_kib()) {
-            (Ok(threads), Ok(rss_kib)) => self.samples.push(Sample {
-                at,
-                threads,
-                rss_kib,
-            }),
-            (Err(e), _) | (_, Err(e)) => self.errors.note(format_args!(
+        match procfs::usage() {
+            Ok(usage) => self.samples.push(Sample { at, usage }),
+            Err(e) => self.errors.note(format_args!(
                 "reading /proc at {:.1} s: {e}",
                 at.as_secs_f64()
             )),

@@ -1,31 +1,22 @@
 //! Judging a run's streams: the exact fate of every numbered message.
 //!
-//! For every (lane, sender, destination) stream, each number a send accepted must
-//! end up in exactly one place: the destination's application received it, once
-//! and after every lower number it received; or the sender's node handed it back in
-//! an `Event::Undelivered`; or the destination's node received it but discarded it
-//! because its connection was torn down before the application made room, which
-//! that node counts in `NodeStats::private.recv_dropped`. The first two are known
-//! per number; the third only as a count per receiving node, so the private lane is
-//! reconciled per receiver: the numbers neither received nor handed back must be
-//! exactly as many as it counted as dropped on receipt. The nodes of a run never
-//! restart, so each sender has one incarnation and its order is judged over the
-//! whole run.
-//!
-//! Gossip may be dropped anywhere on its way, so its losses are counted and not
-//! judged; but it too must never arrive twice, out of order, or without a send
-//! having accepted it.
+//! Each number a send accepted must end up in exactly one place: received by the
+//! destination's application, once and in order; handed back in an
+//! `Event::Undelivered`; or discarded by the destination's node because its
+//! connection was torn down before the application made room. The last is known
+//! only as a count per receiving node (`NodeStats::private.recv_dropped`), so the
+//! private lane is reconciled per receiver. Gossip may be dropped anywhere, so its
+//! losses are counted, not judged; but it too must never arrive twice, out of
+//! order, or without a send having accepted it.
 
 use wirelane::{Lane, PeerId};
 
-use super::workers::Oddities;
 use super::Outcome;
 use crate::stamp::{verify, Track};
 
 /// One lane's figures, summed over its streams.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Totals {
-    /// Accepted by a send.
     pub sent: u64,
     /// Accepted and received by the destination's application (each counted once).
     pub received: u64,
@@ -42,7 +33,6 @@ pub struct Totals {
     pub refused: u64,
 }
 
-/// What the streams showed.
 #[derive(Debug, Default)]
 pub struct Streams {
     pub gossip: Totals,
@@ -54,7 +44,6 @@ pub struct Streams {
 }
 
 impl Streams {
-    /// The private reconciliation, for the report.
     pub fn reconciliation(&self) -> String {
         let p = &self.private;
         let sum = p.received + p.returned + self.recv_dropped;
@@ -86,11 +75,8 @@ pub fn judge(o: &Outcome) -> Streams {
         };
         t.busy += s.busy;
         t.refused += s.refused;
-        note(
-            &mut j.violations,
-            &s.odd,
-            &format!("{} sender {}", s.lane, s.src),
-        );
+        let whose = format!("{} sender {}", s.lane, s.src);
+        j.violations.extend(s.odd.violation(&whose));
         for &(dst, accepted) in &s.accepted {
             let received = o
                 .inboxes
@@ -131,21 +117,17 @@ pub fn judge(o: &Outcome) -> Streams {
                 ));
             }
             if let Some(seq) = received.first_duplicate {
-                broken(format!(
-                    "{} messages received twice (first: seq {seq})",
-                    received.duplicates
-                ));
+                let n = received.duplicates;
+                broken(format!("{n} messages received twice (first: seq {seq})"));
             }
             if let Some(seq) = returned.first_duplicate {
-                broken(format!(
-                    "{} messages handed back twice (first: seq {seq})",
-                    returned.duplicates
-                ));
+                let n = returned.duplicates;
+                broken(format!("{n} messages handed back twice (first: seq {seq})"));
             }
             if let Some((seq, after)) = received.first_reordered {
+                let n = received.reordered;
                 broken(format!(
-                    "{} messages received after a later one (first: seq {seq} after seq {after})",
-                    received.reordered
+                    "{n} messages received after a later one (first: seq {seq} after seq {after})"
                 ));
             }
         }
@@ -166,25 +148,12 @@ pub fn judge(o: &Outcome) -> Streams {
         j.violations.push(j.reconciliation());
     }
     for inbox in &o.inboxes {
-        note(
-            &mut j.violations,
-            &inbox.malformed,
-            &format!("receiver of {}", inbox.me),
-        );
+        let whose = format!("receiver of {}", inbox.me);
+        j.violations.extend(inbox.malformed.violation(&whose));
     }
     for events in &o.events {
-        note(
-            &mut j.violations,
-            &events.malformed,
-            &format!("messages handed back to {}", events.me),
-        );
+        let whose = format!("messages handed back to {}", events.me);
+        j.violations.extend(events.malformed.violation(&whose));
     }
     j
-}
-
-/// Adds a violation for oddities, if there were any.
-pub fn note(violations: &mut Vec<String>, odd: &Oddities, whose: &str) {
-    if let Some(first) = &odd.first {
-        violations.push(format!("{whose}: {} anomalies (first: {first})", odd.count));
-    }
 }

@@ -31,7 +31,7 @@ const IDLE_PAUSE: Duration = Duration::from_millis(1);
 const GOSSIP_BURST: u64 = 32;
 /// A paced loop this far behind its schedule starts a new one.
 const MAX_LAG: Duration = Duration::from_millis(50);
-/// How long a receiver or watcher waits before looking again.
+/// How long a watcher waits for an event before it looks for redials that are due.
 const POLL: Duration = Duration::from_millis(50);
 /// A failed redial is tried again after this long.
 const REDIAL_BACKOFF: Duration = Duration::from_millis(200);
@@ -42,7 +42,6 @@ const SLOW_MIN_SLEEP: Duration = Duration::from_millis(2);
 /// What the main thread watches while the run goes on.
 #[derive(Debug, Default)]
 pub struct Live {
-    /// Gossip messages taken by the receivers.
     pub gossip_received: AtomicU64,
     /// Private messages taken by the receivers, duplicates included.
     pub private_received: AtomicU64,
@@ -68,9 +67,17 @@ impl Oddities {
             self.first = Some(what.to_string());
         }
     }
+
+    /// A violation naming `whose` oddities these are, if there were any.
+    pub fn violation(&self, whose: &str) -> Option<String> {
+        let first = self.first.as_ref()?;
+        Some(format!(
+            "{whose}: {} anomalies (first: {first})",
+            self.count
+        ))
+    }
 }
 
-/// What one sender thread did.
 #[derive(Debug)]
 pub struct Sent {
     pub lane: Lane,
@@ -98,7 +105,6 @@ impl Sent {
         }
     }
 
-    /// The next message for the `k`th peer.
     fn stamp(&self, k: usize) -> Stamp {
         let (dst, seq) = self.accepted[k];
         Stamp {
@@ -112,7 +118,7 @@ impl Sent {
     /// Counts a refused send: `busy` if the lane was full, `gone` if the peer was
     /// not connected; `back` is what the error handed back, which must be the
     /// message offered.
-    fn refusal(&mut self, stamp: Stamp, (busy, gone): (bool, bool), why: String, back: &Bytes) {
+    fn refusal(&mut self, stamp: Stamp, busy: bool, gone: bool, why: String, back: &Bytes) {
         match (busy, gone) {
             (true, _) => self.busy += 1,
             (_, true) => self.refused += 1,
@@ -152,30 +158,20 @@ pub fn send(node: &Node, peers: &[PeerId], plan: &Plan, lane: Lane, stop: &Atomi
             for k in 0..peers.len() {
                 let stamp = sent.stamp(k);
                 let payload = stamp.encode(plan.size);
+                // Each refusal is (lane full, peer gone, why, the message handed back).
                 let refused = match lane {
                     Lane::Private => {
                         node.send_timeout(stamp.dst, payload, SEND_POLL)
                             .map_err(|e| {
-                                let kind = (
-                                    matches!(e, SendTimeoutError::Timeout(_)),
-                                    matches!(
-                                        e,
-                                        SendTimeoutError::NotConnected(_)
-                                            | SendTimeoutError::Disconnected(_)
-                                    ),
-                                );
-                                (kind, e.to_string(), e.into_inner())
+                                use SendTimeoutError::{Disconnected, NotConnected};
+                                let gone = matches!(e, NotConnected(_) | Disconnected(_));
+                                (e.is_timeout(), gone, e.to_string(), e.into_inner())
                             })
                     }
                     _ => node.try_send(stamp.dst, payload).map_err(|e| {
-                        let kind = (
-                            matches!(e, TrySendError::Full(_)),
-                            matches!(
-                                e,
-                                TrySendError::NotConnected(_) | TrySendError::Disconnected(_)
-                            ),
-                        );
-                        (kind, e.to_string(), e.into_inner())
+                        use TrySendError::{Disconnected, NotConnected};
+                        let gone = matches!(e, NotConnected(_) | Disconnected(_));
+                        (e.is_full(), gone, e.to_string(), e.into_inner())
                     }),
                 };
                 match refused {
@@ -183,7 +179,7 @@ pub fn send(node: &Node, peers: &[PeerId], plan: &Plan, lane: Lane, stop: &Atomi
                         sent.accepted[k].1 += 1;
                         took = true;
                     }
-                    Err((kind, why, back)) => sent.refusal(stamp, kind, why, &back),
+                    Err((busy, gone, why, back)) => sent.refusal(stamp, busy, gone, why, &back),
                 }
             }
         }
@@ -252,28 +248,20 @@ pub fn receive(node: &Node, live: &Live, pace: Option<u64>) -> Inbox {
         streams: HashMap::new(),
         malformed: Oddities::default(),
     };
-    let mut pace = pace.map(|rate| {
-        Pace::new(
-            Duration::from_secs_f64(1.0 / rate.max(1) as f64),
-            SLOW_MIN_SLEEP,
-        )
-    });
-    loop {
-        match node.incoming().recv_timeout(POLL) {
-            Ok(msg) => {
-                match msg.lane {
-                    Lane::Private => live.private_received.fetch_add(1, Relaxed),
-                    Lane::Gossip => live.gossip_received.fetch_add(1, Relaxed),
-                };
-                inbox.observe(&msg);
-                if let Some(pace) = pace.as_mut().filter(|_| live.slow.load(Relaxed)) {
-                    pace.tick();
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return inbox,
+    let step = |rate: u64| Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let mut pace = pace.map(|rate| Pace::new(step(rate), SLOW_MIN_SLEEP));
+    // The queue reports disconnection once the node has shut down and it is empty.
+    for msg in node.incoming() {
+        match msg.lane {
+            Lane::Private => live.private_received.fetch_add(1, Relaxed),
+            Lane::Gossip => live.gossip_received.fetch_add(1, Relaxed),
+        };
+        inbox.observe(&msg);
+        if let Some(pace) = pace.as_mut().filter(|_| live.slow.load(Relaxed)) {
+            pace.tick();
         }
     }
+    inbox
 }
 
 impl Inbox {
@@ -292,7 +280,6 @@ impl Inbox {
     }
 }
 
-/// What one node's events said.
 #[derive(Debug)]
 pub struct EventLog {
     pub me: PeerId,
@@ -302,7 +289,6 @@ pub struct EventLog {
     pub malformed: Oddities,
     /// `Disconnected` events by reason.
     pub reasons: BTreeMap<&'static str, u64>,
-    pub connected: u64,
     /// Connections that ended other than by a close, a replacement or a shutdown:
     /// a silent peer, a protocol error, a failed socket. Not wrong in themselves,
     /// but the first place to look when messages went missing.
@@ -326,7 +312,6 @@ pub fn watch(node: &Node, directory: &[(PeerId, SocketAddr)], live: &Live) -> Ev
         malformed: Oddities::default(),
         reasons: BTreeMap::new(),
         unclean: Oddities::default(),
-        connected: 0,
         refused: Oddities::default(),
         redials: 0,
         redial_failures: Oddities::default(),
@@ -360,7 +345,6 @@ pub fn watch(node: &Node, directory: &[(PeerId, SocketAddr)], live: &Live) -> Ev
                     owed.insert(peer, Instant::now());
                 }
             }
-            Ok(Event::Connected { .. }) => log.connected += 1,
             Ok(Event::Refused { addr, error }) => log
                 .refused
                 .note(format_args!("{me} refused {addr}: {error}")),
@@ -382,32 +366,24 @@ fn redial(
     log: &mut EventLog,
 ) {
     let now = Instant::now();
-    let due: Vec<PeerId> = owed
-        .iter()
-        .filter(|&(_, &at)| at <= now)
-        .map(|(&p, _)| p)
-        .collect();
-    for peer in due {
-        if node.is_connected(peer) {
-            owed.remove(&peer);
-            continue;
+    owed.retain(|&peer, at| {
+        if *at > now {
+            return true;
         }
-        let Some(&(_, addr)) = directory.iter().find(|(id, _)| *id == peer) else {
-            owed.remove(&peer);
-            continue;
+        let addr = directory.iter().find(|d| d.0 == peer).map(|d| d.1);
+        let Some(addr) = addr.filter(|_| !node.is_connected(peer)) else {
+            return false;
         };
         match node.connect(addr) {
-            Ok(_) => {
-                log.redials += 1;
-                owed.remove(&peer);
-            }
+            Ok(_) => log.redials += 1,
             Err(e) => {
                 log.redial_failures
                     .note(format_args!("{} to {peer}: {e}", node.id()));
-                owed.insert(peer, Instant::now() + REDIAL_BACKOFF);
+                *at = Instant::now() + REDIAL_BACKOFF;
             }
         }
-    }
+        *at > now
+    });
 }
 
 /// The reasons a connection ends in the normal course of a soak.
