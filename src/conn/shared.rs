@@ -3,7 +3,7 @@
 //! Everyone who waits on a connection — a blocked sender, the writer, a reader
 //! handing a message to a full inbound queue — waits in a crossbeam select that
 //! includes this connection's close signal, so closing it wakes them all. See
-//! [`crate::lane`] for the senders' side.
+//! [`crate::conn::lane`] for the senders' side.
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,5 @@
 //! The writer thread's loop: take ready messages, private first, and write them in
-//! as few system calls as possible (see [`crate::batch`]).
+//! as few system calls as possible (see [`crate::wire::batch`]).
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};

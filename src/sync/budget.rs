@@ -2,8 +2,8 @@
 //! for room without holding a lock.
 //!
 //! A count of messages does not bound memory: a lane of a thousand one-megabyte
-//! messages is not "bounded". The lanes (see [`crate::lane`]) and the node's large
-//! inbound payloads (see [`crate::reader`]) are therefore also bounded in bytes.
+//! messages is not "bounded". The lanes (see [`crate::conn::lane`]) and the node's large
+//! inbound payloads (see [`crate::conn::deliver`]) are therefore also bounded in bytes.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
