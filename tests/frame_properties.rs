@@ -138,6 +138,8 @@ fn hostile_stream() -> impl Strategy<Value = Vec<u8>> {
         Just(FrameKind::Gossip),
         Just(FrameKind::Private),
         Just(FrameKind::Auth),
+        Just(FrameKind::Holds),
+        Just(FrameKind::Verdict),
     ];
     let segment = prop_oneof![
         vec(any::<u8>(), 0..=64),

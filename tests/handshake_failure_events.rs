@@ -95,8 +95,7 @@ fn a_peer_that_hangs_up_before_confirming_an_inbound_connection_leaves_no_stray_
     let (kind, _) = peer.read_frame().expect("the node's hello");
     assert_eq!(kind, raw::HELLO);
     // The node's verdict: it has registered the connection.
-    let (kind, _) = peer.read_frame().expect("the node's verdict");
-    assert_eq!(kind, raw::ACCEPT);
+    peer.expect_verdict();
 
     let accepted = send_some(&node);
     drop(peer);
@@ -116,8 +115,8 @@ fn a_peer_that_hangs_up_before_confirming_a_dialled_connection_leaves_no_stray_e
     };
     let mut peer = listener.accept();
     peer.answer_hello(PEER.0, 1 << 20);
-    let (kind, _) = peer.read_frame().expect("the node's verdict");
-    assert_eq!(kind, raw::ACCEPT);
+    // The node's verdict: it has registered the connection.
+    peer.expect_verdict();
 
     let accepted = send_some(&node);
     drop(peer);

@@ -133,6 +133,92 @@ pub(crate) fn send_refusal(stream: &TcpStream, code: CloseCode, deadline: Instan
     let _ = write_all(stream, &out, deadline);
 }
 
+/// What the side that does not arbitrate holds of the arbiter's connections: the
+/// generation of the one it holds now and of the latest it ever opened (0: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Holds {
+    pub(crate) current: u64,
+    pub(crate) latest: u64,
+}
+
+/// Sends `Holds`.
+pub(crate) fn send_holds(
+    stream: &TcpStream,
+    holds: Holds,
+    deadline: Instant,
+) -> Result<(), HandshakeError> {
+    let mut payload = [0u8; 16];
+    payload[..8].copy_from_slice(&holds.current.to_be_bytes());
+    payload[8..].copy_from_slice(&holds.latest.to_be_bytes());
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    frame::encode(&mut out, FrameKind::Holds, &payload);
+    write_all(stream, &out, deadline)
+}
+
+/// Reads the other side's `Holds`, or its refusal.
+pub(crate) fn read_holds(
+    stream: &TcpStream,
+    rb: &mut ReadBuf,
+    peer: PeerId,
+    deadline: Instant,
+) -> Result<Holds, HandshakeError> {
+    let header = read_frame(stream, rb, &[FrameKind::Holds, FrameKind::Close], deadline)?;
+    let payload = &rb.data()[HEADER_LEN..header.frame_len()];
+    let holds = match header.kind {
+        FrameKind::Holds => {
+            let word = |at: usize| {
+                let bytes: [u8; 8] = payload[at..at + 8]
+                    .try_into()
+                    .expect("the decoder checked the length");
+                u64::from_be_bytes(bytes)
+            };
+            Ok(Holds {
+                current: word(0),
+                latest: word(8),
+            })
+        }
+        _ => Err(close_error(payload.first().copied(), peer)),
+    };
+    rb.consume(header.frame_len());
+    holds
+}
+
+/// Sends the arbiter's `Verdict`: registered, as generation `generation`.
+pub(crate) fn send_verdict(
+    stream: &TcpStream,
+    generation: u64,
+    deadline: Instant,
+) -> Result<(), HandshakeError> {
+    let mut out = Vec::with_capacity(HEADER_LEN + 8);
+    frame::encode(&mut out, FrameKind::Verdict, &generation.to_be_bytes());
+    write_all(stream, &out, deadline)
+}
+
+/// Reads the arbiter's `Verdict` (its generation), or its refusal.
+pub(crate) fn read_verdict(
+    stream: &TcpStream,
+    rb: &mut ReadBuf,
+    peer: PeerId,
+    deadline: Instant,
+) -> Result<u64, HandshakeError> {
+    let header = read_frame(
+        stream,
+        rb,
+        &[FrameKind::Verdict, FrameKind::Close],
+        deadline,
+    )?;
+    let payload = &rb.data()[HEADER_LEN..header.frame_len()];
+    let verdict = match header.kind {
+        FrameKind::Verdict => {
+            let bytes: [u8; 8] = payload.try_into().expect("the decoder checked the length");
+            Ok(u64::from_be_bytes(bytes))
+        }
+        _ => Err(close_error(payload.first().copied(), peer)),
+    };
+    rb.consume(header.frame_len());
+    verdict
+}
+
 /// Reads the peer's `Accept`, or its refusal.
 pub(crate) fn read_accept(
     stream: &TcpStream,

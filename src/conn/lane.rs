@@ -8,7 +8,7 @@
 //! the writer that empties the lane and the reader that feeds the other side never
 //! stop for a blocked sender (the Fabric FAB-10469 deadlock).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,10 @@ pub(crate) struct Link {
     pub(crate) conn: Arc<ConnShared>,
     pub(crate) peer: PeerId,
     pub(crate) incarnation: u64,
+    /// The arbiter's generation of this connection: orders the arbiter's verdicts
+    /// for one peer, so that both sides keep the same connection. Set once, when the
+    /// connection is registered.
+    pub(crate) generation: AtomicU64,
     /// The largest payload the peer said it accepts.
     pub(crate) peer_max_frame: u32,
     pub(crate) gossip: Sender<Bytes>,
@@ -156,6 +160,7 @@ impl Link {
             conn,
             peer,
             incarnation,
+            generation: AtomicU64::new(0),
             peer_max_frame,
             gossip: tx.gossip,
             private: tx.private,

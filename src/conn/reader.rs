@@ -49,6 +49,21 @@ impl Reader<'_> {
     /// Runs until the connection ends, and returns why it ended from the reader's
     /// point of view (the first reason recorded on the connection wins).
     pub(crate) fn run(&self, frames: &mut FrameReader) -> DisconnectReason {
+        let reason = self.read_until_the_end(frames);
+        // Whole data frames read but never handed on (the connection ended while the
+        // reader waited with one) were received: count them, so that every message
+        // the peer's kernel handed over is delivered or counted.
+        for kind in frames.leftovers() {
+            match kind {
+                FrameKind::Private => self.delivery.lost(Lane::Private),
+                FrameKind::Gossip => self.delivery.lost(Lane::Gossip),
+                _ => {}
+            }
+        }
+        reason
+    }
+
+    fn read_until_the_end(&self, frames: &mut FrameReader) -> DisconnectReason {
         if let Err(e) = self.stream.set_read_timeout(Some(self.config.read_tick())) {
             return DisconnectReason::Io(Arc::new(e));
         }
@@ -132,9 +147,13 @@ impl Reader<'_> {
             }
             FrameKind::Pong => Ok(()),
             FrameKind::Close => Err(DisconnectReason::ClosedByPeer),
-            FrameKind::Hello | FrameKind::Accept | FrameKind::Auth => Err(
-                DisconnectReason::Protocol(FrameError::Unexpected(kind).into()),
-            ),
+            FrameKind::Hello
+            | FrameKind::Accept
+            | FrameKind::Auth
+            | FrameKind::Holds
+            | FrameKind::Verdict => Err(DisconnectReason::Protocol(
+                FrameError::Unexpected(kind).into(),
+            )),
         }
     }
 

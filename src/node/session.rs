@@ -257,9 +257,18 @@ fn shake_hands(
     // The lower id arbitrates; the other side waits for its verdict before it
     // registers anything.
     let arbiter = node.id < theirs.peer;
-    if !arbiter {
-        handshake::read_accept(stream, rb, theirs.peer, deadline)?;
-    }
+    let policy = if arbiter {
+        // What the follower holds of our connections decides a tie with one we hold:
+        // kept if the follower holds it or has not seen it yet, replaced if it has
+        // closed it.
+        let peer = handshake::read_holds(stream, rb, theirs.peer, deadline)?;
+        Policy::Arbitrate { peer }
+    } else {
+        let holds = node.table.holds(theirs.peer, theirs.incarnation);
+        handshake::send_holds(stream, holds, deadline)?;
+        let generation = handshake::read_verdict(stream, rb, theirs.peer, deadline)?;
+        Policy::Follow { generation }
+    };
     if redialled
         && node
             .redial
@@ -279,26 +288,24 @@ fn shake_hands(
         theirs.max_frame_len,
         tx,
     ));
-    let policy = if arbiter {
-        Policy::Arbitrate
-    } else {
-        Policy::Follow
-    };
     let refusal = |refusal| match refusal {
         Refusal::Duplicate => (CloseCode::Duplicate, HandshakeError::Duplicate(theirs.peer)),
         Refusal::Shutdown => (CloseCode::Shutdown, HandshakeError::Shutdown),
         Refusal::Closing => (CloseCode::Normal, HandshakeError::Closed),
     };
-    if let Err(why) = node.table.register(link, policy) {
-        let (code, error) = refusal(why);
-        handshake::send_refusal(stream, code, deadline);
-        return Err(error);
-    }
+    let generation = match node.table.register(link, policy) {
+        Ok(generation) => generation,
+        Err(why) => {
+            let (code, error) = refusal(why);
+            handshake::send_refusal(stream, code, deadline);
+            return Err(error);
+        }
+    };
     if arbiter {
         // Registered, but invisible to senders until the follower confirms: a
         // failure before it opens has nothing to hand back, and leaves the peer's
         // open link (if any) alone.
-        handshake::send_accept(stream, deadline)?;
+        handshake::send_verdict(stream, generation, deadline)?;
         handshake::read_accept(stream, rb, theirs.peer, deadline)?;
     }
     // Before it opens: a close that comes later is a graceful one that lets the

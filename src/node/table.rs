@@ -5,6 +5,7 @@
 //! close after the lock is released.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 
+use crate::conn::handshake::Holds;
 use crate::conn::lane::Link;
 use crate::conn::shared::{ConnShared, Unregister};
 use crate::id::{ConnId, PeerId};
@@ -20,12 +22,19 @@ use crate::sync::Never;
 /// How a new connection is registered when the peer already has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Policy {
-    /// We arbitrate (ours is the lower id): a live connection to the same incarnation
-    /// of the peer wins, and the new one is refused. A connection to an older
-    /// incarnation (the peer restarted) is replaced.
-    Arbitrate,
-    /// The peer arbitrated and chose this connection: it replaces any other.
-    Follow,
+    /// We arbitrate (ours is the lower id). A connection, open or pending, to the same
+    /// incarnation of the peer is kept and the new one refused — unless the peer says
+    /// it has opened that connection and no longer holds it: then it is one the peer
+    /// has closed (its close not yet read here), and the new one replaces it. (In a
+    /// simultaneous dial the peer has not opened the other connection yet, so the
+    /// first one stays.) A connection to an older incarnation (the peer restarted) is
+    /// always replaced.
+    Arbitrate { peer: Holds },
+    /// The peer arbitrated and chose this connection, as its `generation`: it replaces
+    /// any connection of an earlier generation, and is refused if one of the same
+    /// incarnation with a later generation is here (the arbiter's verdicts can reach
+    /// us out of order over two sockets).
+    Follow { generation: u64 },
 }
 
 /// Why a connection could not be registered or opened.
@@ -56,7 +65,17 @@ struct Inner {
     /// having delivered anything) while an older one is still delivering.
     readers: HashMap<PeerId, Vec<(ConnId, Receiver<Never>)>, IdHashing>,
     shut: bool,
+    /// The last generation given to a connection this side arbitrated.
+    generation: u64,
+    /// Per peer: its incarnation and the latest generation of a connection of it
+    /// that opened here, for the `Holds` this side reports when the peer arbitrates.
+    /// Bounded: cleared when it outgrows `SEEN_MAX`, which only costs the peers it
+    /// forgot a slower `connect` right after a `disconnect` (a redial, not a replace).
+    seen: HashMap<PeerId, (u64, u64), IdHashing>,
 }
+
+/// Peers remembered in [`Inner::seen`] at most.
+const SEEN_MAX: usize = 65_536;
 
 /// A connection that opened.
 pub(crate) struct Opened {
@@ -138,6 +157,24 @@ impl PeerTable {
         self.inner.read().peers.get(&peer).cloned()
     }
 
+    /// What this side holds of `peer`'s connections, that incarnation's: for the
+    /// `Holds` it sends when `peer` arbitrates.
+    pub(crate) fn holds(&self, peer: PeerId, incarnation: u64) -> Holds {
+        let inner = self.inner.read();
+        let current = [inner.peers.get(&peer), inner.pending.get(&peer)]
+            .into_iter()
+            .flatten()
+            .filter(|l| l.incarnation == incarnation)
+            .map(|l| l.generation.load(Relaxed))
+            .max()
+            .unwrap_or(0);
+        let latest = match inner.seen.get(&peer) {
+            Some(&(seen, generation)) if seen == incarnation => generation,
+            _ => 0,
+        };
+        Holds { current, latest }
+    }
+
     pub(crate) fn contains(&self, peer: PeerId) -> bool {
         self.inner.read().peers.contains_key(&peer)
     }
@@ -156,11 +193,11 @@ impl PeerTable {
         self.inner.read().peers.len()
     }
 
-    /// Enters a connection whose handshake this side has decided on: refused if the
-    /// node is shutting down, the connection is closing, or (when we arbitrate) the
-    /// peer's same incarnation already has a link here, open or pending. Until
-    /// [`PeerTable::open`] the link is invisible to senders.
-    pub(crate) fn register(&self, link: Arc<Link>, policy: Policy) -> Result<(), Refusal> {
+    /// Enters a connection whose handshake this side has decided on, as its
+    /// [`Policy`] says; refused if the node is shutting down or the connection is
+    /// closing. Returns the connection's generation. Until [`PeerTable::open`] the
+    /// link is invisible to senders.
+    pub(crate) fn register(&self, link: Arc<Link>, policy: Policy) -> Result<u64, Refusal> {
         let mut inner = self.inner.write();
         if inner.shut {
             return Err(Refusal::Shutdown);
@@ -171,16 +208,36 @@ impl PeerTable {
         if link.conn.is_closing() {
             return Err(Refusal::Closing);
         }
-        if policy == Policy::Arbitrate {
-            let same = |l: Option<&Arc<Link>>| l.is_some_and(|l| l.incarnation == link.incarnation);
-            if same(inner.peers.get(&link.peer)) || same(inner.pending.get(&link.peer)) {
-                return Err(Refusal::Duplicate);
+        // The generations of this peer's links here, open and pending, that belong
+        // to the same incarnation as the new one.
+        let same: Vec<u64> = [inner.peers.get(&link.peer), inner.pending.get(&link.peer)]
+            .into_iter()
+            .flatten()
+            .filter(|l| l.incarnation == link.incarnation)
+            .map(|l| l.generation.load(Relaxed))
+            .collect();
+        let generation = match policy {
+            Policy::Arbitrate { peer } => {
+                let abandoned = |g: u64| peer.latest >= g && peer.current != g;
+                if !same.iter().all(|&g| abandoned(g)) {
+                    return Err(Refusal::Duplicate);
+                }
+                inner.generation += 1;
+                inner.generation
             }
-        }
+            Policy::Follow { generation } => {
+                let later = same.iter().any(|&g| g > generation);
+                if later {
+                    return Err(Refusal::Duplicate);
+                }
+                generation
+            }
+        };
+        link.generation.store(generation, Relaxed);
         let _ = link.conn.peer.set(link.peer);
         // A pending link pushed out here fails when it tries to open.
         inner.pending.insert(link.peer, link);
-        Ok(())
+        Ok(generation)
     }
 
     /// Makes a pending connection the peer's open link, once its handshake has
@@ -213,6 +270,15 @@ impl PeerTable {
             readers.retain(|(_, done)| !matches!(done.try_recv(), Err(TryRecvError::Disconnected)));
             let after = readers.iter().map(|(_, done)| done.clone()).collect();
             readers.push((conn.id, reader_done));
+            let generation = link.generation.load(Relaxed);
+            if inner.seen.len() >= SEEN_MAX {
+                inner.seen.clear();
+            }
+            let seen = inner.seen.entry(peer).or_insert((link.incarnation, 0));
+            if seen.0 != link.incarnation {
+                *seen = (link.incarnation, 0);
+            }
+            seen.1 = seen.1.max(generation);
             Opened {
                 replaced: inner.peers.insert(peer, link),
                 after,

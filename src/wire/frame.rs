@@ -47,6 +47,13 @@ pub enum FrameKind {
     Private,
     /// A proof of identity during the handshake (when authentication is on).
     Auth,
+    /// Handshake, from the side that does not arbitrate: the generation of the
+    /// arbiter's connection it holds now, and the latest it has ever opened (two
+    /// big-endian `u64`s, 0 for none).
+    Holds,
+    /// Handshake, from the arbiter: the connection is registered, with its
+    /// generation (eight bytes, big-endian), which orders the arbiter's verdicts.
+    Verdict,
 }
 
 impl FrameKind {
@@ -60,6 +67,8 @@ impl FrameKind {
             FrameKind::Gossip => 6,
             FrameKind::Private => 7,
             FrameKind::Auth => 8,
+            FrameKind::Holds => 9,
+            FrameKind::Verdict => 10,
         }
     }
 
@@ -70,6 +79,8 @@ impl FrameKind {
             FrameKind::Hello => Some(HELLO_LEN as u32),
             FrameKind::Accept | FrameKind::Ping | FrameKind::Pong => Some(0),
             FrameKind::Close => Some(1),
+            FrameKind::Holds => Some(16),
+            FrameKind::Verdict => Some(8),
             FrameKind::Gossip | FrameKind::Private | FrameKind::Auth => None,
         }
     }
@@ -88,6 +99,8 @@ impl TryFrom<u8> for FrameKind {
             6 => FrameKind::Gossip,
             7 => FrameKind::Private,
             8 => FrameKind::Auth,
+            9 => FrameKind::Holds,
+            10 => FrameKind::Verdict,
             other => return Err(FrameError::UnknownKind(other)),
         })
     }
@@ -104,6 +117,8 @@ impl fmt::Display for FrameKind {
             FrameKind::Gossip => "gossip",
             FrameKind::Private => "private",
             FrameKind::Auth => "auth",
+            FrameKind::Holds => "holds",
+            FrameKind::Verdict => "verdict",
         };
         f.write_str(name)
     }
@@ -311,6 +326,8 @@ mod tests {
             (FrameKind::Close, vec![CloseCode::Shutdown.to_u8()]),
             (FrameKind::Hello, vec![7; HELLO_LEN]),
             (FrameKind::Auth, vec![9; 32]),
+            (FrameKind::Holds, vec![1; 16]),
+            (FrameKind::Verdict, 42u64.to_be_bytes().to_vec()),
         ];
         let mut wire = Vec::new();
         for (kind, payload) in &cases {
@@ -391,7 +408,7 @@ mod tests {
 
     #[test]
     fn unknown_kind_and_reserved_flags_are_errors() {
-        for kind in [0u8, 9, 0x7F, 0xFF] {
+        for kind in [0u8, 11, 0x7F, 0xFF] {
             assert_eq!(
                 decode_header(&[0, 0, 0, 0, kind, 0], MAX),
                 Err(FrameError::UnknownKind(kind))

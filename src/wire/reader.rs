@@ -147,6 +147,15 @@ impl FrameReader {
         self.rb.fill(src, want)
     }
 
+    /// Takes the whole frames still buffered, for a caller that will not deliver
+    /// them; stops at a bad header or a partial frame.
+    pub(crate) fn leftovers(&mut self) -> impl Iterator<Item = FrameKind> + '_ {
+        std::iter::from_fn(move || match self.next(|_| Err(())) {
+            Ok(Some((kind, _))) => Some(kind),
+            _ => None,
+        })
+    }
+
     /// Whether part of a frame has been read: an end of stream now cuts a frame.
     pub(crate) fn in_frame(&self) -> bool {
         self.large.is_some() || !self.rb.is_empty()

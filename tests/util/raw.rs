@@ -17,6 +17,8 @@ pub const PONG: u8 = 5;
 pub const GOSSIP: u8 = 6;
 pub const PRIVATE: u8 = 7;
 pub const AUTH: u8 = 8;
+pub const HOLDS: u8 = 9;
+pub const VERDICT: u8 = 10;
 
 /// A frame: u32 big-endian payload length, kind, zero flags, payload.
 pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
@@ -213,20 +215,29 @@ impl RawPeer {
     /// The verdicts after the hellos, as peer `id` of a node whose id is `node_id`.
     fn finish_handshake(&mut self, id: u64, node_id: u64) {
         if node_id < id {
-            // The node arbitrates: it sends its verdict, we confirm, it says it has
-            // opened the connection.
-            let (kind, _) = self.read_frame().expect("node's verdict");
-            assert_eq!(kind, ACCEPT);
+            // The node arbitrates: we say we hold no connection to it, it sends its
+            // verdict, we confirm, it says it has opened the connection.
+            self.expect_verdict();
             self.send(&frame(ACCEPT, &[]));
             let (kind, _) = self.read_frame().expect("node's word that it opened");
             assert_eq!(kind, ACCEPT);
         } else {
-            // We arbitrate: our verdict, the node's confirmation, our word that we
-            // opened it.
-            self.send(&frame(ACCEPT, &[]));
+            // We arbitrate: the node says whether it holds a connection to us; our
+            // verdict, its confirmation, our word that we opened it.
+            let (kind, _) = self.read_frame().expect("node's holds");
+            assert_eq!(kind, HOLDS);
+            self.send(&frame(VERDICT, &1u64.to_be_bytes()));
             let (kind, _) = self.read_frame().expect("node's confirmation");
             assert_eq!(kind, ACCEPT);
             self.send(&frame(ACCEPT, &[]));
         }
+    }
+
+    /// As the side that does not arbitrate, after the hellos: says we hold no
+    /// connection to the node, and reads the node's verdict.
+    pub fn expect_verdict(&mut self) {
+        self.send(&frame(HOLDS, &[0; 16]));
+        let (kind, _) = self.read_frame().expect("node's verdict");
+        assert_eq!(kind, VERDICT);
     }
 }

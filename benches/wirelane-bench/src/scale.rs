@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use indicatif::ProgressBar;
-use wirelane::__bench::{decode_header, encode_header, hello_frame, FrameKind, HEADER_LEN};
+use wirelane::__bench::{decode_header, encode, encode_header, hello_frame, FrameKind, HEADER_LEN};
 use wirelane::{Config, Lane, Node, PeerId};
 
 use crate::oneway::{self, default_count};
@@ -212,7 +212,8 @@ fn explain(i: usize, conns: usize, fd_limit: Option<u64>, e: &io::Error) -> Stri
 }
 
 /// Connects to the hub as peer `id` and completes wirelane's handshake by hand:
-/// Hello out, the hub's Hello and Accept in, Accept out, the hub's last Accept in.
+/// Hello out, the hub's Hello in, Holds out, the hub's Verdict in, Accept out, the
+/// hub's last Accept in.
 /// Each step may take the handshake timeout.
 fn handshake(hub: SocketAddr, id: PeerId, config: &Config) -> io::Result<TcpStream> {
     let mut stream = TcpStream::connect_timeout(&hub, config.connect_timeout)?;
@@ -227,17 +228,21 @@ fn handshake(hub: SocketAddr, id: PeerId, config: &Config) -> io::Result<TcpStre
             "unexpected {kind:?} from the hub: {theirs:02x?}"
         )));
     }
-    let expect_accept = |stream: &mut TcpStream| match read_frame(stream)? {
-        (FrameKind::Accept, _) => Ok(()),
+    let expect = |stream: &mut TcpStream, want: FrameKind| match read_frame(stream)? {
+        (kind, _) if kind == want => Ok(()),
         (kind, payload) => Err(io::Error::other(format!(
             "the hub refused the handshake: {kind:?} {payload:02x?}"
         ))),
     };
-    expect_accept(&mut stream)?;
+    // We hold no other connection to the hub.
+    let mut holds = Vec::with_capacity(HEADER_LEN + 16);
+    encode(&mut holds, FrameKind::Holds, &[0; 16]);
+    stream.write_all(&holds)?;
+    expect(&mut stream, FrameKind::Verdict)?;
     let mut accept = Vec::with_capacity(HEADER_LEN);
     encode_header(&mut accept, FrameKind::Accept, 0);
     stream.write_all(&accept)?;
-    expect_accept(&mut stream)?;
+    expect(&mut stream, FrameKind::Accept)?;
     Ok(stream)
 }
 
