@@ -188,6 +188,17 @@ impl<'a> Delivery<'a> {
         Ok(())
     }
 
+    /// Stops waiting for the application for the rest of this close: frames are
+    /// delivered if there is room at once, and counted otherwise.
+    pub(crate) fn stop_waiting(&self) {
+        self.app_stalled.set(true);
+    }
+
+    /// Whether [`Delivery::stop_waiting`] (or a linger without room) ended the waits.
+    pub(crate) fn stopped_waiting(&self) -> bool {
+        self.app_stalled.get()
+    }
+
     /// Counts a data frame received but never delivered: its connection ended while
     /// it was being read.
     pub(crate) fn lost(&self, lane: Lane) {

@@ -191,13 +191,28 @@ impl Reader<'_> {
     }
 
     /// Ends a graceful close that has lasted its longest (ten lingers), even though
-    /// data still moves.
+    /// data still moves. First it stops waiting for the application and reads, for
+    /// one more linger, what the peer has already sent — counting what finds no room
+    /// — so that the peer's kernel buffers, which can hold tens of thousands of
+    /// messages, are not thrown away unseen; then it cuts the socket.
     fn linger_capped(&self, frames: &FrameReader) -> Option<DisconnectReason> {
         if !self.conn.is_closing() || !self.conn.linger_cap_over() {
             return None;
         }
+        if !self.delivery.stopped_waiting() {
+            log::warn!(
+                "{}: the close of {} to {} outlasted ten lingers; reading what is left without waiting for the application",
+                self.conn.node,
+                self.conn.id,
+                self.peer
+            );
+            self.delivery.stop_waiting();
+        }
+        if !self.conn.linger_drained() {
+            return None;
+        }
         log::warn!(
-            "{}: the close of {} to {} outlasted ten lingers; cutting it",
+            "{}: the close of {} to {} still had data after a last linger; cutting it",
             self.conn.node,
             self.conn.id,
             self.peer

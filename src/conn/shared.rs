@@ -174,6 +174,19 @@ impl ConnShared {
         self.close.lock().linger.start(Instant::now());
     }
 
+    /// Bounds this connection's close, whatever restarts its clock later, to one cap
+    /// from now: the node is shutting down.
+    pub(crate) fn limit_linger(&self) {
+        let mut state = self.close.lock();
+        let limit = Instant::now() + state.linger.longest();
+        state.linger.limit(limit);
+    }
+
+    /// Whether a capped close has also had its linger to read what was sent.
+    pub(crate) fn linger_drained(&self) -> bool {
+        self.close.lock().linger.drained(Instant::now())
+    }
+
     /// Whether a graceful close has lasted as long as it ever may, however steadily
     /// data still moves.
     pub(crate) fn linger_cap_over(&self) -> bool {

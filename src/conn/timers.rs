@@ -39,6 +39,11 @@ pub(crate) struct Linger {
     linger: Duration,
     deadline: Option<Instant>,
     cap: Option<Instant>,
+    /// A bound no start or progress moves the close past: the node's shutdown.
+    limit: Option<Instant>,
+    /// When the clock last started: a reader that starts late (it waited for the
+    /// readers before it) still gets its linger to read what was sent.
+    started: Option<Instant>,
 }
 
 impl Linger {
@@ -48,14 +53,32 @@ impl Linger {
             linger,
             deadline: None,
             cap: None,
+            limit: None,
+            started: None,
         }
     }
 
     /// The close starts, or its clock starts again (a reader that could deliver
     /// nothing until now).
     pub(crate) fn start(&mut self, now: Instant) {
-        self.deadline = Some(now + self.linger);
-        self.cap = Some(now + self.linger * LINGER_CAP);
+        let cap = now + self.linger * LINGER_CAP;
+        let cap = self.limit.map_or(cap, |limit| cap.min(limit));
+        self.cap = Some(cap);
+        self.deadline = Some((now + self.linger).min(cap));
+        self.started = Some(now);
+    }
+
+    /// The node is shutting down: whatever restarts the clock later, the close ends
+    /// by `limit`. So a chain of readers, each waiting for the one before, does not
+    /// add its lingers up: shutdown takes at most one cap.
+    pub(crate) fn limit(&mut self, limit: Instant) {
+        self.limit = Some(self.limit.map_or(limit, |l| l.min(limit)));
+        if let Some(cap) = &mut self.cap {
+            *cap = (*cap).min(limit);
+        }
+        if let Some(deadline) = &mut self.deadline {
+            *deadline = (*deadline).min(limit);
+        }
     }
 
     /// Data moved: the peer is slow, not gone. No-op before the close starts.
@@ -63,6 +86,11 @@ impl Linger {
         if let Some(cap) = self.cap {
             self.deadline = Some((now + self.linger).min(cap));
         }
+    }
+
+    /// The longest a close may last: the cap.
+    pub(crate) fn longest(&self) -> Duration {
+        self.linger * LINGER_CAP
     }
 
     /// When the close gives up, as things stand; `None` while open.
@@ -75,9 +103,17 @@ impl Linger {
         self.deadline.is_some_and(|d| now >= d)
     }
 
-    /// Whether the close has lasted as long as it ever may.
+    /// Whether the close has lasted as long as it may wait for the application.
     pub(crate) fn capped(&self, now: Instant) -> bool {
         self.cap.is_some_and(|c| now >= c)
+    }
+
+    /// Whether the close has outlasted its cap by a linger more: the time a capped
+    /// reader has to read what the peer already sent (counting it, not delivering
+    /// it) before the socket is cut.
+    pub(crate) fn drained(&self, now: Instant) -> bool {
+        let from = self.cap.max(self.started);
+        from.is_some_and(|from| now >= from + self.linger)
     }
 }
 
@@ -153,9 +189,21 @@ mod tests {
         assert_eq!(linger.deadline(), Some(t0 + 1000 * MS));
         assert!(!linger.capped(t0 + 999 * MS));
         assert!(linger.capped(t0 + 1000 * MS));
+        assert!(!linger.drained(t0 + 1099 * MS) && linger.drained(t0 + 1100 * MS));
         // Starting again (a reader that waited for its predecessors) moves both.
         linger.start(t0 + 2000 * MS);
         assert!(!linger.over(t0 + 2050 * MS) && !linger.capped(t0 + 2999 * MS));
+        // A shutdown's limit holds against later starts and progress.
+        linger.limit(t0 + 2500 * MS);
+        assert!(linger.capped(t0 + 2500 * MS));
+        linger.start(t0 + 2400 * MS);
+        linger.progress(t0 + 2450 * MS);
+        assert_eq!(linger.deadline(), Some(t0 + 2500 * MS));
+        assert!(linger.capped(t0 + 2500 * MS));
+        // A reader that starts after the limit still has a linger to read.
+        linger.start(t0 + 3000 * MS);
+        assert!(linger.capped(t0 + 3000 * MS));
+        assert!(!linger.drained(t0 + 3099 * MS) && linger.drained(t0 + 3100 * MS));
     }
 
     #[test]

@@ -442,6 +442,9 @@ impl Node {
         }
         for conn in &conns {
             conn.close(DisconnectReason::Shutdown);
+            // Connections closing already (replaced, say) included: shutdown waits
+            // one cap at most, however many of them wait for one another.
+            conn.limit_linger();
         }
         drop(links);
         drop(conns);

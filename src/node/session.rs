@@ -1,6 +1,7 @@
 //! The life of one connection, run on its reader thread: handshake, registration,
 //! the read loop, and a teardown that hands back whatever was not sent.
 
+use std::cell::Cell;
 use std::io;
 use std::net::TcpStream;
 use std::panic::{self, AssertUnwindSafe};
@@ -25,8 +26,9 @@ use crate::conn::writer::Writer;
 use crate::error::{HandshakeError, Limit};
 use crate::event::{DisconnectReason, Event};
 use crate::id::PeerId;
+use crate::sync::until;
 use crate::sync::Never;
-use crate::wire::frame::CloseCode;
+use crate::wire::frame::{CloseCode, FrameKind};
 use crate::wire::hello::{self, Hello};
 use crate::wire::readbuf::ReadBuf;
 use crate::wire::reader::FrameReader;
@@ -65,8 +67,19 @@ pub(crate) fn run(
         Origin::Connect(report) => Some(report),
         Origin::Inbound | Origin::Redial => None,
     };
+    // Set once the peer has opened the connection on its side, and may be sending.
+    let peer_opened = Cell::new(false);
     let shaken = contain(&conn, "handshake", || {
-        shake_hands(&node, &conn, &stream, frames.buffer(), done_rx, redialled)
+        let buffer = frames.buffer();
+        shake_hands(
+            &node,
+            &conn,
+            &stream,
+            buffer,
+            done_rx,
+            redialled,
+            &peer_opened,
+        )
     })
     .unwrap_or(Err(HandshakeError::Io(io::ErrorKind::Other)));
     node.handshake_done(&conn);
@@ -87,6 +100,9 @@ pub(crate) fn run(
             } else {
                 error
             };
+            if peer_opened.get() {
+                count_what_was_sent(&conn, &stream, &mut frames, node.config.linger);
+            }
             refused(&node, &conn, &outlets, report, error);
             node.retire(&conn);
             return;
@@ -234,6 +250,7 @@ fn shake_hands(
     rb: &mut ReadBuf,
     reader_done: Receiver<Never>,
     redialled: bool,
+    peer_opened: &Cell<bool>,
 ) -> Result<Shaken, HandshakeError> {
     let config = &node.config;
     let deadline = Instant::now() + config.handshake_timeout;
@@ -307,6 +324,8 @@ fn shake_hands(
         // open link (if any) alone.
         handshake::send_verdict(stream, generation, deadline)?;
         handshake::read_accept(stream, rb, theirs.peer, deadline)?;
+        // The follower has opened its side: its application may be sending.
+        peer_opened.set(true);
     }
     // Before it opens: a close that comes later is a graceful one that lets the
     // reader and writer finish their work rather than cutting the socket.
@@ -338,6 +357,40 @@ fn shake_hands(
         after: opened.after,
         ready: (!arbiter).then_some(deadline),
     })
+}
+
+/// Reads, for at most a linger, what the peer sent on a connection it had opened and
+/// this side then refused (its last handshake step failed: shutdown, or a newer
+/// connection of the peer took its place), counting the data frames as received and
+/// not delivered: the peer's node counted them as sent. The refusal makes the peer
+/// close its side, so this ends at its end of stream.
+fn count_what_was_sent(
+    conn: &ConnShared,
+    stream: &TcpStream,
+    frames: &mut FrameReader,
+    linger: std::time::Duration,
+) {
+    let deadline = Instant::now() + linger;
+    let inb = &conn.counters.inb;
+    loop {
+        for kind in frames.leftovers() {
+            match kind {
+                FrameKind::Private => inb.private.drop_n(1),
+                FrameKind::Gossip => inb.gossip.drop_n(1),
+                _ => {}
+            }
+        }
+        let Some(left) = until(deadline) else { return };
+        if stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match frames.read(stream) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                inb.wire_bytes.fetch_add(n as u64, Relaxed);
+            }
+        }
+    }
 }
 
 /// A connection that finished its handshake on this side.
