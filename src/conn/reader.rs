@@ -191,10 +191,11 @@ impl Reader<'_> {
     }
 
     /// Ends a graceful close that has lasted its longest (ten lingers), even though
-    /// data still moves. First it stops waiting for the application and reads, for
-    /// one more linger, what the peer has already sent — counting what finds no room
-    /// — so that the peer's kernel buffers, which can hold tens of thousands of
-    /// messages, are not thrown away unseen; then it cuts the socket.
+    /// data still moves. First it stops waiting for the application and reads what
+    /// the peer has already sent — counting what finds no room — so that the kernels'
+    /// buffers, which can hold a hundred thousand small messages, are not thrown away
+    /// unseen; it cuts the socket once nothing arrives for a linger (a read tick
+    /// sees to that), or after another cap at the most.
     fn linger_capped(&self, frames: &FrameReader) -> Option<DisconnectReason> {
         if !self.conn.is_closing() || !self.conn.linger_cap_over() {
             return None;
@@ -212,7 +213,7 @@ impl Reader<'_> {
             return None;
         }
         log::warn!(
-            "{}: the close of {} to {} still had data after a last linger; cutting it",
+            "{}: the close of {} to {} still had data after another ten lingers; cutting it",
             self.conn.node,
             self.conn.id,
             self.peer

@@ -108,12 +108,13 @@ impl Linger {
         self.cap.is_some_and(|c| now >= c)
     }
 
-    /// Whether the close has outlasted its cap by a linger more: the time a capped
+    /// Whether the close has outlasted its cap by another cap: the most a capped
     /// reader has to read what the peer already sent (counting it, not delivering
-    /// it) before the socket is cut.
+    /// it) before the socket is cut. It is cut sooner once nothing arrives for a
+    /// linger.
     pub(crate) fn drained(&self, now: Instant) -> bool {
         let from = self.cap.max(self.started);
-        from.is_some_and(|from| now >= from + self.linger)
+        from.is_some_and(|from| now >= from + self.linger * LINGER_CAP)
     }
 }
 
@@ -189,7 +190,7 @@ mod tests {
         assert_eq!(linger.deadline(), Some(t0 + 1000 * MS));
         assert!(!linger.capped(t0 + 999 * MS));
         assert!(linger.capped(t0 + 1000 * MS));
-        assert!(!linger.drained(t0 + 1099 * MS) && linger.drained(t0 + 1100 * MS));
+        assert!(!linger.drained(t0 + 1999 * MS) && linger.drained(t0 + 2000 * MS));
         // Starting again (a reader that waited for its predecessors) moves both.
         linger.start(t0 + 2000 * MS);
         assert!(!linger.over(t0 + 2050 * MS) && !linger.capped(t0 + 2999 * MS));
@@ -203,7 +204,7 @@ mod tests {
         // A reader that starts after the limit still has a linger to read.
         linger.start(t0 + 3000 * MS);
         assert!(linger.capped(t0 + 3000 * MS));
-        assert!(!linger.drained(t0 + 3099 * MS) && linger.drained(t0 + 3100 * MS));
+        assert!(!linger.drained(t0 + 3999 * MS) && linger.drained(t0 + 4000 * MS));
     }
 
     #[test]
