@@ -425,8 +425,11 @@ impl Node {
     /// back queued private messages), and joins every thread it started.
     ///
     /// Idempotent: a second call, or a call from another thread while the first is
-    /// under way, returns once the first has finished. Graceful closes wait at most the
-    /// configured linger for peers to finish their side.
+    /// under way, returns once the first has finished. Graceful closes let data that
+    /// still moves be delivered or counted: while the application takes messages, for
+    /// up to ten [`linger`](Config::linger)s from the shutdown, then, reading what is
+    /// left without waiting for it, until nothing arrives for a linger (at most ten
+    /// more).
     pub fn shutdown(&self) {
         let Some(done) = self.shutting_down.lock().take() else {
             // Returns when the first caller drops `done`.
