@@ -31,8 +31,7 @@ impl Stamp {
         p[0..4].copy_from_slice(&Stamp::MAGIC);
         p[4] = match self.lane {
             Lane::Private => b'p',
-            // The bench stamps only what it sends: gossip and private data.
-            _ => b'g',
+            _ => b'g', // gossip, the only other lane the bench sends on
         };
         p[8..16].copy_from_slice(&self.src.0.to_le_bytes());
         p[16..24].copy_from_slice(&self.dst.0.to_le_bytes());

@@ -254,8 +254,7 @@ pub fn receive(node: &Node, live: &Live, pace: Option<u64>) -> Inbox {
     for msg in node.incoming() {
         match msg.lane {
             Lane::Private => live.private_received.fetch_add(1, Relaxed),
-            // Gossip, the only other lane the bench sends on.
-            _ => live.gossip_received.fetch_add(1, Relaxed),
+            _ => live.gossip_received.fetch_add(1, Relaxed), // gossip, the only other lane
         };
         inbox.observe(&msg);
         if let Some(pace) = pace.as_mut().filter(|_| live.slow.load(Relaxed)) {
