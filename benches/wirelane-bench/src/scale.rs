@@ -220,8 +220,7 @@ fn handshake(hub: SocketAddr, id: PeerId, config: &Config) -> io::Result<TcpStre
     stream.set_write_timeout(Some(config.handshake_timeout))?;
     stream.set_read_timeout(Some(config.handshake_timeout))?;
     // Any incarnation will do: each idle client is a distinct peer and never returns.
-    let incarnation = id.0 ^ 0x5CA1_E000_0000_0000;
-    stream.write_all(&hello_frame(id, incarnation, config.max_frame_len))?;
+    stream.write_all(&hello_frame(id, id.0 ^ 0x5CA1_E000, config.max_frame_len))?;
     let (kind, theirs) = read_frame(&mut stream)?;
     if kind != FrameKind::Hello || !wirelane::__fuzz::hello(&theirs) {
         return Err(io::Error::other(format!(
@@ -234,9 +233,8 @@ fn handshake(hub: SocketAddr, id: PeerId, config: &Config) -> io::Result<TcpStre
             "the hub refused the handshake: {kind:?} {payload:02x?}"
         ))),
     };
-    // We hold no other connection to the hub.
     let mut holds = Vec::with_capacity(HEADER_LEN + 16);
-    encode(&mut holds, FrameKind::Holds, &[0; 16]);
+    encode(&mut holds, FrameKind::Holds, &[0; 16]); // no other connection to the hub
     stream.write_all(&holds)?;
     expect(&mut stream, FrameKind::Verdict)?;
     let mut accept = Vec::with_capacity(HEADER_LEN);
