@@ -305,19 +305,17 @@ fn shake_hands(
         theirs.max_frame_len,
         tx,
     ));
-    let refusal = |refusal| match refusal {
-        Refusal::Duplicate => (CloseCode::Duplicate, HandshakeError::Duplicate(theirs.peer)),
-        Refusal::Shutdown => (CloseCode::Shutdown, HandshakeError::Shutdown),
-        Refusal::Closing => (CloseCode::Normal, HandshakeError::Closed),
+    // Tells the peer why the table refused the connection; the error for this side.
+    let refuse = |why| {
+        let (code, error) = match why {
+            Refusal::Duplicate => (CloseCode::Duplicate, HandshakeError::Duplicate(theirs.peer)),
+            Refusal::Shutdown => (CloseCode::Shutdown, HandshakeError::Shutdown),
+            Refusal::Closing => (CloseCode::Normal, HandshakeError::Closed),
+        };
+        handshake::send_refusal(stream, code, deadline);
+        error
     };
-    let generation = match node.table.register(link, policy) {
-        Ok(generation) => generation,
-        Err(why) => {
-            let (code, error) = refusal(why);
-            handshake::send_refusal(stream, code, deadline);
-            return Err(error);
-        }
-    };
+    let generation = node.table.register(link, policy).map_err(refuse)?;
     if arbiter {
         // Registered, but invisible to senders until the follower confirms: a
         // failure before it opens has nothing to hand back, and leaves the peer's
@@ -330,14 +328,7 @@ fn shake_hands(
     // Before it opens: a close that comes later is a graceful one that lets the
     // reader and writer finish their work rather than cutting the socket.
     conn.establish();
-    let opened = match node.table.open(conn, reader_done) {
-        Ok(opened) => opened,
-        Err(why) => {
-            let (code, error) = refusal(why);
-            handshake::send_refusal(stream, code, deadline);
-            return Err(error);
-        }
-    };
+    let opened = node.table.open(conn, reader_done).map_err(refuse)?;
     if let Some(old) = opened.replaced {
         old.conn.close(DisconnectReason::Replaced);
     }
