@@ -3,6 +3,7 @@
 //! connection's parts from `conn` through its life.
 
 pub(crate) mod acceptor;
+pub(crate) mod admission;
 pub(crate) mod redial;
 pub(crate) mod session;
 pub(crate) mod state;

@@ -1,5 +1,6 @@
-//! The life of one connection, run on its reader thread: handshake, registration,
-//! the read loop, and a teardown that hands back whatever was not sent.
+//! The life of one connection, run on its reader thread: admission (see
+//! [`super::admission`]), the read loop, and a teardown that hands back whatever was
+//! not sent.
 
 use std::cell::Cell;
 use std::io;
@@ -8,17 +9,16 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
 
 use bytes::Bytes;
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Sender};
 
+use super::admission::{count_what_was_sent, refused, shake_hands, Shaken};
 use super::redial;
 use super::state::NodeShared;
-use super::table::{Policy, Refusal};
 use crate::conn::deliver::Delivery;
 use crate::conn::handshake;
-use crate::conn::lane::{self, LaneRx, Link};
+use crate::conn::lane::LaneRx;
 use crate::conn::reader::Reader;
 use crate::conn::shared::ConnShared;
 use crate::conn::sink::{EventSink, Outlets};
@@ -26,11 +26,7 @@ use crate::conn::writer::Writer;
 use crate::error::{HandshakeError, Limit};
 use crate::event::{DisconnectReason, Event};
 use crate::id::PeerId;
-use crate::sync::until;
 use crate::sync::Never;
-use crate::wire::frame::{CloseCode, FrameKind};
-use crate::wire::hello::{self, Hello};
-use crate::wire::readbuf::ReadBuf;
 use crate::wire::reader::FrameReader;
 
 /// How `connect` learns the outcome of the handshake it started.
@@ -237,223 +233,6 @@ pub(crate) fn run(
         reason,
     });
     node.retire(&conn);
-}
-
-/// Exchanges hellos, arbitrates, registers, and opens the connection once both sides
-/// have accepted it. On success the connection is the peer's open link on this side,
-/// and its lanes are returned for the writer, with the signals of the peer's earlier
-/// readers.
-fn shake_hands(
-    node: &NodeShared,
-    conn: &Arc<ConnShared>,
-    stream: &TcpStream,
-    rb: &mut ReadBuf,
-    reader_done: Receiver<Never>,
-    redialled: bool,
-    peer_opened: &Cell<bool>,
-) -> Result<Shaken, HandshakeError> {
-    let config = &node.config;
-    let deadline = Instant::now() + config.handshake_timeout;
-    let ours = Hello {
-        peer: node.id,
-        incarnation: node.incarnation,
-        max_frame_len: config.max_frame_len,
-        authenticates: config.authenticator.is_some(),
-        nonce: handshake::nonce()?,
-    };
-    let our_bytes = hello::encode_hello(&ours);
-    let (theirs, their_bytes) = handshake::exchange_hello(stream, rb, &ours, deadline)?;
-    handshake::authenticate(
-        stream,
-        rb,
-        config.authenticator.as_deref(),
-        (&ours, &our_bytes),
-        (&theirs, &their_bytes),
-        deadline,
-    )?;
-    // The lower id arbitrates; the other side waits for its verdict before it
-    // registers anything.
-    let arbiter = node.id < theirs.peer;
-    let policy = if arbiter {
-        // What the follower holds of our connections decides a tie with one we hold:
-        // kept if the follower holds it or has not seen it yet, replaced if it has
-        // closed it.
-        let peer = handshake::read_holds(stream, rb, theirs.peer, deadline)?;
-        Policy::Arbitrate { peer }
-    } else {
-        let holds = node.table.holds(theirs.peer, theirs.incarnation);
-        handshake::send_holds(stream, holds, deadline)?;
-        let generation = handshake::read_verdict(stream, rb, theirs.peer, deadline)?;
-        Policy::Follow { generation }
-    };
-    if redialled
-        && node
-            .redial
-            .as_ref()
-            .is_some_and(|r| r.is_stopped(theirs.peer))
-    {
-        // The application disconnected this peer after the redial was under way.
-        handshake::send_refusal(stream, CloseCode::Normal, deadline);
-        return Err(HandshakeError::Closed);
-    }
-
-    let (tx, lanes) = lane::lanes(config);
-    let link = Arc::new(Link::new(
-        conn.clone(),
-        theirs.peer,
-        theirs.incarnation,
-        theirs.max_frame_len,
-        tx,
-    ));
-    // Tells the peer why the table refused the connection; the error for this side.
-    let refuse = |why| {
-        let (code, error) = match why {
-            Refusal::Duplicate => (CloseCode::Duplicate, HandshakeError::Duplicate(theirs.peer)),
-            Refusal::Shutdown => (CloseCode::Shutdown, HandshakeError::Shutdown),
-            Refusal::Closing => (CloseCode::Normal, HandshakeError::Closed),
-        };
-        handshake::send_refusal(stream, code, deadline);
-        error
-    };
-    let generation = node.table.register(link, policy).map_err(refuse)?;
-    if arbiter {
-        // Registered, but invisible to senders until the follower confirms: a
-        // failure before it opens has nothing to hand back, and leaves the peer's
-        // open link (if any) alone.
-        handshake::send_verdict(stream, generation, deadline)?;
-        handshake::read_accept(stream, rb, theirs.peer, deadline)?;
-        // The follower has opened its side: its application may be sending.
-        peer_opened.set(true);
-    }
-    // Before it opens: a close that comes later is a graceful one that lets the
-    // reader and writer finish their work rather than cutting the socket.
-    conn.establish();
-    let opened = node.table.open(conn, reader_done).map_err(refuse)?;
-    if let Some(old) = opened.replaced {
-        old.conn.close(DisconnectReason::Replaced);
-    }
-    // Open on this side: the follower confirms the arbiter's verdict, and the
-    // arbiter tells the follower it has opened too (the follower's `connect` returns
-    // on that, so that when either side's `connect` returns both have the link).
-    // From here the connection is an open one: a failure is reported as its
-    // disconnection, after `Connected`, like any other.
-    if let Err(error) = handshake::send_accept(stream, deadline) {
-        conn.close(DisconnectReason::Io(Arc::new(io::Error::other(
-            error.to_string(),
-        ))));
-    }
-    Ok(Shaken {
-        peer: theirs.peer,
-        lanes,
-        after: opened.after,
-        ready: (!arbiter).then_some(deadline),
-    })
-}
-
-/// Reads, for at most a linger, what the peer sent on a connection it had opened and
-/// this side then refused (its last handshake step failed: shutdown, or a newer
-/// connection of the peer took its place), counting the data frames as received and
-/// not delivered: the peer's node counted them as sent. The refusal makes the peer
-/// close its side, so this ends at its end of stream.
-fn count_what_was_sent(
-    conn: &ConnShared,
-    stream: &TcpStream,
-    frames: &mut FrameReader,
-    linger: std::time::Duration,
-) {
-    let deadline = Instant::now() + linger;
-    let inb = &conn.counters.inb;
-    loop {
-        for kind in frames.leftovers() {
-            match kind {
-                FrameKind::Private => inb.private.drop_n(1),
-                FrameKind::Gossip => inb.gossip.drop_n(1),
-                _ => {}
-            }
-        }
-        let Some(left) = until(deadline) else { return };
-        if stream.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match frames.read(stream) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                inb.wire_bytes.fetch_add(n as u64, Relaxed);
-            }
-        }
-    }
-}
-
-/// A connection that finished its handshake on this side.
-struct Shaken {
-    peer: PeerId,
-    lanes: LaneRx,
-    /// The signals of the peer's earlier readers.
-    after: Vec<Receiver<Never>>,
-    /// For the follower: until when to wait for the arbiter's word that it has
-    /// opened the connection too.
-    ready: Option<Instant>,
-}
-
-/// Reports a refused connection: one log line, a counter, and the error to whoever
-/// asked (the `connect` caller, or an `Event::Refused` for inbound connections).
-fn refused(
-    node: &NodeShared,
-    conn: &ConnShared,
-    outlets: &Outlets,
-    report: Option<Report>,
-    error: HandshakeError,
-) {
-    if let Some(redial) = node.redial.as_ref().filter(|_| !conn.inbound) {
-        redial.refused(node.id, conn.peer_addr);
-    }
-    let direction = if conn.inbound { "from" } else { "to" };
-    // Losing an arbitration is routine: the pair is connected over the other socket.
-    let routine = matches!(
-        error,
-        HandshakeError::Duplicate(_) | HandshakeError::Shutdown
-    );
-    if routine {
-        log::debug!(
-            "{}: connection {direction} {} refused: {error}",
-            node.id,
-            conn.peer_addr
-        );
-    } else {
-        node.handshakes_failed.fetch_add(1, Relaxed);
-        // One line per refusal; under a flood only the first each second is a
-        // warning, the others go to the debug level with the count in the warning.
-        if let Some(n) = node.refusal_log.hit(conn.now_ms()) {
-            log::warn!(
-                "{}: connection {direction} {} refused: {error} ({n} refused since the last warning)",
-                node.id,
-                conn.peer_addr
-            );
-        } else {
-            log::debug!(
-                "{}: connection {direction} {} refused: {error}",
-                node.id,
-                conn.peer_addr
-            );
-        }
-    }
-    conn.close(match error {
-        HandshakeError::Shutdown => DisconnectReason::Shutdown,
-        _ => DisconnectReason::ClosedByUs,
-    });
-    // A connection that failed after it was established closed gracefully, which
-    // leaves the socket open; nothing more will be said on it.
-    conn.cut();
-    match report {
-        Some(report) => {
-            let _ = report.send(Err(error));
-        }
-        None if !routine => outlets.events.emit(Event::Refused {
-            addr: conn.peer_addr,
-            error,
-        }),
-        None => {}
-    }
 }
 
 /// Hands private messages that never reached the socket back to the application,
