@@ -95,8 +95,10 @@ pub enum Violation {
     /// A control frame of the wrong length for its kind.
     BadLength,
     /// A frame that may not come at this point (data before the handshake ends, a
-    /// hello after it).
+    /// hello after it), or a reply to no request in flight.
     Unexpected,
+    /// More requests in flight at once than the protocol allows.
+    TooManyRequests,
 }
 
 impl ProtocolError {
@@ -107,7 +109,8 @@ impl ProtocolError {
             FrameError::ReservedFlags(_) => Violation::ReservedFlags,
             FrameError::TooLarge { .. } => Violation::TooLarge,
             FrameError::BadLength { .. } => Violation::BadLength,
-            FrameError::Unexpected(_) => Violation::Unexpected,
+            FrameError::Unexpected(_) | FrameError::UnknownReply => Violation::Unexpected,
+            FrameError::TooManyRequests => Violation::TooManyRequests,
         }
     }
 }
@@ -420,6 +423,81 @@ impl<T> From<SendError<T>> for TrySendError<T> {
         }
     }
 }
+
+/// Why [`Node::request`](crate::Node::request) got no reply. The request's payload
+/// comes back inside; with [`Timeout`](RequestError::Timeout),
+/// [`Disconnected`](RequestError::Disconnected) and
+/// [`Shutdown`](RequestError::Shutdown) the request may have reached the peer.
+#[derive(PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
+pub enum RequestError<T> {
+    /// No reply before the deadline, which covers waiting for room on the lane and
+    /// for a request slot as well as for the reply.
+    Timeout(T),
+    /// No connection to this peer is registered.
+    NotConnected(T),
+    /// The connection ended before the reply arrived.
+    Disconnected(T),
+    /// The node shut down before the reply arrived.
+    Shutdown(T),
+    /// The payload is longer than the peer accepts (its announced frame limit).
+    TooLarge(T),
+    /// The peer's application dropped the request without answering it.
+    Unanswered(T),
+}
+
+send_error!(RequestError {
+    Timeout => "no reply before the deadline",
+    NotConnected => "peer is not connected",
+    Disconnected => "connection closed before the reply",
+    Shutdown => "node is shut down",
+    TooLarge => "payload is larger than the peer's frame limit",
+    Unanswered => "the peer dropped the request without answering",
+});
+
+impl<T> RequestError<T> {
+    /// Whether the deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, RequestError::Timeout(_))
+    }
+
+    /// The same error without its payload.
+    pub fn without_payload(&self) -> RequestError<()> {
+        match self {
+            RequestError::Timeout(_) => RequestError::Timeout(()),
+            RequestError::NotConnected(_) => RequestError::NotConnected(()),
+            RequestError::Disconnected(_) => RequestError::Disconnected(()),
+            RequestError::Shutdown(_) => RequestError::Shutdown(()),
+            RequestError::TooLarge(_) => RequestError::TooLarge(()),
+            RequestError::Unanswered(_) => RequestError::Unanswered(()),
+        }
+    }
+}
+
+/// Why [`Node::respond`](crate::Node::respond) did not queue a reply. The reply comes
+/// back inside.
+#[derive(PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
+pub enum RespondError<T> {
+    /// The message is not a request (its lane is not [`Lane::Request`](crate::Lane::Request)).
+    NotARequest(T),
+    /// The request was answered already (by this message or a clone of it).
+    AlreadyAnswered(T),
+    /// The connection the request came on has ended: the requester has been told.
+    Disconnected(T),
+    /// The node shut down.
+    Shutdown(T),
+    /// The reply is longer than the requester accepts (its announced frame limit).
+    TooLarge(T),
+}
+
+send_error!(RespondError {
+    NotARequest => "the message is not a request",
+    AlreadyAnswered => "the request was answered already",
+    Disconnected => "connection closed",
+    Shutdown => "node is shut down",
+    TooLarge => "reply is larger than the peer's frame limit",
+});
 
 #[cfg(test)]
 mod tests {

@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::conn::request::Inquiry;
 use crate::error::{HandshakeError, ProtocolError};
 use crate::id::{ConnId, PeerId};
 
 /// The two kinds of traffic a connection carries, each with its own queue.
 ///
-/// `#[non_exhaustive]` because lanes are a growing set: requests and replies are to
-/// get lanes of their own, and a `match` written today should keep compiling.
+/// `#[non_exhaustive]` because lanes are a growing set, and a `match` written today
+/// should keep compiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum Lane {
@@ -22,6 +23,12 @@ pub enum Lane {
     /// Never lost silently: a full lane makes the sender wait, and messages still
     /// queued when a connection ends come back in [`Event::Undelivered`].
     Private,
+    /// A request from [`Node::request`](crate::Node::request) or
+    /// [`Node::request_many`](crate::Node::request_many), to answer with
+    /// [`Node::respond`](crate::Node::respond). It travels in the private lane's
+    /// order and is never dropped; dropping the message unanswered tells the
+    /// requester at once.
+    Request,
 }
 
 impl fmt::Display for Lane {
@@ -29,14 +36,17 @@ impl fmt::Display for Lane {
         f.write_str(match self {
             Lane::Gossip => "gossip",
             Lane::Private => "private",
+            Lane::Request => "request",
         })
     }
 }
 
 /// A message received from a peer, as read from [`Node::incoming`](crate::Node::incoming).
 ///
-/// `#[non_exhaustive]` because only the node builds messages, and a request lane
-/// will add what a reply needs (the request it answers) without breaking readers.
+/// `#[non_exhaustive]` because only the node builds messages. A message on
+/// [`Lane::Request`] also carries what [`Node::respond`](crate::Node::respond) needs;
+/// its clones share it, so a request is answered once whichever clone answers, and
+/// when the last clone is dropped unanswered the requester is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Message {
@@ -46,6 +56,8 @@ pub struct Message {
     pub lane: Lane,
     /// The bytes the peer sent. [`Bytes`] dereferences to `[u8]`.
     pub payload: Bytes,
+    /// The request this message is, if it is one.
+    pub(crate) request: Option<Inquiry>,
 }
 
 /// Something that happened to a node's connections, as read from

@@ -116,13 +116,14 @@ pub use crossbeam_channel;
 pub use crate::auth::{Authenticator, SharedSecret, MIN_SECRET_LEN};
 pub use crate::config::Config;
 pub use crate::error::{
-    ConfigError, Error, HandshakeError, Limit, ProtocolError, Result, SendError, SendTimeoutError,
-    TrySendError, Violation,
+    ConfigError, Error, HandshakeError, Limit, ProtocolError, RequestError, RespondError, Result,
+    SendError, SendTimeoutError, TrySendError, Violation,
 };
 pub use crate::event::{DisconnectReason, Event, Lane, Message};
 pub use crate::id::{ConnId, PeerId};
+pub use crate::node::requests::{Outcome, Replies};
 pub use crate::node::Node;
-pub use crate::stats::{LaneStats, NodeStats, PeerStats};
+pub use crate::stats::{LaneStats, NodeStats, PeerStats, RequestStats};
 pub use crate::wire::MAX_PROOF_LEN;
 
 #[cfg(feature = "internals")]

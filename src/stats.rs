@@ -63,6 +63,64 @@ impl LaneCounters {
     }
 }
 
+/// Counters of requests and replies on one connection, written by whoever sees each
+/// outcome: the writer (requests written), the reader (replies received, requests
+/// delivered), the requester's thread (timeouts, failures), the responder's
+/// (replies queued).
+#[derive(Default)]
+pub(crate) struct RequestCounters {
+    pub(crate) sent: AtomicU64,
+    pub(crate) answered: AtomicU64,
+    pub(crate) unanswered: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) late: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
+    pub(crate) served: AtomicU64,
+    pub(crate) responded: AtomicU64,
+    pub(crate) responded_bytes: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+}
+
+impl RequestCounters {
+    fn all(&self) -> [&AtomicU64; 11] {
+        [
+            &self.sent,
+            &self.answered,
+            &self.unanswered,
+            &self.timed_out,
+            &self.failed,
+            &self.late,
+            &self.abandoned,
+            &self.served,
+            &self.responded,
+            &self.responded_bytes,
+            &self.dropped,
+        ]
+    }
+
+    fn absorb(&self, other: &RequestCounters) {
+        for (mine, theirs) in self.all().into_iter().zip(other.all()) {
+            mine.fetch_add(theirs.load(Relaxed), Relaxed);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> RequestStats {
+        RequestStats {
+            sent: self.sent.load(Relaxed),
+            answered: self.answered.load(Relaxed),
+            unanswered: self.unanswered.load(Relaxed),
+            timed_out: self.timed_out.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            late_replies: self.late.load(Relaxed),
+            abandoned: self.abandoned.load(Relaxed),
+            served: self.served.load(Relaxed),
+            responded: self.responded.load(Relaxed),
+            dropped_unanswered: self.dropped.load(Relaxed),
+        }
+    }
+}
+
 /// One direction of a connection: both lanes and the bytes on the wire.
 #[derive(Default)]
 pub(crate) struct DirCounters {
@@ -75,7 +133,7 @@ impl DirCounters {
     pub(crate) fn lane(&self, lane: Lane) -> &LaneCounters {
         match lane {
             Lane::Gossip => &self.gossip,
-            Lane::Private => &self.private,
+            Lane::Private | Lane::Request => &self.private,
         }
     }
 
@@ -103,6 +161,8 @@ pub(crate) struct Counters {
     /// 1 while the reader waits for the application to make room (see
     /// [`PeerStats::reader_waiting`]).
     pub(crate) reader_waiting: Padded<AtomicU64>,
+    /// Requests and replies, both sides.
+    pub(crate) requests: Padded<RequestCounters>,
 }
 
 impl Counters {
@@ -112,6 +172,7 @@ impl Counters {
         self.inb.absorb(&other.inb);
         self.gossip_full
             .fetch_add(other.gossip_full.load(Relaxed), Relaxed);
+        self.requests.absorb(&other.requests);
     }
 
     /// A snapshot of one lane; `queued` is the lane's length, which the caller reads
@@ -121,7 +182,7 @@ impl Counters {
         let inb = self.inb.lane(lane);
         let full = match lane {
             Lane::Gossip => self.gossip_full.load(Relaxed),
-            Lane::Private => 0,
+            Lane::Private | Lane::Request => 0,
         };
         LaneStats {
             sent: out.messages.load(Relaxed),
@@ -187,6 +248,69 @@ pub struct LaneStats {
     pub recv_dropped: u64,
 }
 
+/// Requests and replies on a connection (or, in [`NodeStats`], on all of them).
+///
+/// On the requester's side every request accepted ends in exactly one of
+/// `answered`, `unanswered`, `timed_out`, `failed` and `abandoned`; a reply that
+/// arrives after its requester gave up is counted in `late_replies` and dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestStats {
+    /// Requests written to the socket.
+    pub sent: u64,
+    /// Requests answered with a reply.
+    pub answered: u64,
+    /// Requests the peer's application dropped without answering.
+    pub unanswered: u64,
+    /// Requests whose deadline passed first (waiting for room, or for the reply).
+    pub timed_out: u64,
+    /// Requests that failed because the connection ended or the node shut down.
+    pub failed: u64,
+    /// Replies that arrived after their requester had given up.
+    pub late_replies: u64,
+    /// Requests of a [`Node::request_many`](crate::Node::request_many) still
+    /// unanswered when it returned, having had enough replies.
+    pub abandoned: u64,
+    /// Requests received from the peer and handed to the application.
+    pub served: u64,
+    /// Replies the application queued with [`Node::respond`](crate::Node::respond).
+    pub responded: u64,
+    /// Requests the application dropped unanswered (the requester was told).
+    pub dropped_unanswered: u64,
+}
+
+impl AddAssign for RequestStats {
+    fn add_assign(&mut self, o: RequestStats) {
+        self.sent += o.sent;
+        self.answered += o.answered;
+        self.unanswered += o.unanswered;
+        self.timed_out += o.timed_out;
+        self.failed += o.failed;
+        self.late_replies += o.late_replies;
+        self.abandoned += o.abandoned;
+        self.served += o.served;
+        self.responded += o.responded;
+        self.dropped_unanswered += o.dropped_unanswered;
+    }
+}
+
+fn write_requests(f: &mut fmt::Formatter<'_>, r: &RequestStats) -> fmt::Result {
+    writeln!(
+        f,
+        "  request sent {}: answered {}, unanswered {}, timed out {}, failed {}, abandoned {}, late replies {} | served {}, responded {}, dropped unanswered {}",
+        r.sent,
+        r.answered,
+        r.unanswered,
+        r.timed_out,
+        r.failed,
+        r.abandoned,
+        r.late_replies,
+        r.served,
+        r.responded,
+        r.dropped_unanswered
+    )
+}
+
 impl Add for LaneStats {
     type Output = LaneStats;
     fn add(mut self, other: LaneStats) -> LaneStats {
@@ -227,6 +351,8 @@ pub struct PeerStats {
     pub gossip: LaneStats,
     /// The private lane.
     pub private: LaneStats,
+    /// Requests and replies.
+    pub requests: RequestStats,
     /// Bytes read from the socket, headers and control frames included.
     pub bytes_in: u64,
     /// Bytes written to the socket, headers and control frames included.
@@ -251,6 +377,8 @@ pub struct NodeStats {
     pub gossip: LaneStats,
     /// The private lanes of all connections, ended ones included.
     pub private: LaneStats,
+    /// Requests and replies of all connections, ended ones included.
+    pub requests: RequestStats,
     /// Bytes read from all sockets.
     pub bytes_in: u64,
     /// Bytes written to all sockets.
@@ -304,7 +432,8 @@ impl fmt::Display for NodeStats {
             self.inbound_bytes
         )?;
         write_lane(f, "gossip", &self.gossip)?;
-        write_lane(f, "private", &self.private)
+        write_lane(f, "private", &self.private)?;
+        write_requests(f, &self.requests)
     }
 }
 
@@ -328,6 +457,7 @@ impl fmt::Display for PeerStats {
             }
         )?;
         write_lane(f, "gossip", &self.gossip)?;
-        write_lane(f, "private", &self.private)
+        write_lane(f, "private", &self.private)?;
+        write_requests(f, &self.requests)
     }
 }

@@ -7,12 +7,14 @@
 //! over TCP to the sender.
 
 use std::cell::Cell;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use crossbeam_channel::{Select, SendTimeoutError, Sender, TrySendError};
 
+use super::request::Inquiry;
 use super::shared::ConnShared;
 use super::timers::Silence;
 use crate::event::{DisconnectReason, Lane, Message};
@@ -41,6 +43,7 @@ pub(crate) struct Delivery<'a> {
 struct Tally {
     gossip: (u64, u64),
     private: (u64, u64),
+    requests: u64,
 }
 
 impl<'a> Delivery<'a> {
@@ -127,11 +130,13 @@ impl<'a> Delivery<'a> {
     }
 
     /// Hands a data frame's payload to the application: gossip if there is room,
-    /// private data waiting for room. `Err` when the node's queue is gone (shutdown).
+    /// private data and requests waiting for room. `Err` when the node's queue is
+    /// gone (shutdown).
     pub(crate) fn deliver(
         &self,
         lane: Lane,
         payload: Bytes,
+        request: Option<Inquiry>,
         silence: &mut Silence,
     ) -> Result<(), DisconnectReason> {
         // Data still arriving keeps a graceful close lingering; pings do not.
@@ -141,16 +146,18 @@ impl<'a> Delivery<'a> {
             from: self.peer,
             lane,
             payload,
+            request,
         };
         let msg = match self.inbound.try_send(msg) {
             Ok(()) => {
                 let mut tally = self.tally.get();
-                let slot = match lane {
-                    Lane::Gossip => &mut tally.gossip,
-                    Lane::Private => &mut tally.private,
-                };
-                slot.0 += 1;
-                slot.1 += len;
+                match lane {
+                    Lane::Gossip => tally.gossip = (tally.gossip.0 + 1, tally.gossip.1 + len),
+                    Lane::Private => {
+                        tally.private = (tally.private.0 + 1, tally.private.1 + len);
+                    }
+                    Lane::Request => tally.requests += 1,
+                }
                 self.tally.set(tally);
                 return Ok(());
             }
@@ -173,8 +180,13 @@ impl<'a> Delivery<'a> {
         let delivered = self.deliver_blocking(msg);
         // Time spent waiting for the application is not the peer's silence.
         silence.heard(Instant::now());
-        if delivered {
+        if delivered && lane == Lane::Request {
+            self.conn.counters.requests.served.fetch_add(1, Relaxed);
+        } else if delivered {
             self.conn.counters.inb.private.add(1, len);
+        } else if lane == Lane::Request {
+            // Not delivered: the requester is told by the close (its connection
+            // ends), so nothing is counted as lost here.
         } else {
             self.conn.counters.inb.private.drop_n(1);
             if let Some(n) = self.conn.discards.hit(self.conn.now_ms()) {
@@ -255,5 +267,9 @@ impl<'a> Delivery<'a> {
         let inb = &self.conn.counters.inb;
         inb.gossip.add(tally.gossip.0, tally.gossip.1);
         inb.private.add(tally.private.0, tally.private.1);
+        if tally.requests > 0 {
+            let served = &self.conn.counters.requests.served;
+            served.fetch_add(tally.requests, Relaxed);
+        }
     }
 }

@@ -16,8 +16,9 @@ use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Select, Sender, TrySendError as ChanTrySend};
 
 use crate::config::Config;
+use crate::conn::request::{Answer, Outbound, Pending};
 use crate::conn::shared::ConnShared;
-use crate::error::{SendTimeoutError, TrySendError};
+use crate::error::{RequestError, SendTimeoutError, TrySendError};
 use crate::event::{DisconnectReason, Lane};
 use crate::id::PeerId;
 use crate::sync::Gauge;
@@ -65,21 +66,21 @@ pub(crate) struct Link {
     /// The largest payload the peer said it accepts.
     pub(crate) peer_max_frame: u32,
     pub(crate) gossip: Sender<Bytes>,
-    pub(crate) private: Sender<Bytes>,
+    pub(crate) private: Sender<Outbound>,
     pub(crate) budgets: Arc<Budgets>,
 }
 
 /// The receiving ends of a connection's lanes, owned by its writer.
 pub(crate) struct LaneRx {
     pub(crate) gossip: Receiver<Bytes>,
-    pub(crate) private: Receiver<Bytes>,
+    pub(crate) private: Receiver<Outbound>,
     pub(crate) budgets: Arc<Budgets>,
 }
 
 /// The sending ends of a connection's lanes, for its `Link`.
 pub(crate) struct LaneTx {
     pub(crate) gossip: Sender<Bytes>,
-    pub(crate) private: Sender<Bytes>,
+    pub(crate) private: Sender<Outbound>,
     pub(crate) budgets: Arc<Budgets>,
 }
 
@@ -109,8 +110,18 @@ impl LaneRx {
     /// Blocks until every `Link` is gone: the caller has already closed the
     /// connection, so the table no longer holds one and any send in flight returns
     /// promptly.
+    ///
+    /// Requests left in the lane are not handed back: their requesters, woken by the
+    /// close, have their payloads back in the error already.
     pub(crate) fn drain(self, counters: &crate::stats::Counters) -> Vec<Bytes> {
-        let private: Vec<Bytes> = self.private.iter().collect();
+        let private: Vec<Bytes> = self
+            .private
+            .iter()
+            .filter_map(|item| match item {
+                Outbound::Private(msg) => Some(msg),
+                Outbound::Request(_) => None,
+            })
+            .collect();
         let gossip = self.gossip.try_iter().count() as u64;
         counters.out.gossip.drop_n(gossip);
         private
@@ -135,6 +146,14 @@ struct Deadline {
 impl Deadline {
     fn new(patience: Patience) -> Deadline {
         Deadline { patience, at: None }
+    }
+
+    /// A deadline already read off the clock.
+    fn fixed(at: Option<Instant>) -> Deadline {
+        Deadline {
+            patience: Patience::Forever,
+            at: Some(at),
+        }
     }
 
     /// `None` for no deadline.
@@ -226,20 +245,34 @@ impl Link {
         if self.conn.is_closing() {
             return Err(self.closed(msg));
         }
-        let len = msg.len();
         let mut deadline = Deadline::new(patience);
+        self.enqueue(Outbound::Private(msg), &mut deadline)
+            .map_err(|(why, item)| match item {
+                Outbound::Private(msg) => self.interrupted(why, msg),
+                Outbound::Request(_) => unreachable!("a private message was queued"),
+            })
+    }
+
+    /// Puts an item on the private lane, waiting for room (bytes, then a slot) until
+    /// `deadline`. On failure the item comes back, its bytes released.
+    fn enqueue(
+        &self,
+        item: Outbound,
+        deadline: &mut Deadline,
+    ) -> Result<(), (Interrupted, Outbound)> {
+        let len = item.len();
         if !self.budgets.private.reserve(len) {
             let _waiting = Gauge::enter(&self.conn.counters.waiting);
             let closed = Some(&self.conn.closed_rx);
             if let Err(why) = self.budgets.private.wait(len, deadline.get(), closed) {
-                return Err(self.interrupted(why, msg));
+                return Err((why, item));
             }
         }
-        let msg = match self.private.try_send(msg) {
+        let item = match self.private.try_send(item) {
             Ok(()) => return Ok(()),
-            Err(ChanTrySend::Full(msg)) => msg,
-            Err(ChanTrySend::Disconnected(msg)) => {
-                return Err(self.give_back(Interrupted::Closed, msg))
+            Err(ChanTrySend::Full(item)) => item,
+            Err(ChanTrySend::Disconnected(item)) => {
+                return Err(self.give_back(Interrupted::Closed, item))
             }
         };
 
@@ -251,24 +284,77 @@ impl Link {
             None => sel.select(),
             Some(deadline) => match sel.select_deadline(deadline) {
                 Ok(oper) => oper,
-                Err(_) => return Err(self.give_back(Interrupted::Timeout, msg)),
+                Err(_) => return Err(self.give_back(Interrupted::Timeout, item)),
             },
         };
         if oper.index() == lane {
             // If the close raced us, the writer's final drain (which waits for this
             // `Link` to be dropped) still hands the message back.
-            oper.send(&self.private, msg)
+            oper.send(&self.private, item)
                 .map_err(|e| self.give_back(Interrupted::Closed, e.into_inner()))
         } else {
             let _ = oper.recv(&self.conn.closed_rx);
-            Err(self.give_back(Interrupted::Closed, msg))
+            Err(self.give_back(Interrupted::Closed, item))
         }
     }
 
-    /// Returns the bytes a message had reserved, and the message with the reason.
-    fn give_back(&self, why: Interrupted, msg: Bytes) -> SendTimeoutError<Bytes> {
-        self.budgets.private.release(msg.len());
-        self.interrupted(why, msg)
+    /// Sends a request: takes a request slot, registers it, and queues it on the
+    /// private lane, each wait ending at `deadline` or at the close. The reply is
+    /// waited for with the returned [`Ticket`].
+    pub(crate) fn start_request(
+        &self,
+        body: Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<Ticket, RequestError<Bytes>> {
+        if body.len() > self.peer_max_frame as usize {
+            return Err(RequestError::TooLarge(body));
+        }
+        if self.conn.is_closing() {
+            return Err(self.request_closed(body));
+        }
+        let requests = &self.conn.requests;
+        if !requests.slots.reserve(1) {
+            let _waiting = Gauge::enter(&self.conn.counters.waiting);
+            let closed = Some(&self.conn.closed_rx);
+            if let Err(why) = requests.slots.wait(1, deadline, closed) {
+                return Err(self.request_interrupted(why, body));
+            }
+        }
+        let (pending, answer) = requests.register(body.clone());
+        let mut patience = Deadline::fixed(deadline);
+        if let Err((why, _)) = self.enqueue(Outbound::Request(pending.clone()), &mut patience) {
+            requests.unregister(pending.id);
+            return Err(self.request_interrupted(why, body));
+        }
+        Ok(Ticket {
+            conn: self.conn.clone(),
+            pending,
+            answer,
+        })
+    }
+
+    fn request_interrupted(&self, why: Interrupted, body: Bytes) -> RequestError<Bytes> {
+        let counters = &self.conn.counters.requests;
+        match why {
+            Interrupted::Timeout => {
+                counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                RequestError::Timeout(body)
+            }
+            Interrupted::Closed => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                self.request_closed(body)
+            }
+        }
+    }
+
+    fn request_closed(&self, body: Bytes) -> RequestError<Bytes> {
+        request_closed(&self.conn, body)
+    }
+
+    /// Returns the bytes an item had reserved, and the item with the reason.
+    fn give_back(&self, why: Interrupted, item: Outbound) -> (Interrupted, Outbound) {
+        self.budgets.private.release(item.len());
+        (why, item)
     }
 
     fn interrupted(&self, why: Interrupted, msg: Bytes) -> SendTimeoutError<Bytes> {
@@ -296,7 +382,103 @@ impl Link {
     pub(crate) fn queued_bytes(&self, lane: Lane) -> usize {
         match lane {
             Lane::Gossip => self.budgets.gossip.held(),
-            Lane::Private => self.budgets.private.held(),
+            Lane::Private | Lane::Request => self.budgets.private.held(),
+        }
+    }
+}
+
+/// The error for a request whose connection closed.
+fn request_closed(conn: &ConnShared, body: Bytes) -> RequestError<Bytes> {
+    match conn.reason() {
+        Some(DisconnectReason::Shutdown) => RequestError::Shutdown(body),
+        _ => RequestError::Disconnected(body),
+    }
+}
+
+/// A request queued or written, whose reply can be waited for.
+pub(crate) struct Ticket {
+    conn: Arc<ConnShared>,
+    pending: Arc<Pending>,
+    answer: Receiver<Answer>,
+}
+
+impl Ticket {
+    /// The channel the answer comes on, for a caller selecting over many tickets.
+    pub(crate) fn answer(&self) -> &Receiver<Answer> {
+        &self.answer
+    }
+
+    /// Disconnects when the request's connection starts closing.
+    pub(crate) fn closed(&self) -> &Receiver<crate::sync::Never> {
+        &self.conn.closed_rx
+    }
+
+    /// Waits for the reply until `deadline`, or until the connection closes (which
+    /// fails every pending request at once, not at its deadline).
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<Bytes, RequestError<Bytes>> {
+        let mut sel = Select::new();
+        let answer = sel.recv(&self.answer);
+        sel.recv(&self.conn.closed_rx);
+        let oper = match deadline {
+            None => Some(sel.select()),
+            Some(deadline) => sel.select_deadline(deadline).ok(),
+        };
+        match oper {
+            Some(oper) if oper.index() == answer => {
+                let got = oper.recv(&self.answer);
+                self.settle(got.ok())
+            }
+            Some(oper) => {
+                let _ = oper.recv(&self.conn.closed_rx);
+                self.give_up(false)
+            }
+            None => self.give_up(true),
+        }
+    }
+
+    /// What an answer means for the requester.
+    pub(crate) fn settle(&self, answer: Option<Answer>) -> Result<Bytes, RequestError<Bytes>> {
+        match answer {
+            Some(Answer::Replied(body)) => Ok(body),
+            Some(Answer::Unanswered) => Err(RequestError::Unanswered(self.pending.body.clone())),
+            // The answer's sender went without a word: only when the request was
+            // forgotten at a close.
+            None => self.give_up(false),
+        }
+    }
+
+    /// Stops waiting: the deadline passed (`timed_out`) or the connection closed.
+    /// A reply that was already on its way is taken after all.
+    pub(crate) fn give_up(&self, timed_out: bool) -> Result<Bytes, RequestError<Bytes>> {
+        let counters = &self.conn.counters.requests;
+        let body = self.pending.body.clone();
+        if self.conn.requests.abandon(&self.pending).is_none() {
+            // The reader took the entry first: the answer is in the channel, or its
+            // sender is about to go.
+            return match self.answer.recv() {
+                Ok(Answer::Replied(body)) => Ok(body),
+                Ok(Answer::Unanswered) => Err(RequestError::Unanswered(body)),
+                Err(_) => {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    Err(request_closed(&self.conn, body))
+                }
+            };
+        }
+        if timed_out && !self.conn.is_closing() {
+            counters.timed_out.fetch_add(1, Ordering::Relaxed);
+            Err(RequestError::Timeout(body))
+        } else {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            Err(request_closed(&self.conn, body))
+        }
+    }
+
+    /// Stops waiting for a request whose outcome no one asks for any more
+    /// (`request_many` had its replies): a reply that comes is counted late.
+    pub(crate) fn abandon(&self) {
+        if self.conn.requests.abandon(&self.pending).is_some() {
+            let abandoned = &self.conn.counters.requests.abandoned;
+            abandoned.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

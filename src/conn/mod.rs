@@ -11,6 +11,7 @@ pub(crate) mod deliver;
 pub(crate) mod handshake;
 pub(crate) mod lane;
 pub(crate) mod reader;
+pub(crate) mod request;
 pub(crate) mod shared;
 pub(crate) mod sink;
 pub(crate) mod timers;

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use crossbeam_channel::{Receiver, Select, Sender};
 
 use super::deliver::Delivery;
@@ -20,10 +20,11 @@ use super::shared::ConnShared;
 use super::sink::EventSink;
 use super::timers::{Silence, SlowWatch};
 use crate::config::Config;
+use crate::conn::request::{Inquiry, Outbound, Replies, UnknownReply};
 use crate::event::{DisconnectReason, Event, Lane};
 use crate::id::PeerId;
 use crate::sync::Never;
-use crate::wire::frame::{FrameError, FrameKind};
+use crate::wire::frame::{FrameError, FrameKind, REPLY_ANSWERED, REPLY_PREFIX, REQUEST_PREFIX};
 use crate::wire::reader::{FrameReader, NextError};
 
 /// Everything the read loop needs, borrowed from the connection thread.
@@ -38,11 +39,15 @@ pub(crate) struct Reader<'a> {
     /// delivered before, so the peer's messages keep their order.
     pub(crate) after: Vec<Receiver<Never>>,
     /// The private lane, watched for a peer that stops draining it.
-    pub(crate) private: &'a Receiver<Bytes>,
+    pub(crate) private: &'a Receiver<Outbound>,
     pub(crate) budgets: &'a Budgets,
     /// For reporting a slow peer.
     pub(crate) events: &'a EventSink,
     pub(crate) delivery: Delivery<'a>,
+    /// The reply lane, for the requests this reader delivers.
+    pub(crate) replies: Arc<Replies>,
+    /// The largest payload the peer accepts: a reply's limit.
+    pub(crate) peer_max_frame: u32,
 }
 
 impl Reader<'_> {
@@ -138,8 +143,31 @@ impl Reader<'_> {
         silence: &mut Silence,
     ) -> Result<(), DisconnectReason> {
         match kind {
-            FrameKind::Gossip => self.delivery.deliver(Lane::Gossip, payload, silence),
-            FrameKind::Private => self.delivery.deliver(Lane::Private, payload, silence),
+            FrameKind::Gossip => self.delivery.deliver(Lane::Gossip, payload, None, silence),
+            FrameKind::Private => self.delivery.deliver(Lane::Private, payload, None, silence),
+            FrameKind::Request => {
+                let (id, body) = split_id(payload, REQUEST_PREFIX);
+                if !self.replies.owe() {
+                    return Err(protocol(FrameError::TooManyRequests));
+                }
+                let inquiry =
+                    Inquiry::new(id, self.conn, self.replies.clone(), self.peer_max_frame);
+                self.delivery
+                    .deliver(Lane::Request, body, Some(inquiry), silence)
+            }
+            FrameKind::Reply => {
+                let status = payload[REQUEST_PREFIX];
+                let (id, body) = split_id(payload, REPLY_PREFIX);
+                let counters = &self.conn.counters.requests;
+                let counter = match self.conn.requests.complete(id, status, body) {
+                    Err(UnknownReply) => return Err(protocol(FrameError::UnknownReply)),
+                    Ok(false) => &counters.late,
+                    Ok(true) if status == REPLY_ANSWERED => &counters.answered,
+                    Ok(true) => &counters.unanswered,
+                };
+                counter.fetch_add(1, Relaxed);
+                Ok(())
+            }
             FrameKind::Ping => {
                 // A pong already pending answers this ping too.
                 let _ = self.pong.try_send(());
@@ -151,9 +179,7 @@ impl Reader<'_> {
             | FrameKind::Accept
             | FrameKind::Auth
             | FrameKind::Holds
-            | FrameKind::Verdict => Err(DisconnectReason::Protocol(
-                FrameError::Unexpected(kind).into(),
-            )),
+            | FrameKind::Verdict => Err(protocol(FrameError::Unexpected(kind))),
         }
     }
 
@@ -292,4 +318,16 @@ impl Reader<'_> {
         // The close already has its reason; this one is never recorded.
         Some(DisconnectReason::ClosedByUs)
     }
+}
+
+/// A request's or reply's id (the first eight bytes), and the body after `prefix`
+/// bytes. The frame's header was checked to hold at least `prefix` bytes.
+fn split_id(mut payload: Bytes, prefix: usize) -> (u64, Bytes) {
+    let id = u64::from_be_bytes(payload[..8].try_into().expect("eight bytes"));
+    payload.advance(prefix);
+    (id, payload)
+}
+
+fn protocol(e: FrameError) -> DisconnectReason {
+    DisconnectReason::Protocol(e.into())
 }

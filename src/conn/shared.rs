@@ -14,6 +14,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::lane::Link;
+use super::request::Requests;
 use super::timers::Linger;
 use crate::config::Config;
 use crate::event::DisconnectReason;
@@ -41,6 +42,8 @@ pub(crate) struct ConnShared {
     /// The peer's id, set once when the connection is registered.
     pub(crate) peer: OnceLock<PeerId>,
     pub(crate) counters: Counters,
+    /// The requests this side has sent on the connection and not yet had answered.
+    pub(crate) requests: Requests,
     stream: Arc<TcpStream>,
     epoch: Instant,
     close: Mutex<CloseState>,
@@ -85,6 +88,7 @@ impl ConnShared {
             node,
             peer: OnceLock::new(),
             counters: Counters::default(),
+            requests: Requests::default(),
             stream,
             epoch,
             close: Mutex::new(CloseState {

@@ -1,5 +1,6 @@
-//! The writer thread's loop: take ready messages, private first, and write them in
-//! as few system calls as possible (see [`crate::wire::batch`]).
+//! The writer thread's loop: take ready messages — replies first, then the private
+//! lane (private messages and requests, in their order), then gossip — and write
+//! them in as few system calls as possible (see [`crate::wire::batch`]).
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use crossbeam_channel::{select, Receiver};
 
 use crate::conn::lane::LaneRx;
+use crate::conn::request::{Outbound, Replies, ReplyOut};
 use crate::conn::shared::ConnShared;
 use crate::event::{DisconnectReason, Lane};
 use crate::wire::batch::{Batch, Written};
@@ -73,6 +75,9 @@ pub(crate) struct Writer {
     pub(crate) stream: Arc<TcpStream>,
     pub(crate) conn: Arc<ConnShared>,
     pub(crate) lanes: LaneRx,
+    /// Replies to the peer's requests, queued by `respond`.
+    pub(crate) replies: Receiver<ReplyOut>,
+    pub(crate) owed: Arc<Replies>,
     /// Requests for a pong, from the reader.
     pub(crate) pong: Receiver<()>,
     pub(crate) ping_interval: Duration,
@@ -120,17 +125,27 @@ impl Writer {
         self.finish(unsent)
     }
 
-    /// Takes ready messages until the batch is full: the private lane first, so
-    /// private data never waits behind gossip.
+    /// Takes ready messages until the batch is full: replies first (each frees a
+    /// request slot of the peer's), then the private lane, so private data never
+    /// waits behind gossip.
     fn gather(&self, batch: &mut Batch) {
         let before = batch.frames();
         let (mut gossip, mut private) = (0, 0);
+        let mut replies = 0;
         while !batch.is_full(self.max_batch) {
-            let Ok(msg) = self.lanes.private.try_recv() else {
+            let Ok(reply) = self.replies.try_recv() else {
                 break;
             };
-            private += msg.len();
-            batch.push(Lane::Private, msg);
+            replies += 1;
+            batch.push_reply(reply.id, reply.status, reply.body);
+        }
+        self.owed.taken(replies);
+        while !batch.is_full(self.max_batch) {
+            let Ok(item) = self.lanes.private.try_recv() else {
+                break;
+            };
+            private += item.len();
+            self.add(batch, item);
         }
         while !batch.is_full(self.max_batch) {
             let Ok(msg) = self.lanes.gossip.try_recv() else {
@@ -145,15 +160,32 @@ impl Writer {
         }
     }
 
+    /// Adds an item of the private lane: a request is written only if its
+    /// requester has not given up on it.
+    fn add(&self, batch: &mut Batch, item: Outbound) {
+        match item {
+            Outbound::Private(msg) => batch.push(Lane::Private, msg),
+            Outbound::Request(request) if request.take() => {
+                batch.push_request(request.id, request.body.clone());
+            }
+            Outbound::Request(request) => self.conn.requests.skipped(request.id),
+        }
+    }
+
     /// Adds a message the writer took from a lane itself, outside
     /// [`Writer::gather`].
     fn take(&self, batch: &mut Batch, lane: Lane, msg: Bytes) {
         let len = msg.len();
         batch.push(lane, msg);
-        match lane {
-            Lane::Gossip => self.lanes.budgets.release(len, 0),
-            Lane::Private => self.lanes.budgets.release(0, len),
-        }
+        self.lanes.budgets.release(len, 0);
+        self.publish(batch);
+    }
+
+    /// Adds an item of the private lane the writer took itself.
+    fn take_private(&self, batch: &mut Batch, item: Outbound) {
+        let len = item.len();
+        self.add(batch, item);
+        self.lanes.budgets.release(0, len);
         self.publish(batch);
     }
 
@@ -173,6 +205,10 @@ impl Writer {
         out.gossip.add(written.gossip.0, written.gossip.1);
         out.private.add(written.private.0, written.private.1);
         out.gossip.drop_n(written.gossip_lost);
+        let sent = &self.conn.counters.requests.sent;
+        if written.requests.0 > 0 {
+            sent.fetch_add(written.requests.0, Relaxed);
+        }
         out.private.in_batch.store(0, Relaxed);
         out.gossip.in_batch.store(0, Relaxed);
         written.unsent
@@ -184,8 +220,12 @@ impl Writer {
         // A disconnected lane or pong channel means the connection is closing; the
         // loop sees that at its top.
         select! {
-            recv(self.lanes.private) -> msg => if let Ok(msg) = msg {
-                self.take(batch, Lane::Private, msg);
+            recv(self.replies) -> reply => if let Ok(reply) = reply {
+                self.owed.taken(1);
+                batch.push_reply(reply.id, reply.status, reply.body);
+            },
+            recv(self.lanes.private) -> item => if let Ok(item) = item {
+                self.take_private(batch, item);
             },
             recv(self.lanes.gossip) -> msg => if let Ok(msg) = msg {
                 self.take(batch, Lane::Gossip, msg);
@@ -202,6 +242,8 @@ impl Writer {
     /// waits for room in the event queue: its thread ends with the connection.
     fn finish(self, mut unsent: Vec<Bytes>) -> Vec<Bytes> {
         unsent.extend(self.lanes.drain(&self.conn.counters));
+        // Replies never written: their requesters are told by the close.
+        self.owed.taken(self.replies.try_iter().count());
         let reason = self.conn.reason();
         if reason.as_ref().is_some_and(DisconnectReason::is_graceful) {
             let code = match reason {

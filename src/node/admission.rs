@@ -131,6 +131,7 @@ pub(super) fn shake_hands(
     }
     Ok(Shaken {
         peer: theirs.peer,
+        peer_max_frame: theirs.max_frame_len,
         lanes,
         after: opened.after,
         ready: (!arbiter).then_some(deadline),
@@ -173,6 +174,8 @@ pub(super) fn count_what_was_sent(
 
 /// A connection that finished its handshake on this side.
 pub(super) struct Shaken {
+    /// The largest payload the peer accepts, for the replies to its requests.
+    pub(super) peer_max_frame: u32,
     pub(super) peer: PeerId,
     pub(super) lanes: LaneRx,
     /// The signals of the peer's earlier readers.

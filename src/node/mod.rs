@@ -5,6 +5,7 @@
 pub(crate) mod acceptor;
 pub(crate) mod admission;
 pub(crate) mod redial;
+pub(crate) mod requests;
 pub(crate) mod session;
 pub(crate) mod state;
 pub(crate) mod table;
@@ -414,6 +415,7 @@ impl Node {
                 queued_bytes: link.queued_bytes(Lane::Private) as u64,
                 ..counters.lane(Lane::Private, link.private.len() as u64)
             },
+            requests: counters.requests.snapshot(),
             bytes_in: counters.bytes_in(),
             bytes_out: counters.bytes_out(),
             blocked_senders: counters.waiting.load(Relaxed),

@@ -20,6 +20,7 @@ use crate::conn::deliver::Delivery;
 use crate::conn::handshake;
 use crate::conn::lane::LaneRx;
 use crate::conn::reader::Reader;
+use crate::conn::request::reply_lane;
 use crate::conn::shared::ConnShared;
 use crate::conn::sink::{EventSink, Outlets};
 use crate::conn::writer::Writer;
@@ -81,6 +82,7 @@ pub(crate) fn run(
     node.handshake_done(&conn);
     let Shaken {
         peer,
+        peer_max_frame,
         lanes,
         after,
         ready,
@@ -140,10 +142,13 @@ pub(crate) fn run(
     // The reader watches the private lane for a peer that stops draining it.
     let (private_watch, budgets) = (lanes.private.clone(), lanes.budgets.clone());
     let (writer_done_tx, writer_done) = bounded::<Never>(0);
+    let (replies, reply_rx) = reply_lane();
     let writer = Writer {
         stream: stream.clone(),
         conn: conn.clone(),
         lanes,
+        replies: reply_rx,
+        owed: replies.clone(),
         pong: pong_rx,
         ping_interval: node.config.ping_interval,
         max_batch: node.config.max_batch_bytes,
@@ -183,6 +188,8 @@ pub(crate) fn run(
             private: &private_watch,
             budgets: &budgets,
             events: &outlets.events,
+            replies,
+            peer_max_frame,
             delivery: Delivery::new(
                 &conn,
                 peer,

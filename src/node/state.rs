@@ -308,6 +308,7 @@ impl NodeShared {
             stats.readers_waiting += counters.reader_waiting.load(Relaxed);
             stats.gossip += counters.lane(Lane::Gossip, 0);
             stats.private += counters.lane(Lane::Private, 0);
+            stats.requests += counters.requests.snapshot();
             stats.bytes_in += counters.bytes_in();
             stats.bytes_out += counters.bytes_out();
         }

@@ -45,8 +45,9 @@ enum Piece {
 pub struct Batch {
     buf: Vec<u8>,
     pieces: Vec<Piece>,
-    /// For each data frame: where it ends in the batch's stream, its lane, its payload.
-    frames: Vec<(usize, Lane, Bytes)>,
+    /// For each data frame: where it ends in the batch's stream, its kind, its
+    /// payload (the body, for a request or a reply).
+    frames: Vec<(usize, FrameKind, Bytes)>,
     /// Bytes in the batch's stream.
     total: usize,
 }
@@ -64,8 +65,17 @@ impl Batch {
 
     /// How many of the data frames held are private, and how many gossip.
     pub(crate) fn counts(&self) -> (usize, usize) {
-        let private = self.frames.iter().filter(|f| f.1 == Lane::Private).count();
-        (private, self.frames.len() - private)
+        let private = self
+            .frames
+            .iter()
+            .filter(|f| f.1 == FrameKind::Private)
+            .count();
+        let gossip = self
+            .frames
+            .iter()
+            .filter(|f| f.1 == FrameKind::Gossip)
+            .count();
+        (private, gossip)
     }
 
     /// Whether the batch should take no more frames.
@@ -76,16 +86,35 @@ impl Batch {
             || self.pieces.len() >= MAX_SLICES - 3
     }
 
-    /// Adds a data frame.
+    /// Adds a gossip or private data frame.
     pub fn push(&mut self, lane: Lane, payload: Bytes) {
         let kind = match lane {
             Lane::Gossip => FrameKind::Gossip,
-            Lane::Private => FrameKind::Private,
+            Lane::Private | Lane::Request => FrameKind::Private,
         };
-        let len =
-            u32::try_from(payload.len()).expect("payload length checked against the frame limit");
+        self.push_frame(kind, &[], payload);
+    }
+
+    /// Adds a request frame: its id, then its body.
+    pub(crate) fn push_request(&mut self, id: u64, body: Bytes) {
+        self.push_frame(FrameKind::Request, &id.to_be_bytes(), body);
+    }
+
+    /// Adds a reply frame: the request's id, the status, then the body.
+    pub(crate) fn push_reply(&mut self, id: u64, status: u8, body: Bytes) {
+        let mut prefix = [0u8; frame::REPLY_PREFIX];
+        prefix[..8].copy_from_slice(&id.to_be_bytes());
+        prefix[8] = status;
+        self.push_frame(FrameKind::Reply, &prefix, body);
+    }
+
+    /// Adds a data frame of `kind`: `prefix` (copied) and `payload`.
+    fn push_frame(&mut self, kind: FrameKind, prefix: &[u8], payload: Bytes) {
+        let len = u32::try_from(prefix.len() + payload.len())
+            .expect("payload length checked against the frame limit");
         let start = self.buf.len();
         frame::encode_header(&mut self.buf, kind, len);
+        self.buf.extend_from_slice(prefix);
         if payload.len() <= INLINE_MAX {
             self.buf.extend_from_slice(&payload);
             self.copied(start);
@@ -96,7 +125,7 @@ impl Batch {
             });
             self.total += payload.len();
         }
-        self.frames.push((self.total, lane, payload));
+        self.frames.push((self.total, kind, payload));
     }
 
     /// Adds a control frame (no payload).
@@ -186,17 +215,19 @@ impl Batch {
             bytes,
             ..Written::default()
         };
-        for (end, lane, payload) in self.frames.drain(..) {
-            let slot = match lane {
-                Lane::Gossip => &mut out.gossip,
-                Lane::Private => &mut out.private,
+        for (end, kind, payload) in self.frames.drain(..) {
+            let slot = match kind {
+                FrameKind::Gossip => &mut out.gossip,
+                FrameKind::Private => &mut out.private,
+                FrameKind::Request => &mut out.requests,
+                _ => &mut out.replies,
             };
             if end <= bytes {
                 slot.0 += 1;
                 slot.1 += payload.len() as u64;
-            } else if lane == Lane::Private {
+            } else if kind == FrameKind::Private {
                 out.unsent.push(payload);
-            } else {
+            } else if kind == FrameKind::Gossip {
                 out.gossip_lost += 1;
             }
         }
@@ -221,6 +252,10 @@ pub struct Written {
     pub gossip: (u64, u64),
     /// Private frames, and their payload bytes, that fully reached the socket.
     pub private: (u64, u64),
+    /// Request frames, and their body bytes, that fully reached the socket.
+    pub requests: (u64, u64),
+    /// Reply frames, and their body bytes, that fully reached the socket.
+    pub replies: (u64, u64),
     /// Gossip frames that did not.
     pub gossip_lost: u64,
     /// Private messages whose frames did not, oldest first.

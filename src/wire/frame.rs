@@ -25,6 +25,20 @@ pub(crate) const HELLO_LEN: usize = 60;
 /// checked from its header before anything is read.
 pub const MAX_PROOF_LEN: usize = 1024;
 
+/// A request frame's bytes before its body: the request id.
+pub(crate) const REQUEST_PREFIX: usize = 8;
+/// A reply frame's bytes before its body: the request id and a status byte.
+pub(crate) const REPLY_PREFIX: usize = 9;
+/// Requests one side may have sent on a connection and not yet had answered. A
+/// protocol constant, so that the responder can reserve room for every reply it may
+/// owe before it hands a request to its application: answering never waits.
+pub(crate) const REQUESTS_IN_FLIGHT: usize = 128;
+
+/// A reply's status byte: answered, with a body.
+pub(crate) const REPLY_ANSWERED: u8 = 0;
+/// A reply's status byte: the responder's application dropped the request unanswered.
+pub(crate) const REPLY_UNANSWERED: u8 = 1;
+
 /// What a frame is.
 ///
 /// Exposed because errors name it; applications never build frames themselves.
@@ -54,6 +68,12 @@ pub enum FrameKind {
     /// Handshake, from the arbiter: the connection is registered, with its
     /// generation (eight bytes, big-endian), which orders the arbiter's verdicts.
     Verdict,
+    /// A request: its id (eight bytes, big-endian), then the body. Travels in the
+    /// private lane's order.
+    Request,
+    /// The answer to a request: its id (eight bytes, big-endian), a status byte
+    /// (0 answered, 1 dropped unanswered), then the body.
+    Reply,
 }
 
 impl FrameKind {
@@ -69,6 +89,8 @@ impl FrameKind {
             FrameKind::Auth => 8,
             FrameKind::Holds => 9,
             FrameKind::Verdict => 10,
+            FrameKind::Request => 11,
+            FrameKind::Reply => 12,
         }
     }
 
@@ -81,7 +103,21 @@ impl FrameKind {
             FrameKind::Close => Some(1),
             FrameKind::Holds => Some(16),
             FrameKind::Verdict => Some(8),
-            FrameKind::Gossip | FrameKind::Private | FrameKind::Auth => None,
+            FrameKind::Gossip
+            | FrameKind::Private
+            | FrameKind::Auth
+            | FrameKind::Request
+            | FrameKind::Reply => None,
+        }
+    }
+
+    /// Bytes a data frame of this kind carries before its body: the body alone is
+    /// held to the frame limit.
+    pub(crate) fn prefix_len(self) -> usize {
+        match self {
+            FrameKind::Request => REQUEST_PREFIX,
+            FrameKind::Reply => REPLY_PREFIX,
+            _ => 0,
         }
     }
 }
@@ -101,6 +137,8 @@ impl TryFrom<u8> for FrameKind {
             8 => FrameKind::Auth,
             9 => FrameKind::Holds,
             10 => FrameKind::Verdict,
+            11 => FrameKind::Request,
+            12 => FrameKind::Reply,
             other => return Err(FrameError::UnknownKind(other)),
         })
     }
@@ -119,6 +157,8 @@ impl fmt::Display for FrameKind {
             FrameKind::Auth => "auth",
             FrameKind::Holds => "holds",
             FrameKind::Verdict => "verdict",
+            FrameKind::Request => "request",
+            FrameKind::Reply => "reply",
         };
         f.write_str(name)
     }
@@ -148,6 +188,10 @@ pub enum FrameError {
     },
     /// A frame of this kind is not allowed at this point of the conversation.
     Unexpected(FrameKind),
+    /// A reply whose id names no request in flight, or with an unknown status.
+    UnknownReply,
+    /// A request beyond the number the protocol allows in flight.
+    TooManyRequests,
 }
 
 impl fmt::Display for FrameError {
@@ -162,6 +206,11 @@ impl fmt::Display for FrameError {
                 write!(f, "{kind} frame with a payload of {len} bytes")
             }
             FrameError::Unexpected(kind) => write!(f, "unexpected {kind} frame"),
+            FrameError::UnknownReply => f.write_str("reply to no request in flight"),
+            FrameError::TooManyRequests => write!(
+                f,
+                "more than {REQUESTS_IN_FLIGHT} requests in flight at once"
+            ),
         }
     }
 }
@@ -208,11 +257,14 @@ pub fn decode_header(buf: &[u8], max_payload: u32) -> Result<Option<Header>, Fra
         None if kind == FrameKind::Auth && (len == 0 || len as usize > MAX_PROOF_LEN) => {
             return Err(FrameError::BadLength { kind, len })
         }
-        None if len > max_payload => {
+        None if len as usize > max_payload as usize + kind.prefix_len() => {
             return Err(FrameError::TooLarge {
                 len,
                 max: max_payload,
             })
+        }
+        None if (len as usize) < kind.prefix_len() => {
+            return Err(FrameError::BadLength { kind, len })
         }
         None => {}
     }
@@ -328,6 +380,14 @@ mod tests {
             (FrameKind::Auth, vec![9; 32]),
             (FrameKind::Holds, vec![1; 16]),
             (FrameKind::Verdict, 42u64.to_be_bytes().to_vec()),
+            (
+                FrameKind::Request,
+                [&7u64.to_be_bytes()[..], b"get"].concat(),
+            ),
+            (
+                FrameKind::Reply,
+                [&7u64.to_be_bytes()[..], &[0], b"x"].concat(),
+            ),
         ];
         let mut wire = Vec::new();
         for (kind, payload) in &cases {
@@ -408,7 +468,7 @@ mod tests {
 
     #[test]
     fn unknown_kind_and_reserved_flags_are_errors() {
-        for kind in [0u8, 11, 0x7F, 0xFF] {
+        for kind in [0u8, 13, 0x7F, 0xFF] {
             assert_eq!(
                 decode_header(&[0, 0, 0, 0, kind, 0], MAX),
                 Err(FrameError::UnknownKind(kind))

@@ -1,0 +1,344 @@
+//! Requests and replies on one connection.
+//!
+//! Requester side: a request takes one of [`REQUESTS_IN_FLIGHT`] slots, is
+//! registered under a fresh id, and travels on the private lane (so it keeps the
+//! lane's order with private messages); its slot comes back when the reply arrives.
+//! Responder side: because the requester never has more requests in flight than
+//! that, the responder's reply lane, bounded by the same number, always has room for
+//! every reply it owes — so [`Node::respond`](crate::Node::respond), called on the
+//! application's receive loop, never waits, and the cycle through the application
+//! (both sides blocked answering, nobody reading) cannot form.
+//!
+//! No lock here is held across a wait: the pending table's mutex guards inserts and
+//! removals only, and a reply is handed to its waiter after the lock is released.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use parking_lot::Mutex;
+
+use super::shared::ConnShared;
+use crate::error::RespondError;
+use crate::event::DisconnectReason;
+use crate::sync::WaitBudget;
+use crate::wire::frame::{REPLY_ANSWERED, REPLY_UNANSWERED, REQUESTS_IN_FLIGHT};
+
+/// What travels on a connection's private lane, in one order.
+pub(crate) enum Outbound {
+    Private(Bytes),
+    Request(Arc<Pending>),
+}
+
+impl Outbound {
+    /// The payload bytes, against the lane's byte budget.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Outbound::Private(msg) => msg.len(),
+            Outbound::Request(req) => req.body.len(),
+        }
+    }
+}
+
+/// A request's state, between its requester and the writer.
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const CANCELLED: u8 = 2;
+
+/// A request on its way: queued, or written and waiting for its reply.
+pub(crate) struct Pending {
+    pub(crate) id: u64,
+    pub(crate) body: Bytes,
+    state: AtomicU8,
+}
+
+impl Pending {
+    /// The writer takes the request to write it; `false` if its requester gave up
+    /// first (it is then never written).
+    pub(crate) fn take(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The requester gives up; `true` if the request had not been taken, and will
+    /// never reach the socket.
+    fn cancel(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// What the requester hears back.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Replied(Bytes),
+    Unanswered,
+}
+
+/// A registered request: the way to its requester, until it gives up.
+struct Entry {
+    pending: Arc<Pending>,
+    answer: Option<Sender<Answer>>,
+}
+
+/// The requester side of one connection: ids, the pending table, the slots.
+pub(crate) struct Requests {
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, Entry>>,
+    /// One unit per request registered and not yet answered (or cancelled unsent).
+    pub(crate) slots: WaitBudget,
+}
+
+impl Default for Requests {
+    fn default() -> Requests {
+        Requests {
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            slots: WaitBudget::new(REQUESTS_IN_FLIGHT),
+        }
+    }
+}
+
+/// Why a reply frame was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct UnknownReply;
+
+impl Requests {
+    /// Registers a request, whose slot the caller holds. Returns it, to queue, and
+    /// where its answer will come.
+    pub(crate) fn register(&self, body: Bytes) -> (Arc<Pending>, Receiver<Answer>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let pending = Arc::new(Pending {
+            id,
+            body,
+            state: AtomicU8::new(QUEUED),
+        });
+        let (tx, rx) = bounded(1);
+        let entry = Entry {
+            pending: pending.clone(),
+            answer: Some(tx),
+        };
+        self.pending.lock().insert(id, entry);
+        (pending, rx)
+    }
+
+    /// Forgets a request that never made it onto the lane, and frees its slot.
+    pub(crate) fn unregister(&self, id: u64) {
+        if self.pending.lock().remove(&id).is_some() {
+            self.slots.release(1);
+        }
+    }
+
+    /// The writer found the request cancelled: it is never written.
+    pub(crate) fn skipped(&self, id: u64) {
+        self.unregister(id);
+    }
+
+    /// The requester stops waiting. Returns `Some(was_sent)` if it did so before the
+    /// reply came — `was_sent` false when the request will never reach the socket —
+    /// or `None` if the reply is already on its way to `rx`.
+    pub(crate) fn abandon(&self, pending: &Pending) -> Option<bool> {
+        let sender = {
+            let mut table = self.pending.lock();
+            let entry = table.get_mut(&pending.id)?;
+            entry.answer.take()
+        };
+        // Dropped outside the lock.
+        drop(sender);
+        // If it was not taken yet the writer will skip it and free its slot;
+        // otherwise the late reply frees it.
+        Some(!pending.cancel())
+    }
+
+    /// A reply arrived: frees the slot and hands the answer to its requester, if it
+    /// still waits. `Ok(false)` for a late reply (the requester gave up).
+    pub(crate) fn complete(&self, id: u64, status: u8, body: Bytes) -> Result<bool, UnknownReply> {
+        let entry = self.pending.lock().remove(&id);
+        let Some(entry) = entry else {
+            return Err(UnknownReply);
+        };
+        if !entry.pending.state_is_taken() {
+            // A reply to a request that was never written.
+            return Err(UnknownReply);
+        }
+        self.slots.release(1);
+        let answer = match status {
+            REPLY_ANSWERED => Answer::Replied(body),
+            REPLY_UNANSWERED => Answer::Unanswered,
+            _ => return Err(UnknownReply),
+        };
+        match entry.answer {
+            Some(tx) => Ok(tx.try_send(answer).is_ok()),
+            None => Ok(false),
+        }
+    }
+}
+
+impl Pending {
+    fn state_is_taken(&self) -> bool {
+        self.state.load(Ordering::Acquire) == TAKEN
+    }
+}
+
+/// A reply waiting in the reply lane for the writer.
+pub(crate) struct ReplyOut {
+    pub(crate) id: u64,
+    pub(crate) status: u8,
+    pub(crate) body: Bytes,
+}
+
+/// The responder side of one connection: the reply lane, and how many replies are
+/// owed (requests delivered whose replies the writer has not taken yet).
+pub(crate) struct Replies {
+    pub(crate) tx: Sender<ReplyOut>,
+    pub(crate) owed: AtomicUsize,
+}
+
+/// Creates a connection's reply lane: room for every reply it may owe.
+pub(crate) fn reply_lane() -> (Arc<Replies>, Receiver<ReplyOut>) {
+    let (tx, rx) = bounded(REQUESTS_IN_FLIGHT);
+    let replies = Arc::new(Replies {
+        tx,
+        owed: AtomicUsize::new(0),
+    });
+    (replies, rx)
+}
+
+impl Replies {
+    /// A request arrived: one more reply owed. `false` if the peer has more
+    /// requests in flight than the protocol allows.
+    pub(crate) fn owe(&self) -> bool {
+        self.owed.fetch_add(1, Ordering::AcqRel) < REQUESTS_IN_FLIGHT
+    }
+
+    /// The writer took `n` replies out of the lane.
+    pub(crate) fn taken(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.owed.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// What [`Node::respond`](crate::Node::respond) needs of a request: shared by the
+/// clones of its message, and answered at most once. When the last clone goes
+/// unanswered, the requester is told.
+#[derive(Clone)]
+pub(crate) struct Inquiry(Arc<InquiryInner>);
+
+struct InquiryInner {
+    id: u64,
+    conn: Weak<ConnShared>,
+    replies: Arc<Replies>,
+    peer_max_frame: u32,
+    answered: AtomicBool,
+}
+
+impl Inquiry {
+    pub(crate) fn new(
+        id: u64,
+        conn: &Arc<ConnShared>,
+        replies: Arc<Replies>,
+        peer_max_frame: u32,
+    ) -> Inquiry {
+        Inquiry(Arc::new(InquiryInner {
+            id,
+            conn: Arc::downgrade(conn),
+            replies,
+            peer_max_frame,
+            answered: AtomicBool::new(false),
+        }))
+    }
+
+    /// Queues the reply. Never waits: the reply lane has room for every reply owed.
+    pub(crate) fn respond(&self, body: Bytes) -> Result<(), RespondError<Bytes>> {
+        let inner = &self.0;
+        if body.len() > inner.peer_max_frame as usize {
+            return Err(RespondError::TooLarge(body));
+        }
+        if inner.answered.swap(true, Ordering::AcqRel) {
+            return Err(RespondError::AlreadyAnswered(body));
+        }
+        let Some(conn) = inner.conn.upgrade().filter(|c| !c.is_closing()) else {
+            return Err(closed(inner.conn.upgrade().as_deref(), body));
+        };
+        let len = body.len() as u64;
+        let reply = ReplyOut {
+            id: inner.id,
+            status: REPLY_ANSWERED,
+            body,
+        };
+        match inner.replies.tx.try_send(reply) {
+            Ok(()) => {
+                conn.counters
+                    .requests
+                    .responded
+                    .fetch_add(1, Ordering::Relaxed);
+                conn.counters
+                    .requests
+                    .responded_bytes
+                    .fetch_add(len, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(reply)) => Err(closed(Some(&conn), reply.body)),
+            Err(TrySendError::Full(reply)) => {
+                // Cannot happen: `Replies::owe` refused the request that would have
+                // needed this room. Kept as an error rather than a panic.
+                log::error!(
+                    "{}: no room for a reply on {} although every reply owed has room",
+                    conn.node,
+                    conn.id
+                );
+                Err(closed(Some(&conn), reply.body))
+            }
+        }
+    }
+}
+
+fn closed(conn: Option<&ConnShared>, body: Bytes) -> RespondError<Bytes> {
+    match conn.and_then(ConnShared::reason) {
+        Some(DisconnectReason::Shutdown) => RespondError::Shutdown(body),
+        _ => RespondError::Disconnected(body),
+    }
+}
+
+impl Drop for InquiryInner {
+    fn drop(&mut self) {
+        if *self.answered.get_mut() {
+            return;
+        }
+        let Some(conn) = self.conn.upgrade().filter(|c| !c.is_closing()) else {
+            return;
+        };
+        let reply = ReplyOut {
+            id: self.id,
+            status: REPLY_UNANSWERED,
+            body: Bytes::new(),
+        };
+        if self.replies.tx.try_send(reply).is_ok() {
+            conn.counters
+                .requests
+                .dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl PartialEq for Inquiry {
+    fn eq(&self, other: &Inquiry) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Inquiry {}
+
+impl fmt::Debug for Inquiry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Inquiry({})", self.0.id)
+    }
+}
