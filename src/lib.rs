@@ -56,6 +56,17 @@
 //! frame that finds [`Node::incoming`] full waits for room (and the wait pushes back
 //! over TCP to the sender); a gossip frame is dropped and counted.
 //!
+//! # Requests and replies
+//!
+//! [`Node::request`] sends a request and waits for its reply; the peer reads it from
+//! [`Node::incoming`] with [`Lane::Request`] and answers with [`Node::respond`],
+//! which never waits for the requester — room for every reply a node owes is
+//! reserved before the request is handed over — so the loop that reads `incoming()`
+//! may answer on the spot without risking the cycle in which two peers each wait to
+//! send to the other while nobody reads. [`Node::request_many`] asks several peers
+//! and returns once enough have replied, like Fabric's `SendWithAck`. Each request
+//! ends in exactly one outcome: a reply, or a [`RequestError`].
+//!
 //! # Nothing lost silently
 //!
 //! When a connection ends, private messages still queued for it come back in an

@@ -122,6 +122,14 @@ fn each_refusal_is_a_typed_error() {
                 theirs: raw::VERSION + 1,
             }),
         ),
+        // A peer of the version before requests and replies.
+        (
+            raw::hello_with(b"WRLN", raw::VERSION - 1, 9, 1, 1024),
+            Ok(HandshakeError::Version {
+                ours: raw::VERSION,
+                theirs: raw::VERSION - 1,
+            }),
+        ),
         (raw::hello(1), Ok(HandshakeError::SelfConnect)),
         (
             raw::frame(raw::PRIVATE, b"no hello first"),

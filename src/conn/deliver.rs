@@ -7,7 +7,6 @@
 //! over TCP to the sender.
 
 use std::cell::Cell;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -181,7 +180,7 @@ impl<'a> Delivery<'a> {
         // Time spent waiting for the application is not the peer's silence.
         silence.heard(Instant::now());
         if delivered && lane == Lane::Request {
-            self.conn.counters.requests.served.fetch_add(1, Relaxed);
+            self.conn.count_request(|c| &c.served, 1);
         } else if delivered {
             self.conn.counters.inb.private.add(1, len);
         } else if lane == Lane::Request {
@@ -268,8 +267,7 @@ impl<'a> Delivery<'a> {
         inb.gossip.add(tally.gossip.0, tally.gossip.1);
         inb.private.add(tally.private.0, tally.private.1);
         if tally.requests > 0 {
-            let served = &self.conn.counters.requests.served;
-            served.fetch_add(tally.requests, Relaxed);
+            self.conn.count_request(|c| &c.served, tally.requests);
         }
     }
 }

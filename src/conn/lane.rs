@@ -310,7 +310,7 @@ impl Link {
             return Err(RequestError::TooLarge(body));
         }
         if self.conn.is_closing() {
-            return Err(self.request_closed(body));
+            return Err(self.request_interrupted(Interrupted::Closed, body));
         }
         let requests = &self.conn.requests;
         if !requests.slots.reserve(1) {
@@ -334,14 +334,13 @@ impl Link {
     }
 
     fn request_interrupted(&self, why: Interrupted, body: Bytes) -> RequestError<Bytes> {
-        let counters = &self.conn.counters.requests;
         match why {
             Interrupted::Timeout => {
-                counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                self.conn.count_request(|c| &c.timed_out, 1);
                 RequestError::Timeout(body)
             }
             Interrupted::Closed => {
-                counters.failed.fetch_add(1, Ordering::Relaxed);
+                self.conn.count_request(|c| &c.failed, 1);
                 self.request_closed(body)
             }
         }
@@ -450,7 +449,6 @@ impl Ticket {
     /// Stops waiting: the deadline passed (`timed_out`) or the connection closed.
     /// A reply that was already on its way is taken after all.
     pub(crate) fn give_up(&self, timed_out: bool) -> Result<Bytes, RequestError<Bytes>> {
-        let counters = &self.conn.counters.requests;
         let body = self.pending.body.clone();
         if self.conn.requests.abandon(&self.pending).is_none() {
             // The reader took the entry first: the answer is in the channel, or its
@@ -459,16 +457,16 @@ impl Ticket {
                 Ok(Answer::Replied(body)) => Ok(body),
                 Ok(Answer::Unanswered) => Err(RequestError::Unanswered(body)),
                 Err(_) => {
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    self.conn.count_request(|c| &c.failed, 1);
                     Err(request_closed(&self.conn, body))
                 }
             };
         }
         if timed_out && !self.conn.is_closing() {
-            counters.timed_out.fetch_add(1, Ordering::Relaxed);
+            self.conn.count_request(|c| &c.timed_out, 1);
             Err(RequestError::Timeout(body))
         } else {
-            counters.failed.fetch_add(1, Ordering::Relaxed);
+            self.conn.count_request(|c| &c.failed, 1);
             Err(request_closed(&self.conn, body))
         }
     }
@@ -477,8 +475,7 @@ impl Ticket {
     /// (`request_many` had its replies): a reply that comes is counted late.
     pub(crate) fn abandon(&self) {
         if self.conn.requests.abandon(&self.pending).is_some() {
-            let abandoned = &self.conn.counters.requests.abandoned;
-            abandoned.fetch_add(1, Ordering::Relaxed);
+            self.conn.count_request(|c| &c.abandoned, 1);
         }
     }
 }

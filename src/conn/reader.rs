@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::TcpStream;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +24,7 @@ use crate::config::Config;
 use crate::conn::request::{Inquiry, Outbound, Replies, UnknownReply};
 use crate::event::{DisconnectReason, Event, Lane};
 use crate::id::PeerId;
+use crate::stats::RequestCounters;
 use crate::sync::Never;
 use crate::wire::frame::{FrameError, FrameKind, REPLY_ANSWERED, REPLY_PREFIX, REQUEST_PREFIX};
 use crate::wire::reader::{FrameReader, NextError};
@@ -158,14 +160,14 @@ impl Reader<'_> {
             FrameKind::Reply => {
                 let status = payload[REQUEST_PREFIX];
                 let (id, body) = split_id(payload, REPLY_PREFIX);
-                let counters = &self.conn.counters.requests;
-                let counter = match self.conn.requests.complete(id, status, body) {
-                    Err(UnknownReply) => return Err(protocol(FrameError::UnknownReply)),
-                    Ok(false) => &counters.late,
-                    Ok(true) if status == REPLY_ANSWERED => &counters.answered,
-                    Ok(true) => &counters.unanswered,
-                };
-                counter.fetch_add(1, Relaxed);
+                let counter: fn(&RequestCounters) -> &AtomicU64 =
+                    match self.conn.requests.complete(id, status, body) {
+                        Err(UnknownReply) => return Err(protocol(FrameError::UnknownReply)),
+                        Ok(false) => |c| &c.late,
+                        Ok(true) if status == REPLY_ANSWERED => |c| &c.answered,
+                        Ok(true) => |c| &c.unanswered,
+                    };
+                self.conn.count_request(counter, 1);
                 Ok(())
             }
             FrameKind::Ping => {

@@ -6,7 +6,7 @@
 //! [`crate::conn::lane`] for the senders' side.
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
@@ -19,7 +19,7 @@ use super::timers::Linger;
 use crate::config::Config;
 use crate::event::DisconnectReason;
 use crate::id::{ConnId, PeerId};
-use crate::stats::Counters;
+use crate::stats::{Counters, RequestCounters};
 use crate::sync::{LogLimit, Never};
 
 /// What a connection calls when it starts closing: takes it out of wherever senders
@@ -44,6 +44,10 @@ pub(crate) struct ConnShared {
     pub(crate) counters: Counters,
     /// The requests this side has sent on the connection and not yet had answered.
     pub(crate) requests: Requests,
+    /// The node's request counters. Requests are counted here as well as in the
+    /// connection's own counters, because a requester or a responder may count an
+    /// outcome after the connection has ended and its counters were added up.
+    node_requests: Arc<RequestCounters>,
     stream: Arc<TcpStream>,
     epoch: Instant,
     close: Mutex<CloseState>,
@@ -78,6 +82,7 @@ impl ConnShared {
         config: &Config,
         epoch: Instant,
         unregister: Weak<dyn Unregister>,
+        node_requests: Arc<RequestCounters>,
     ) -> std::io::Result<ConnShared> {
         let (closed_tx, closed_rx) = bounded(0);
         Ok(ConnShared {
@@ -89,6 +94,7 @@ impl ConnShared {
             peer: OnceLock::new(),
             counters: Counters::default(),
             requests: Requests::default(),
+            node_requests,
             stream,
             epoch,
             close: Mutex::new(CloseState {
@@ -135,6 +141,12 @@ impl ConnShared {
             let _ = self.stream.shutdown(Shutdown::Both);
         }
         true
+    }
+
+    /// Counts `n` of a request outcome, for the connection and for the node.
+    pub(crate) fn count_request(&self, which: fn(&RequestCounters) -> &AtomicU64, n: u64) {
+        which(&self.counters.requests).fetch_add(n, Ordering::Relaxed);
+        which(&self.node_requests).fetch_add(n, Ordering::Relaxed);
     }
 
     pub(crate) fn is_closing(&self) -> bool {

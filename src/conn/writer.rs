@@ -205,9 +205,8 @@ impl Writer {
         out.gossip.add(written.gossip.0, written.gossip.1);
         out.private.add(written.private.0, written.private.1);
         out.gossip.drop_n(written.gossip_lost);
-        let sent = &self.conn.counters.requests.sent;
         if written.requests.0 > 0 {
-            sent.fetch_add(written.requests.0, Relaxed);
+            self.conn.count_request(|c| &c.sent, written.requests.0);
         }
         out.private.in_batch.store(0, Relaxed);
         out.gossip.in_batch.store(0, Relaxed);

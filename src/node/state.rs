@@ -24,7 +24,7 @@ use crate::event::{Event, Lane, Message};
 use crate::id::{ConnId, PeerId};
 use crate::node::redial::Redial;
 use crate::node::table::PeerTable;
-use crate::stats::{Counters, NodeStats};
+use crate::stats::{Counters, NodeStats, RequestCounters};
 use crate::sync::WaitBudget;
 use crate::sync::{LogLimit, Never};
 use crate::wire::pool::BufPool;
@@ -52,6 +52,8 @@ pub(crate) struct NodeShared {
     shutdown_tx: Mutex<Option<Sender<Never>>>,
     /// Counts left behind by connections that have ended.
     totals: Counters,
+    /// Requests and replies of every connection, counted as they happen.
+    requests: Arc<RequestCounters>,
     pub(crate) opened: AtomicU64,
     pub(crate) handshakes_failed: AtomicU64,
     limit_log: LogLimit,
@@ -112,6 +114,7 @@ impl NodeShared {
             sink,
             shutdown_tx: Mutex::new(Some(shutdown_tx)),
             totals: Counters::default(),
+            requests: Arc::default(),
             opened: AtomicU64::new(0),
             handshakes_failed: AtomicU64::new(0),
             limit_log: LogLimit::new(),
@@ -152,6 +155,7 @@ impl NodeShared {
             &self.config,
             self.epoch,
             Arc::downgrade(&(self.table.clone() as Arc<dyn Unregister>)),
+            self.requests.clone(),
         )?);
         let (outlets, alive, evicted) = {
             let mut registry = self.registry.lock();
@@ -303,12 +307,12 @@ impl NodeShared {
             ..NodeStats::default()
         };
         stats.inbound_bytes = self.inbound_bytes.held() as u64;
+        stats.requests = self.requests.snapshot();
         stats.redials_pending = self.redial.as_ref().map_or(0, Redial::pending);
         for counters in all {
             stats.readers_waiting += counters.reader_waiting.load(Relaxed);
             stats.gossip += counters.lane(Lane::Gossip, 0);
             stats.private += counters.lane(Lane::Private, 0);
-            stats.requests += counters.requests.snapshot();
             stats.bytes_in += counters.bytes_in();
             stats.bytes_out += counters.bytes_out();
         }
