@@ -29,6 +29,14 @@ pub(crate) trait Unregister: Send + Sync {
     fn unregister(&self, conn: &ConnShared) -> Option<Arc<Link>>;
 }
 
+/// What a connection knows of the node that owns it.
+pub(crate) struct Owner {
+    /// Takes the connection out of the peer table when it closes.
+    pub(crate) unregister: Weak<dyn Unregister>,
+    /// The node's request counters.
+    pub(crate) requests: Arc<RequestCounters>,
+}
+
 /// The state of one connection shared by its reader, its writer, the node and the
 /// senders: identity, close signal, counters.
 pub(crate) struct ConnShared {
@@ -81,9 +89,12 @@ impl ConnShared {
         stream: Arc<TcpStream>,
         config: &Config,
         epoch: Instant,
-        unregister: Weak<dyn Unregister>,
-        node_requests: Arc<RequestCounters>,
+        owner: Owner,
     ) -> std::io::Result<ConnShared> {
+        let Owner {
+            unregister,
+            requests: node_requests,
+        } = owner;
         let (closed_tx, closed_rx) = bounded(0);
         Ok(ConnShared {
             id,

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use super::session::{self, Origin};
 use crate::config::Config;
 use crate::conn::lane::Link;
-use crate::conn::shared::{ConnShared, Unregister};
+use crate::conn::shared::{ConnShared, Owner, Unregister};
 use crate::conn::sink::{EventSink, Outlets, SinkShared};
 use crate::error::{Error, HandshakeError, Limit, Result};
 use crate::event::{Event, Lane, Message};
@@ -154,8 +154,10 @@ impl NodeShared {
             stream.clone(),
             &self.config,
             self.epoch,
-            Arc::downgrade(&(self.table.clone() as Arc<dyn Unregister>)),
-            self.requests.clone(),
+            Owner {
+                unregister: Arc::downgrade(&(self.table.clone() as Arc<dyn Unregister>)),
+                requests: self.requests.clone(),
+            },
         )?);
         let (outlets, alive, evicted) = {
             let mut registry = self.registry.lock();
