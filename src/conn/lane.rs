@@ -280,12 +280,22 @@ impl Link {
         let mut sel = Select::new();
         let lane = sel.send(&self.private);
         sel.recv(&self.conn.closed_rx);
-        let oper = match deadline.get() {
-            None => sel.select(),
-            Some(deadline) => match sel.select_deadline(deadline) {
-                Ok(oper) => oper,
-                Err(_) => return Err(self.give_back(Interrupted::Timeout, item)),
-            },
+        let deadline = deadline.get();
+        let oper = loop {
+            // Woken once a silence timeout to look for the cycle through the
+            // application; the deadline itself is not moved.
+            let check = Instant::now().checked_add(self.conn.cycle_check);
+            let until = match (deadline, check) {
+                (Some(d), Some(c)) => d.min(c),
+                (d, c) => d.or(c).unwrap_or_else(Instant::now),
+            };
+            match sel.select_deadline(until) {
+                Ok(oper) => break oper,
+                Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return Err(self.give_back(Interrupted::Timeout, item))
+                }
+                Err(_) => self.warn_of_cycle(),
+            }
         };
         if oper.index() == lane {
             // If the close raced us, the writer's final drain (which waits for this
@@ -296,6 +306,25 @@ impl Link {
             let _ = oper.recv(&self.conn.closed_rx);
             Err(self.give_back(Interrupted::Closed, item))
         }
+    }
+
+    /// Warns, once per connection, of the cycle a private send blocked for a whole
+    /// silence timeout may be part of: our lane to the peer is full while our own
+    /// reader waits for the application to take a message from `incoming()`. If the
+    /// thread blocked here is the one that reads `incoming()`, and the peer does the
+    /// same, neither node moves again.
+    fn warn_of_cycle(&self) {
+        let reader_waits = self.conn.counters.reader_waiting.load(Ordering::Relaxed) > 0;
+        if !reader_waits || self.conn.cycle_warned.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        log::warn!(
+            "{}: a private send to {} has waited {:?} for room while this node's reader of {} waits for the application to take a message from incoming(). If the thread blocked in send() is the one that reads incoming(), and the peer does the same, both nodes wait for each other for good: answer requests with respond(), which never waits, or send from another thread, or use send_timeout",
+            self.conn.node,
+            self.peer,
+            self.conn.cycle_check,
+            self.peer
+        );
     }
 
     /// Sends a request: takes a request slot, registers it, and queues it on the

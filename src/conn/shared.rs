@@ -8,7 +8,7 @@
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
@@ -71,6 +71,10 @@ pub(crate) struct ConnShared {
     pub(crate) closed_rx: Receiver<Never>,
     unregister: Weak<dyn Unregister>,
     pub(crate) send_drops: LogLimit,
+    /// How long a private send waits before it checks for the cycle through the
+    /// application (the silence timeout), and whether it has warned of it.
+    pub(crate) cycle_check: Duration,
+    pub(crate) cycle_warned: AtomicBool,
     pub(crate) recv_drops: LogLimit,
     pub(crate) discards: LogLimit,
 }
@@ -119,6 +123,8 @@ impl ConnShared {
             closed_rx,
             unregister,
             send_drops: LogLimit::new(),
+            cycle_check: config.silence_timeout,
+            cycle_warned: AtomicBool::new(false),
             recv_drops: LogLimit::new(),
             discards: LogLimit::new(),
         })
