@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use wirelane::Config;
 
-use crate::{baseline, deadlock, latency, load, mesh, peer, scale, serve, soak, throughput};
+use crate::{baseline, deadlock, latency, load, mesh, peer, rpc, scale, serve, soak, throughput};
 
 /// wirelane's benchmarks and load checks.
 ///
@@ -37,6 +37,7 @@ pub struct Cli {
 pub enum Command {
     Throughput(throughput::Args),
     Latency(latency::Args),
+    Rpc(rpc::Args),
     Mesh(mesh::Args),
     Deadlock(deadlock::Args),
     Scale(scale::Args),
@@ -101,11 +102,22 @@ mod tests {
         assert!(parse("wirelane-bench soak --secs 0").is_err());
         let cli = parse("wirelane-bench baseline raw --size 64 --json").expect("a baseline");
         assert!(cli.json && matches!(cli.command, Some(Command::Baseline(_))));
+        let cli = parse("wirelane-bench --json rpc --size 64 --count 20000 --threads 4")
+            .expect("an rpc run");
+        assert!(cli.json && matches!(cli.command, Some(Command::Rpc(_))));
+        assert!(parse("wirelane-bench rpc --impl naive").is_err());
+        let cli = parse("wirelane-bench deadlock --scenario storm-send --storm-messages 10")
+            .expect("a storm");
+        assert!(matches!(cli.command, Some(Command::Deadlock(_))));
+        assert!(parse("wirelane-bench deadlock --scenario storm --storm-requests 0").is_err());
+        assert!(parse("wirelane-bench deadlock --scenario storms").is_err());
     }
 
     #[test]
     fn parsers_refuse_zero() {
         assert!(parse("wirelane-bench latency --count 0").is_err());
+        assert!(parse("wirelane-bench rpc --count 0").is_err());
+        assert!(parse("wirelane-bench rpc --threads 0").is_err());
         assert!(seconds("0").is_err());
         assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
     }

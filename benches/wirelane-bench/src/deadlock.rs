@@ -9,6 +9,10 @@
 //! declares a deadlock after `--watchdog` seconds without a delivery, and either way
 //! ends the run through the implementation's way out so that every thread can be
 //! joined; a thread that cannot be joined in time ends the process with status 1.
+//!
+//! `--scenario storm` runs the delivery-path storm instead ([`crate::storm`]):
+//! answering on the receive loop with `send`, which is expected to deadlock, and
+//! with `respond`, which must not.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
@@ -22,6 +26,7 @@ use wirelane::{Bytes, Config, Lane, Node, PeerId};
 use crate::locked;
 use crate::report::{progress, Output, Record};
 use crate::stamp::{Stamp, Track};
+use crate::storm::{self, Variant};
 use crate::threads::{abandon, join_all, start, JoinError};
 
 /// The capacity of every buffer, in both implementations.
@@ -29,18 +34,39 @@ const CAPACITY: usize = 1;
 
 /// Two peers flooding each other with private messages through full buffers, a
 /// reproduction of FAB-10469 beside wirelane. Exits 1 unless wirelane completes
-/// with nothing lost or reordered.
+/// with nothing lost or reordered. `--scenario storm` answers the flood on the
+/// receive loop instead: with `send` (expected to deadlock, not a failure) and
+/// with `respond` (must complete).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Without it, both run side by side.
+    /// Which scenarios run.
+    #[arg(long, value_enum, default_value_t = Scenario::Fab10469)]
+    scenario: Scenario,
+    /// FAB-10469 only; without it, both run side by side.
     #[arg(long = "impl", value_enum, default_value_t = Which::Both)]
     which: Which,
-    /// Messages per sending thread.
+    /// FAB-10469: messages per sending thread.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     messages: u64,
     /// Seconds without a delivery that count as a deadlock.
     #[arg(long, default_value = "3", value_parser = crate::cli::seconds)]
     watchdog: Duration,
+    #[command(flatten)]
+    storm: storm::Sizes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// The locked reproduction beside wirelane, buffers of one.
+    Fab10469,
+    /// Both storm variants.
+    Storm,
+    /// The storm, answering with a blocking `send`: expected to deadlock.
+    StormSend,
+    /// The storm, requests answered with `respond`: must complete.
+    StormRespond,
+    /// FAB-10469, then both storm variants.
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -51,6 +77,24 @@ enum Which {
 }
 
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
+    let variants: &[Variant] = match args.scenario {
+        Scenario::Fab10469 => &[],
+        Scenario::StormSend => &[Variant::Send],
+        Scenario::StormRespond => &[Variant::Respond],
+        Scenario::Storm | Scenario::All => &[Variant::Send, Variant::Respond],
+    };
+    let mut failed = false;
+    if matches!(args.scenario, Scenario::Fab10469 | Scenario::All) {
+        failed |= fab10469(args, quiet, out)?;
+    }
+    if !variants.is_empty() {
+        failed |= storm::run(variants, &args.storm, args.watchdog, quiet, out)?;
+    }
+    Ok(ExitCode::from(u8::from(failed)))
+}
+
+/// The FAB-10469 scenario on both implementations; returns whether it failed.
+fn fab10469(args: &Args, quiet: bool, out: Output) -> anyhow::Result<bool> {
     let (messages, stall) = (args.messages, args.watchdog);
     let mut outcomes = Vec::new();
     if args.which != Which::Wirelane {
@@ -84,7 +128,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
          own writer and reader take for every frame, so each peer stops the other (Fabric \
          FAB-10469); wirelane's send waits holding no lock.",
     );
-    Ok(ExitCode::from(u8::from(failed)))
+    Ok(failed)
 }
 
 impl Outcome {
@@ -138,7 +182,7 @@ impl Outcome {
 }
 
 /// A duration for a note: milliseconds below a second, else seconds.
-fn seconds(d: Duration) -> String {
+pub fn seconds(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{:.1} ms", d.as_secs_f64() * 1e3)
     } else {
@@ -288,7 +332,7 @@ fn scenario<P: Peers>(
             }));
         }
     }
-    let completed = watch(&delivered, 2 * per_peer, args.watchdog);
+    let completed = watch(|| delivered.load(Relaxed), 2 * per_peer, args.watchdog);
     // Finished or frozen, the run ends here: this wakes whatever still waits. On a
     // thread of its own, so that a teardown that is stuck too meets the deadline.
     let teardown = {
@@ -318,13 +362,13 @@ fn scenario<P: Peers>(
     }
 }
 
-/// The watchdog: `true` once `expected` messages were delivered, `false` once
-/// `stall` has passed without one.
-fn watch(delivered: &AtomicU64, expected: u64, stall: Duration) -> bool {
-    let (mut seen, mut moved) = (delivered.load(Relaxed), Instant::now());
+/// The watchdog: `true` once `progress` reaches `expected`, `false` once `stall`
+/// has passed without it moving.
+pub fn watch(progress: impl Fn() -> u64, expected: u64, stall: Duration) -> bool {
+    let (mut seen, mut moved) = (progress(), Instant::now());
     loop {
         thread::sleep(TICK);
-        let now = delivered.load(Relaxed);
+        let now = progress();
         if now >= expected {
             return true;
         }

@@ -17,10 +17,12 @@ mod peer;
 mod procfs;
 mod remote;
 mod report;
+mod rpc;
 mod scale;
 mod serve;
 mod soak;
 mod stamp;
+mod storm;
 mod threads;
 mod throughput;
 mod traffic;
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         None => mesh::main_job(quiet, out),
         Some(Command::Throughput(args)) => throughput::run(&args, quiet, out),
         Some(Command::Latency(args)) => latency::run(&args, quiet, out),
+        Some(Command::Rpc(args)) => rpc::run(&args, quiet, out),
         Some(Command::Mesh(args)) => mesh::run(&args, quiet, out),
         Some(Command::Deadlock(args)) => deadlock::run(&args, quiet, out),
         Some(Command::Scale(args)) => scale::run(&args, quiet, out),
