@@ -152,8 +152,13 @@ impl Reader<'_> {
                 if !self.replies.owe() {
                     return Err(protocol(FrameError::TooManyRequests));
                 }
-                let inquiry =
-                    Inquiry::new(id, self.conn, self.replies.clone(), self.peer_max_frame);
+                let inquiry = Inquiry::new(
+                    id,
+                    self.conn,
+                    self.replies.clone(),
+                    self.peer_max_frame,
+                    self.events.shutdown(),
+                );
                 self.delivery
                     .deliver(Lane::Request, body, Some(inquiry), silence)
             }

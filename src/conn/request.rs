@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use super::shared::ConnShared;
 use crate::error::RespondError;
 use crate::event::DisconnectReason;
-use crate::sync::WaitBudget;
+use crate::sync::{Never, WaitBudget};
 use crate::wire::frame::{REPLY_ANSWERED, REPLY_UNANSWERED, REQUESTS_IN_FLIGHT};
 
 /// What travels on a connection's private lane, in one order.
@@ -237,6 +237,9 @@ struct InquiryInner {
     replies: Arc<Replies>,
     peer_max_frame: u32,
     answered: AtomicBool,
+    /// Disconnects when the node begins to shut down: tells a reply refused after
+    /// the connection is gone whether the node shut down.
+    shutdown: Receiver<Never>,
 }
 
 impl Inquiry {
@@ -245,6 +248,7 @@ impl Inquiry {
         conn: &Arc<ConnShared>,
         replies: Arc<Replies>,
         peer_max_frame: u32,
+        shutdown: &Receiver<Never>,
     ) -> Inquiry {
         Inquiry(Arc::new(InquiryInner {
             id,
@@ -252,6 +256,7 @@ impl Inquiry {
             replies,
             peer_max_frame,
             answered: AtomicBool::new(false),
+            shutdown: shutdown.clone(),
         }))
     }
 
@@ -265,7 +270,7 @@ impl Inquiry {
             return Err(RespondError::AlreadyAnswered(body));
         }
         let Some(conn) = inner.conn.upgrade().filter(|c| !c.is_closing()) else {
-            return Err(closed(inner.conn.upgrade().as_deref(), body));
+            return Err(self.closed(inner.conn.upgrade().as_deref(), body));
         };
         let len = body.len() as u64;
         let reply = ReplyOut {
@@ -275,17 +280,11 @@ impl Inquiry {
         };
         match inner.replies.tx.try_send(reply) {
             Ok(()) => {
-                conn.counters
-                    .requests
-                    .responded
-                    .fetch_add(1, Ordering::Relaxed);
-                conn.counters
-                    .requests
-                    .responded_bytes
-                    .fetch_add(len, Ordering::Relaxed);
+                conn.count_request(|c| &c.responded, 1);
+                conn.count_request(|c| &c.responded_bytes, len);
                 Ok(())
             }
-            Err(TrySendError::Disconnected(reply)) => Err(closed(Some(&conn), reply.body)),
+            Err(TrySendError::Disconnected(reply)) => Err(self.closed(Some(&conn), reply.body)),
             Err(TrySendError::Full(reply)) => {
                 // Cannot happen: `Replies::owe` refused the request that would have
                 // needed this room. Kept as an error rather than a panic.
@@ -294,16 +293,22 @@ impl Inquiry {
                     conn.node,
                     conn.id
                 );
-                Err(closed(Some(&conn), reply.body))
+                Err(self.closed(Some(&conn), reply.body))
             }
         }
     }
-}
 
-fn closed(conn: Option<&ConnShared>, body: Bytes) -> RespondError<Bytes> {
-    match conn.and_then(ConnShared::reason) {
-        Some(DisconnectReason::Shutdown) => RespondError::Shutdown(body),
-        _ => RespondError::Disconnected(body),
+    /// The error for a reply whose connection has closed (or is gone).
+    fn closed(&self, conn: Option<&ConnShared>, body: Bytes) -> RespondError<Bytes> {
+        let shut = matches!(
+            self.0.shutdown.try_recv(),
+            Err(crossbeam_channel::TryRecvError::Disconnected)
+        );
+        match conn.and_then(ConnShared::reason) {
+            Some(DisconnectReason::Shutdown) => RespondError::Shutdown(body),
+            _ if shut => RespondError::Shutdown(body),
+            _ => RespondError::Disconnected(body),
+        }
     }
 }
 
@@ -321,10 +326,7 @@ impl Drop for InquiryInner {
             body: Bytes::new(),
         };
         if self.replies.tx.try_send(reply).is_ok() {
-            conn.counters
-                .requests
-                .dropped
-                .fetch_add(1, Ordering::Relaxed);
+            conn.count_request(|c| &c.dropped, 1);
         }
     }
 }

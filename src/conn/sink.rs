@@ -72,6 +72,11 @@ impl EventSink {
         }
     }
 
+    /// Disconnects when the node begins to shut down.
+    pub(crate) fn shutdown(&self) -> &Receiver<Never> {
+        &self.shared.shutdown
+    }
+
     /// Emits an event that must not be lost, waiting for room until the node shuts
     /// down. Returns whether it was delivered.
     pub(crate) fn emit_or_wait(&self, event: Event) -> bool {
