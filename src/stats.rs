@@ -256,7 +256,8 @@ pub struct LaneStats {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RequestStats {
-    /// Requests written to the socket.
+    /// Requests the writer took to write (one whose write fails ends its
+    /// connection, and fails).
     pub sent: u64,
     /// Requests answered with a reply.
     pub answered: u64,

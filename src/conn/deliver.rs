@@ -42,7 +42,6 @@ pub(crate) struct Delivery<'a> {
 struct Tally {
     gossip: (u64, u64),
     private: (u64, u64),
-    requests: u64,
 }
 
 impl<'a> Delivery<'a> {
@@ -155,7 +154,9 @@ impl<'a> Delivery<'a> {
                     Lane::Private => {
                         tally.private = (tally.private.0 + 1, tally.private.1 + len);
                     }
-                    Lane::Request => tally.requests += 1,
+                    // Counted at once, not with the batch: the requester may have
+                    // its reply (and look at the counters) a moment from now.
+                    Lane::Request => self.conn.count_request(|c| &c.served, 1),
                 }
                 self.tally.set(tally);
                 return Ok(());
@@ -266,8 +267,5 @@ impl<'a> Delivery<'a> {
         let inb = &self.conn.counters.inb;
         inb.gossip.add(tally.gossip.0, tally.gossip.1);
         inb.private.add(tally.private.0, tally.private.1);
-        if tally.requests > 0 {
-            self.conn.count_request(|c| &c.served, tally.requests);
-        }
     }
 }

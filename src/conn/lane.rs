@@ -16,7 +16,7 @@ use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Select, Sender, TrySendError as ChanTrySend};
 
 use crate::config::Config;
-use crate::conn::request::{Answer, Outbound, Pending};
+use crate::conn::request::{request_closed, Outbound, Ticket};
 use crate::conn::shared::ConnShared;
 use crate::error::{RequestError, SendTimeoutError, TrySendError};
 use crate::event::{DisconnectReason, Lane};
@@ -411,100 +411,6 @@ impl Link {
         match lane {
             Lane::Gossip => self.budgets.gossip.held(),
             Lane::Private | Lane::Request => self.budgets.private.held(),
-        }
-    }
-}
-
-/// The error for a request whose connection closed.
-fn request_closed(conn: &ConnShared, body: Bytes) -> RequestError<Bytes> {
-    match conn.reason() {
-        Some(DisconnectReason::Shutdown) => RequestError::Shutdown(body),
-        _ => RequestError::Disconnected(body),
-    }
-}
-
-/// A request queued or written, whose reply can be waited for.
-pub(crate) struct Ticket {
-    conn: Arc<ConnShared>,
-    pending: Arc<Pending>,
-    answer: Receiver<Answer>,
-}
-
-impl Ticket {
-    /// The channel the answer comes on, for a caller selecting over many tickets.
-    pub(crate) fn answer(&self) -> &Receiver<Answer> {
-        &self.answer
-    }
-
-    /// Disconnects when the request's connection starts closing.
-    pub(crate) fn closed(&self) -> &Receiver<crate::sync::Never> {
-        &self.conn.closed_rx
-    }
-
-    /// Waits for the reply until `deadline`, or until the connection closes (which
-    /// fails every pending request at once, not at its deadline).
-    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<Bytes, RequestError<Bytes>> {
-        let mut sel = Select::new();
-        let answer = sel.recv(&self.answer);
-        sel.recv(&self.conn.closed_rx);
-        let oper = match deadline {
-            None => Some(sel.select()),
-            Some(deadline) => sel.select_deadline(deadline).ok(),
-        };
-        match oper {
-            Some(oper) if oper.index() == answer => {
-                let got = oper.recv(&self.answer);
-                self.settle(got.ok())
-            }
-            Some(oper) => {
-                let _ = oper.recv(&self.conn.closed_rx);
-                self.give_up(false)
-            }
-            None => self.give_up(true),
-        }
-    }
-
-    /// What an answer means for the requester.
-    pub(crate) fn settle(&self, answer: Option<Answer>) -> Result<Bytes, RequestError<Bytes>> {
-        match answer {
-            Some(Answer::Replied(body)) => Ok(body),
-            Some(Answer::Unanswered) => Err(RequestError::Unanswered(self.pending.body.clone())),
-            // The answer's sender went without a word: only when the request was
-            // forgotten at a close.
-            None => self.give_up(false),
-        }
-    }
-
-    /// Stops waiting: the deadline passed (`timed_out`) or the connection closed.
-    /// A reply that was already on its way is taken after all.
-    pub(crate) fn give_up(&self, timed_out: bool) -> Result<Bytes, RequestError<Bytes>> {
-        let body = self.pending.body.clone();
-        if self.conn.requests.abandon(&self.pending).is_none() {
-            // The reader took the entry first: the answer is in the channel, or its
-            // sender is about to go.
-            return match self.answer.recv() {
-                Ok(Answer::Replied(body)) => Ok(body),
-                Ok(Answer::Unanswered) => Err(RequestError::Unanswered(body)),
-                Err(_) => {
-                    self.conn.count_request(|c| &c.failed, 1);
-                    Err(request_closed(&self.conn, body))
-                }
-            };
-        }
-        if timed_out && !self.conn.is_closing() {
-            self.conn.count_request(|c| &c.timed_out, 1);
-            Err(RequestError::Timeout(body))
-        } else {
-            self.conn.count_request(|c| &c.failed, 1);
-            Err(request_closed(&self.conn, body))
-        }
-    }
-
-    /// Stops waiting for a request whose outcome no one asks for any more
-    /// (`request_many` had its replies): a reply that comes is counted late.
-    pub(crate) fn abandon(&self) {
-        if self.conn.requests.abandon(&self.pending).is_some() {
-            self.conn.count_request(|c| &c.abandoned, 1);
         }
     }
 }

@@ -21,12 +21,12 @@ use super::shared::ConnShared;
 use super::sink::EventSink;
 use super::timers::{Silence, SlowWatch};
 use crate::config::Config;
-use crate::conn::request::{Inquiry, Outbound, Replies, UnknownReply};
+use crate::conn::request::{Answer, Inquiry, Outbound, Replies, UnknownReply};
 use crate::event::{DisconnectReason, Event, Lane};
 use crate::id::PeerId;
 use crate::stats::RequestCounters;
 use crate::sync::Never;
-use crate::wire::frame::{FrameError, FrameKind, REPLY_ANSWERED, REPLY_PREFIX, REQUEST_PREFIX};
+use crate::wire::frame::{FrameError, FrameKind, REPLY_PREFIX, REQUEST_PREFIX};
 use crate::wire::reader::{FrameReader, NextError};
 
 /// Everything the read loop needs, borrowed from the connection thread.
@@ -165,14 +165,20 @@ impl Reader<'_> {
             FrameKind::Reply => {
                 let status = payload[REQUEST_PREFIX];
                 let (id, body) = split_id(payload, REPLY_PREFIX);
-                let counter: fn(&RequestCounters) -> &AtomicU64 =
-                    match self.conn.requests.complete(id, status, body) {
-                        Err(UnknownReply) => return Err(protocol(FrameError::UnknownReply)),
-                        Ok(false) => |c| &c.late,
-                        Ok(true) if status == REPLY_ANSWERED => |c| &c.answered,
-                        Ok(true) => |c| &c.unanswered,
-                    };
+                let completed = match self.conn.requests.complete(id, status, body) {
+                    Ok(completed) => completed,
+                    Err(UnknownReply) => return Err(protocol(FrameError::UnknownReply)),
+                };
+                let counter: fn(&RequestCounters) -> &AtomicU64 = match &completed {
+                    None => |c| &c.late,
+                    Some((_, Answer::Replied(_))) => |c| &c.answered,
+                    Some((_, Answer::Unanswered)) => |c| &c.unanswered,
+                };
                 self.conn.count_request(counter, 1);
+                if let Some((requester, answer)) = completed {
+                    // Never waits: the channel holds the one answer.
+                    let _ = requester.try_send(answer);
+                }
                 Ok(())
             }
             FrameKind::Ping => {

@@ -16,13 +16,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use bytes::Bytes;
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, Select, Sender, TrySendError};
 use parking_lot::Mutex;
 
 use super::shared::ConnShared;
-use crate::error::RespondError;
+use crate::error::{RequestError, RespondError};
 use crate::event::DisconnectReason;
 use crate::sync::{Never, WaitBudget};
 use crate::wire::frame::{REPLY_ANSWERED, REPLY_UNANSWERED, REQUESTS_IN_FLIGHT};
@@ -155,9 +156,16 @@ impl Requests {
         Some(!pending.cancel())
     }
 
-    /// A reply arrived: frees the slot and hands the answer to its requester, if it
-    /// still waits. `Ok(false)` for a late reply (the requester gave up).
-    pub(crate) fn complete(&self, id: u64, status: u8, body: Bytes) -> Result<bool, UnknownReply> {
+    /// A reply arrived: frees the slot, and returns the answer with the way to its
+    /// requester, or `None` for a late reply (the requester gave up). The caller
+    /// counts the outcome before it hands the answer over, so that a requester that
+    /// has its answer sees it counted.
+    pub(crate) fn complete(
+        &self,
+        id: u64,
+        status: u8,
+        body: Bytes,
+    ) -> Result<Option<(Sender<Answer>, Answer)>, UnknownReply> {
         let entry = self.pending.lock().remove(&id);
         let Some(entry) = entry else {
             return Err(UnknownReply);
@@ -172,10 +180,7 @@ impl Requests {
             REPLY_UNANSWERED => Answer::Unanswered,
             _ => return Err(UnknownReply),
         };
-        match entry.answer {
-            Some(tx) => Ok(tx.try_send(answer).is_ok()),
-            None => Ok(false),
-        }
+        Ok(entry.answer.map(|tx| (tx, answer)))
     }
 }
 
@@ -342,5 +347,99 @@ impl Eq for Inquiry {}
 impl fmt::Debug for Inquiry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Inquiry({})", self.0.id)
+    }
+}
+
+/// The error for a request whose connection closed.
+pub(crate) fn request_closed(conn: &ConnShared, body: Bytes) -> RequestError<Bytes> {
+    match conn.reason() {
+        Some(DisconnectReason::Shutdown) => RequestError::Shutdown(body),
+        _ => RequestError::Disconnected(body),
+    }
+}
+
+/// A request queued or written, whose reply can be waited for.
+pub(crate) struct Ticket {
+    pub(crate) conn: Arc<ConnShared>,
+    pub(crate) pending: Arc<Pending>,
+    pub(crate) answer: Receiver<Answer>,
+}
+
+impl Ticket {
+    /// The channel the answer comes on, for a caller selecting over many tickets.
+    pub(crate) fn answer(&self) -> &Receiver<Answer> {
+        &self.answer
+    }
+
+    /// Disconnects when the request's connection starts closing.
+    pub(crate) fn closed(&self) -> &Receiver<crate::sync::Never> {
+        &self.conn.closed_rx
+    }
+
+    /// Waits for the reply until `deadline`, or until the connection closes (which
+    /// fails every pending request at once, not at its deadline).
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<Bytes, RequestError<Bytes>> {
+        let mut sel = Select::new();
+        let answer = sel.recv(&self.answer);
+        sel.recv(&self.conn.closed_rx);
+        let oper = match deadline {
+            None => Some(sel.select()),
+            Some(deadline) => sel.select_deadline(deadline).ok(),
+        };
+        match oper {
+            Some(oper) if oper.index() == answer => {
+                let got = oper.recv(&self.answer);
+                self.settle(got.ok())
+            }
+            Some(oper) => {
+                let _ = oper.recv(&self.conn.closed_rx);
+                self.give_up(false)
+            }
+            None => self.give_up(true),
+        }
+    }
+
+    /// What an answer means for the requester.
+    pub(crate) fn settle(&self, answer: Option<Answer>) -> Result<Bytes, RequestError<Bytes>> {
+        match answer {
+            Some(Answer::Replied(body)) => Ok(body),
+            Some(Answer::Unanswered) => Err(RequestError::Unanswered(self.pending.body.clone())),
+            // The answer's sender went without a word: only when the request was
+            // forgotten at a close.
+            None => self.give_up(false),
+        }
+    }
+
+    /// Stops waiting: the deadline passed (`timed_out`) or the connection closed.
+    /// A reply that was already on its way is taken after all.
+    pub(crate) fn give_up(&self, timed_out: bool) -> Result<Bytes, RequestError<Bytes>> {
+        let body = self.pending.body.clone();
+        if self.conn.requests.abandon(&self.pending).is_none() {
+            // The reader took the entry first: the answer is in the channel, or its
+            // sender is about to go.
+            return match self.answer.recv() {
+                Ok(Answer::Replied(body)) => Ok(body),
+                Ok(Answer::Unanswered) => Err(RequestError::Unanswered(body)),
+                Err(_) => {
+                    self.conn.count_request(|c| &c.failed, 1);
+                    Err(request_closed(&self.conn, body))
+                }
+            };
+        }
+        if timed_out && !self.conn.is_closing() {
+            self.conn.count_request(|c| &c.timed_out, 1);
+            Err(RequestError::Timeout(body))
+        } else {
+            self.conn.count_request(|c| &c.failed, 1);
+            Err(request_closed(&self.conn, body))
+        }
+    }
+
+    /// Stops waiting for a request whose outcome no one asks for any more
+    /// (`request_many` had its replies): a reply that comes is counted late.
+    pub(crate) fn abandon(&self) {
+        if self.conn.requests.abandon(&self.pending).is_some() {
+            self.conn.count_request(|c| &c.abandoned, 1);
+        }
     }
 }

@@ -166,6 +166,9 @@ impl Writer {
         match item {
             Outbound::Private(msg) => batch.push(Lane::Private, msg),
             Outbound::Request(request) if request.take() => {
+                // Counted as it is taken: its reply can come back before the write
+                // call that sent it has returned here.
+                self.conn.count_request(|c| &c.sent, 1);
                 batch.push_request(request.id, request.body.clone());
             }
             Outbound::Request(request) => self.conn.requests.skipped(request.id),
@@ -205,9 +208,6 @@ impl Writer {
         out.gossip.add(written.gossip.0, written.gossip.1);
         out.private.add(written.private.0, written.private.1);
         out.gossip.drop_n(written.gossip_lost);
-        if written.requests.0 > 0 {
-            self.conn.count_request(|c| &c.sent, written.requests.0);
-        }
         out.private.in_batch.store(0, Relaxed);
         out.gossip.in_batch.store(0, Relaxed);
         written.unsent

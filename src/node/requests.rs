@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crossbeam_channel::Select;
 
 use super::Node;
-use crate::conn::lane::Ticket;
+use crate::conn::request::{Answer, Ticket};
 use crate::error::{RequestError, RespondError};
 use crate::event::Message;
 use crate::id::PeerId;
@@ -190,7 +190,7 @@ impl Node {
 fn next_answer(
     tickets: &[(usize, Ticket)],
     deadline: Option<Instant>,
-) -> Option<(usize, Option<Option<crate::conn::request::Answer>>)> {
+) -> Option<(usize, Option<Option<Answer>>)> {
     let mut sel = Select::new();
     for (_, ticket) in tickets {
         sel.recv(ticket.answer());
