@@ -78,12 +78,11 @@ pub(crate) struct RequestCounters {
     pub(crate) abandoned: AtomicU64,
     pub(crate) served: AtomicU64,
     pub(crate) responded: AtomicU64,
-    pub(crate) responded_bytes: AtomicU64,
     pub(crate) dropped: AtomicU64,
 }
 
 impl RequestCounters {
-    fn all(&self) -> [&AtomicU64; 11] {
+    fn all(&self) -> [&AtomicU64; 10] {
         [
             &self.sent,
             &self.answered,
@@ -94,7 +93,6 @@ impl RequestCounters {
             &self.abandoned,
             &self.served,
             &self.responded,
-            &self.responded_bytes,
             &self.dropped,
         ]
     }

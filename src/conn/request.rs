@@ -128,16 +128,12 @@ impl Requests {
         (pending, rx)
     }
 
-    /// Forgets a request that never made it onto the lane, and frees its slot.
+    /// Forgets a request that will never be written — it never made it onto the
+    /// lane, or the writer found it cancelled — and frees its slot.
     pub(crate) fn unregister(&self, id: u64) {
         if self.pending.lock().remove(&id).is_some() {
             self.slots.release(1);
         }
-    }
-
-    /// The writer found the request cancelled: it is never written.
-    pub(crate) fn skipped(&self, id: u64) {
-        self.unregister(id);
     }
 
     /// The requester stops waiting. Returns `Some(was_sent)` if it did so before the
@@ -170,7 +166,7 @@ impl Requests {
         let Some(entry) = entry else {
             return Err(UnknownReply);
         };
-        if !entry.pending.state_is_taken() {
+        if entry.pending.state.load(Ordering::Acquire) != TAKEN {
             // A reply to a request that was never written.
             return Err(UnknownReply);
         }
@@ -181,12 +177,6 @@ impl Requests {
             _ => return Err(UnknownReply),
         };
         Ok(entry.answer.map(|tx| (tx, answer)))
-    }
-}
-
-impl Pending {
-    fn state_is_taken(&self) -> bool {
-        self.state.load(Ordering::Acquire) == TAKEN
     }
 }
 
@@ -277,7 +267,6 @@ impl Inquiry {
         let Some(conn) = inner.conn.upgrade().filter(|c| !c.is_closing()) else {
             return Err(self.closed(inner.conn.upgrade().as_deref(), body));
         };
-        let len = body.len() as u64;
         let reply = ReplyOut {
             id: inner.id,
             status: REPLY_ANSWERED,
@@ -286,7 +275,6 @@ impl Inquiry {
         match inner.replies.tx.try_send(reply) {
             Ok(()) => {
                 conn.count_request(|c| &c.responded, 1);
-                conn.count_request(|c| &c.responded_bytes, len);
                 Ok(())
             }
             Err(TrySendError::Disconnected(reply)) => Err(self.closed(Some(&conn), reply.body)),

@@ -171,7 +171,7 @@ impl Writer {
                 self.conn.count_request(|c| &c.sent, 1);
                 batch.push_request(request.id, request.body.clone());
             }
-            Outbound::Request(request) => self.conn.requests.skipped(request.id),
+            Outbound::Request(request) => self.conn.requests.unregister(request.id),
         }
     }
 

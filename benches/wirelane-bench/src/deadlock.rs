@@ -138,17 +138,12 @@ impl Outcome {
             (true, true) => "completed",
             (true, false) => "failed",
         };
-        let secs = self.active.as_secs_f64();
-        let record = Record::new("deadlock", self.implementation)
-            .set("outcome", outcome)
-            .set("count", self.delivered)
-            .set("expected", self.expected)
-            .set("secs", secs);
-        if self.completed {
-            record.set("msgs_per_s", self.delivered as f64 / secs.max(1e-9))
-        } else {
-            record
-        }
+        outcome_record(
+            Record::new("deadlock", self.implementation).set("outcome", outcome),
+            (self.delivered, self.expected),
+            self.active,
+            self.completed,
+        )
     }
 
     /// A line saying what happened, and whether it fails the run: only wirelane's
@@ -182,6 +177,27 @@ impl Outcome {
 }
 
 /// A duration for a note: milliseconds below a second, else seconds.
+/// A scenario's record: `record` (workload, implementation, outcome and what else
+/// the caller set) with the count against what was expected, the time, and the rate
+/// when it completed.
+pub fn outcome_record(
+    record: Record,
+    (count, expected): (u64, u64),
+    active: Duration,
+    completed: bool,
+) -> Record {
+    let secs = active.as_secs_f64();
+    let record = record
+        .set("count", count)
+        .set("expected", expected)
+        .set("secs", secs);
+    if completed {
+        record.set("msgs_per_s", count as f64 / secs.max(1e-9))
+    } else {
+        record
+    }
+}
+
 pub fn seconds(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{:.1} ms", d.as_secs_f64() * 1e3)

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use wirelane::{Bytes, Config, Lane, Node, PeerId};
 
-use crate::deadlock::{seconds, watch};
+use crate::deadlock::{outcome_record, seconds, watch};
 use crate::report::{progress, Output, Record};
 use crate::stamp::{Stamp, Track};
 use crate::threads::{join_all, start};
@@ -132,19 +132,16 @@ impl Outcome {
             (true, true) => "completed",
             (true, false) => "failed",
         };
-        let secs = self.active.as_secs_f64();
         let record = Record::new("deadlock", self.variant.name())
             .set("outcome", outcome)
             .set("sent", self.sent)
-            .set("answered", self.answered)
-            .set("count", self.answers)
-            .set("expected", 2 * self.per_node)
-            .set("secs", secs);
-        if self.completed {
-            record.set("msgs_per_s", self.answers as f64 / secs.max(1e-9))
-        } else {
-            record
-        }
+            .set("answered", self.answered);
+        outcome_record(
+            record,
+            (self.answers, 2 * self.per_node),
+            self.active,
+            self.completed,
+        )
     }
 
     /// A line saying what happened, and whether it fails the run: the `send`
