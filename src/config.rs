@@ -49,21 +49,52 @@ pub struct Config {
     /// Most bytes of payload the private lane holds; beyond, `send` waits as when the
     /// lane is full. An empty lane always takes one message. Default 32 MiB.
     pub private_lane_bytes: usize,
-    /// Most messages the node's [`incoming`](crate::Node::incoming) queue holds.
-    /// When it is full, private frames wait (and the wait pushes back over TCP to
-    /// the sender) and gossip frames are dropped and counted. Default 4096.
+    /// Most gossip messages the node's [`incoming`](crate::Node::incoming) queue
+    /// holds, from all peers together; gossip that arrives while it holds this many
+    /// is dropped and counted. A message holds its place until the application drops
+    /// it. Private messages and requests are not counted here: each connection's
+    /// [`private_window`](Config::private_window) bounds them. Default 4096.
     pub inbound_capacity: usize,
+    /// Most private messages and requests one peer may have sent that this node's
+    /// application has not yet dropped: the flow-control window the node grants each
+    /// connection. The peer's writer sends nothing more of its private lane until
+    /// the application drops messages (a message's room comes back when the message
+    /// handed over by [`incoming`](crate::Node::incoming) is dropped, or its payload
+    /// taken out of it; a clone holds none). Meanwhile its `send`s fill the lane and
+    /// then wait, as for a full lane; nothing is lost, and this node's reader never
+    /// waits for the application, so replies, pings and gossip keep flowing.
+    ///
+    /// Room is granted again once half the window has come back. Default 65,536:
+    /// with 16,384, one connection's 64-byte throughput fell by a quarter on a
+    /// 2-core machine, where the grant's round trip (the application, the
+    /// receiver's writer, the sender's reader and writer) waits for busy cores; at
+    /// 65,536 it is as before flow control (`docs/performance.md`). Messages are
+    /// small in the queue (about 100 bytes besides the payload), and
+    /// [`private_window_bytes`](Config::private_window_bytes) bounds the payloads.
+    ///
+    /// The window is per connection: a node whose application stalls holds up to
+    /// a window from every peer. A node with thousands of peers should size it down.
+    pub private_window: usize,
+    /// Most bytes of private payloads one peer may have sent that the application has
+    /// not yet dropped, as [`private_window`](Config::private_window) is in messages.
+    /// A peer may send a message whenever at least one byte of this is left, so a
+    /// message larger than the window still goes, alone: a connection holds at most
+    /// this plus one [`max_frame_len`](Config::max_frame_len). Default 32 MiB, as
+    /// much as the sender's [`private_lane_bytes`](Config::private_lane_bytes).
+    pub private_window_bytes: usize,
     /// Most bytes of large inbound payloads the node holds at once: payloads over a
     /// quarter of [`read_buffer`](Config::read_buffer), each read into a buffer of
     /// its own, count from the moment that buffer is allocated until the application
-    /// drops the message. When they would not fit, readers of large frames wait
-    /// before allocating (pushing back over TCP, as a full inbound queue does), and a
-    /// warning is logged at most once a second. With nothing held, one payload of any
-    /// size within `max_frame_len` is admitted.
+    /// drops the message. When a large gossip payload would not fit, its reader
+    /// waits before allocating (pushing back over TCP), and a warning is logged at
+    /// most once a second: the one wait for the application a reader has left. With
+    /// nothing held, one payload of any size within `max_frame_len` is admitted.
+    /// Large private payloads count here too but never wait: the window
+    /// ([`private_window_bytes`](Config::private_window_bytes)) bounds them, so the
+    /// budget may be overdrawn by them for a while.
     ///
-    /// Without it a peer sending `inbound_capacity` frames of `max_frame_len` each
-    /// to a busy application would make the node hold 64 GiB. Smaller payloads are
-    /// cut out of the readers' shared buffers and are bounded by `inbound_capacity`.
+    /// Without it a peer sending `inbound_capacity` gossip frames of
+    /// `max_frame_len` each to a busy application would make the node hold 64 GiB.
     /// Default 64 MiB.
     pub inbound_bytes: usize,
     /// Most events the [`events`](crate::Node::events) queue holds. Informational
@@ -158,6 +189,8 @@ impl Default for Config {
             gossip_lane_bytes: 8 << 20,
             private_lane_bytes: 32 << 20,
             inbound_capacity: 4096,
+            private_window: 64 * 1024,
+            private_window_bytes: 32 << 20,
             inbound_bytes: 64 << 20,
             event_capacity: 1024,
             max_frame_len: 16 * 1024 * 1024,
@@ -205,6 +238,10 @@ impl Config {
         private_lane_bytes: usize;
         /// Sets [`inbound_capacity`](Config::inbound_capacity).
         inbound_capacity: usize;
+        /// Sets [`private_window`](Config::private_window).
+        private_window: usize;
+        /// Sets [`private_window_bytes`](Config::private_window_bytes).
+        private_window_bytes: usize;
         /// Sets [`inbound_bytes`](Config::inbound_bytes).
         inbound_bytes: usize;
         /// Sets [`event_capacity`](Config::event_capacity).
@@ -266,6 +303,8 @@ impl Config {
             ("gossip_lane_bytes", self.gossip_lane_bytes),
             ("private_lane_bytes", self.private_lane_bytes),
             ("inbound_capacity", self.inbound_capacity),
+            ("private_window", self.private_window),
+            ("private_window_bytes", self.private_window_bytes),
             ("event_capacity", self.event_capacity),
             ("inbound_bytes", self.inbound_bytes),
             ("max_connections", self.max_connections),

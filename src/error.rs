@@ -99,6 +99,8 @@ pub enum Violation {
     Unexpected,
     /// More requests in flight at once than the protocol allows.
     TooManyRequests,
+    /// Private data sent beyond the flow-control window the receiver gave.
+    WindowExceeded,
 }
 
 impl ProtocolError {
@@ -111,6 +113,7 @@ impl ProtocolError {
             FrameError::BadLength { .. } => Violation::BadLength,
             FrameError::Unexpected(_) | FrameError::UnknownReply => Violation::Unexpected,
             FrameError::TooManyRequests => Violation::TooManyRequests,
+            FrameError::WindowExceeded => Violation::WindowExceeded,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::conn::request::Inquiry;
+use crate::conn::window::Hold;
 use crate::error::{HandshakeError, ProtocolError};
 use crate::id::{ConnId, PeerId};
 
@@ -58,6 +59,8 @@ pub struct Message {
     pub payload: Bytes,
     /// The request this message is, if it is one.
     pub(crate) request: Option<Inquiry>,
+    /// Room in the inbound queue, given back when the message is dropped.
+    pub(crate) hold: Hold,
 }
 
 /// Something that happened to a node's connections, as read from

@@ -77,7 +77,7 @@ pub mod __fuzz {
         let mut frames = Vec::new();
         loop {
             loop {
-                match reader.next(|_| Ok::<_, ()>(None)) {
+                match reader.next(|_, _| Ok::<_, ()>(None)) {
                     Ok(Some((kind, payload))) => frames.push((kind, payload.to_vec())),
                     Ok(None) => break,
                     Err(_) => return frames,

@@ -52,9 +52,14 @@
 //!   connection to close or the node to shut down. Whatever ends the wait, an error
 //!   hands the message back.
 //!
-//! Messages are delivered in order per peer and lane. On the receiving side, a private
-//! frame that finds [`Node::incoming`] full waits for room (and the wait pushes back
-//! over TCP to the sender); a gossip frame is dropped and counted.
+//! Messages are delivered in order per peer and lane. On the receiving side the reader
+//! never waits for the application to take a private message: each connection is
+//! granted a flow-control window ([`Config::private_window`]) that reopens as the
+//! application drops the messages it took from [`Node::incoming`], and the peer's
+//! writer sends private data only within it; what does not fit waits in the peer's
+//! lane, where its `send` waits as for a full lane. Gossip that finds the inbound
+//! queue's `inbound_capacity` gossip places taken is dropped and counted. So a slow
+//! application never stalls a connection's pings, replies or gossip.
 //!
 //! # Requests and replies
 //!

@@ -19,6 +19,12 @@ use crate::id::{ConnId, PeerId};
 #[repr(align(128))]
 pub(crate) struct Padded<T>(T);
 
+impl<T> Padded<T> {
+    pub(crate) fn new(value: T) -> Padded<T> {
+        Padded(value)
+    }
+}
+
 impl<T> Deref for Padded<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -359,10 +365,19 @@ pub struct PeerStats {
     /// Application threads waiting in `send` for room on the private lane right now.
     pub blocked_senders: u64,
     /// Whether the connection's reader is waiting right now for the application to
-    /// make room: a private message for a full [`incoming`](crate::Node::incoming)
-    /// queue, or a large payload for [`Config::inbound_bytes`](crate::Config::inbound_bytes).
-    /// While it waits nothing is read, and the peer's sends back up.
+    /// make room: a large gossip payload for
+    /// [`Config::inbound_bytes`](crate::Config::inbound_bytes), the one wait for the
+    /// application a reader has left. While it waits nothing is read.
     pub reader_waiting: bool,
+    /// Whether the peer's flow-control window is closed to us right now: its
+    /// application has not taken what we sent ([`Config::private_window`]), and our
+    /// writer holds the next private message until it does.
+    ///
+    /// [`Config::private_window`]: crate::Config::private_window
+    pub window_closed: bool,
+    /// How long in all our writer has held a private message for want of room in
+    /// the peer's window, waits that ended only.
+    pub window_wait: std::time::Duration,
 }
 
 /// A snapshot of a node's counters, from [`Node::stats`](crate::Node::stats): live
@@ -440,7 +455,7 @@ impl fmt::Display for PeerStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} over {} ({} -> {}, {}); {} B in, {} B out; {} senders waiting{}",
+            "{} over {} ({} -> {}, {}); {} B in, {} B out; {} senders waiting; waited {:?} for the peer's window{}{}",
             self.peer,
             self.conn,
             self.local_addr,
@@ -449,6 +464,12 @@ impl fmt::Display for PeerStats {
             self.bytes_in,
             self.bytes_out,
             self.blocked_senders,
+            self.window_wait,
+            if self.window_closed {
+                ", closed now"
+            } else {
+                ""
+            },
             if self.reader_waiting {
                 "; reader waiting for the application"
             } else {

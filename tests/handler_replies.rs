@@ -4,10 +4,12 @@
 //!
 //! The private lanes hold one message, so senders and the handler contend for them on
 //! every send; a lock held while waiting there (the Fabric bug) stops the writer and
-//! freezes both nodes at once. The inbound queue is sized to hold what the peer can
-//! send: a handler that blocks while it is the only consumer of its own inbound
+//! freezes both nodes at once. The window each node grants its peer
+//! (`Config::private_window`) is sized to hold what the peer can send: a handler
+//! that blocks in a plain `send` while it is the only consumer of its own inbound
 //! queue makes a cycle through the application, which any bounded system can fill
-//! (see docs/guarantees.md); that cycle is the application's, not the crate's.
+//! (see docs/guarantees.md); that cycle is the application's, not the crate's, and
+//! `respond` is the way out of it (tests/answering_on_the_receive_loop.rs).
 
 mod util;
 
@@ -70,9 +72,7 @@ fn run_side(node: Arc<Node>, peer: PeerId) -> thread::JoinHandle<(Vec<Vec<u32>>,
 #[test]
 fn handlers_replying_on_the_delivery_path_while_both_sides_flood_finish() {
     let in_flight = 2 * usize::from(FLOODERS) * PER_FLOODER as usize;
-    let cfg = config()
-        .private_capacity(1)
-        .inbound_capacity(in_flight + 16);
+    let cfg = config().private_capacity(1).private_window(in_flight + 16);
     let a = Arc::new(node_with(1, cfg.clone()));
     let b = Arc::new(node_with(2, cfg));
     connect(&a, &b);

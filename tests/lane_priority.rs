@@ -41,7 +41,7 @@ fn private_messages_overtake_queued_gossip_and_each_lane_keeps_its_order() {
         let (kind, payload) = peer.read_frame().expect("frame");
         match kind {
             raw::PRIVATE | raw::GOSSIP => order.push(untag(&payload)),
-            raw::PING => {}
+            raw::PING | raw::WINDOW => {}
             other => panic!("unexpected frame kind {other}"),
         }
     }

@@ -120,10 +120,11 @@ fn lanes_are_bounded_in_bytes_as_well_as_in_messages() {
             .private_capacity(1000)
             .gossip_capacity(1000),
     ));
-    let b = node_with(2, silent_receiver());
-    let to_b = connect(&a, &b);
-    // Stop A's writer for good: B takes one message, waits to deliver the next, and
-    // the third cannot fit in the socket buffers.
+    // Stop A's writer for good: a hand-written peer that grants all the room it
+    // could want and reads nothing, so the third message cannot fit in the socket
+    // buffers.
+    let _b = RawPeer::handshake_with_limit(a.local_addr(), 2, 1, unbufferable() as u32 + 1);
+    let to_b = PeerId(2);
     for seq in 0..2 {
         a.send(to_b, tagged(1, seq, 16)).unwrap();
     }

@@ -1,9 +1,12 @@
 //! Handing what the reader read to the application.
 //!
-//! Gossip that finds the inbound queue full is dropped and counted; private data
-//! waits for room, and a large payload waits, before it is even allocated, for room
-//! in the node's budget for large payloads. Every wait selects on the connection's
-//! close signal and holds no lock; while one lasts nothing is read, which pushes back
+//! Handing over never waits for the application. Private data and requests fit in
+//! the window this side granted the peer ([`crate::conn::window`]); gossip that
+//! finds the inbound queue's gossip places taken is dropped and counted.
+//!
+//! One wait is left: a large gossip payload waits, before it is even allocated, for
+//! room in the node's budget for large payloads. It selects on the connection's
+//! close signal and holds no lock; while it lasts nothing is read, which pushes back
 //! over TCP to the sender.
 
 use std::cell::Cell;
@@ -11,14 +14,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use crossbeam_channel::{Select, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::Sender;
 
 use super::request::Inquiry;
 use super::shared::ConnShared;
 use super::timers::Silence;
+use super::window::Hold;
 use crate::event::{DisconnectReason, Lane, Message};
 use crate::id::PeerId;
-use crate::sync::{Credit, Gauge, LogLimit, WaitBudget};
+use crate::sync::{Budget, Credit, Gauge, LogLimit, WaitBudget};
+use crate::wire::frame::{FrameError, FrameKind};
 
 /// Delivers one connection's data frames to the node's inbound queue.
 pub(crate) struct Delivery<'a> {
@@ -27,6 +32,8 @@ pub(crate) struct Delivery<'a> {
     pub(crate) inbound: &'a Sender<Message>,
     /// Bytes of large inbound payloads held, node-wide (`Config::inbound_bytes`).
     pub(crate) inbound_bytes: &'a Arc<WaitBudget>,
+    /// Places for gossip in the inbound queue, node-wide (`Config::inbound_capacity`).
+    pub(crate) gossip_places: &'a Arc<Budget>,
     /// Rate-limits the warning that readers wait for `inbound_bytes`, node-wide.
     pub(crate) inbound_log: &'a LogLimit,
     /// Set when, during a graceful close, the application let a whole linger pass
@@ -51,12 +58,14 @@ impl<'a> Delivery<'a> {
         inbound: &'a Sender<Message>,
         inbound_bytes: &'a Arc<WaitBudget>,
         inbound_log: &'a LogLimit,
+        gossip_places: &'a Arc<Budget>,
     ) -> Delivery<'a> {
         Delivery {
             conn,
             peer,
             inbound,
             inbound_bytes,
+            gossip_places,
             inbound_log,
             app_stalled: Cell::new(false),
             tally: Cell::new(Tally::default()),
@@ -72,11 +81,16 @@ impl<'a> Delivery<'a> {
     /// its linger deadline.
     pub(crate) fn credit(
         &self,
+        kind: FrameKind,
         len: usize,
         silence: &mut Silence,
     ) -> Result<Option<Credit>, DisconnectReason> {
         let budget = self.inbound_bytes;
-        if !budget.reserve(len) {
+        if matches!(kind, FrameKind::Private | FrameKind::Request) {
+            // Bounded by the window this side granted: never waits, even when the
+            // budget is spent (it then holds more than its limit for a while).
+            budget.force(len);
+        } else if !budget.reserve(len) {
             // Counters first: the application may be waiting on them.
             self.flush();
             if let Some(n) = self.inbound_log.hit(self.conn.now_ms()) {
@@ -127,77 +141,72 @@ impl<'a> Delivery<'a> {
         false
     }
 
-    /// Hands a data frame's payload to the application: gossip if there is room,
-    /// private data and requests waiting for room. `Err` when the node's queue is
-    /// gone (shutdown).
+    /// Hands a data frame's payload to the application. Never waits: private data
+    /// and requests fit in the window this side granted (a frame beyond it is the
+    /// peer breaking the protocol), and gossip is dropped and counted when the
+    /// inbound queue holds `inbound_capacity` gossip messages. `Err` when the
+    /// node's queue is gone (shutdown) or the peer overran its window.
     pub(crate) fn deliver(
         &self,
         lane: Lane,
         payload: Bytes,
         request: Option<Inquiry>,
-        silence: &mut Silence,
     ) -> Result<(), DisconnectReason> {
         // Data still arriving keeps a graceful close lingering; pings do not.
         self.conn.progress();
         let len = payload.len() as u64;
+        let hold = if lane == Lane::Gossip {
+            if !self.gossip_places.reserve(1) {
+                self.drop_gossip();
+                return Ok(());
+            }
+            Hold::Gossip(self.gossip_places.clone())
+        } else {
+            if !self.conn.inbox.receive(len) {
+                return Err(DisconnectReason::Protocol(
+                    FrameError::WindowExceeded.into(),
+                ));
+            }
+            Hold::Window(self.conn.inbox.clone(), len)
+        };
         let msg = Message {
             from: self.peer,
             lane,
             payload,
             request,
+            hold,
         };
-        let msg = match self.inbound.try_send(msg) {
-            Ok(()) => {
-                let mut tally = self.tally.get();
-                match lane {
-                    Lane::Gossip => tally.gossip = (tally.gossip.0 + 1, tally.gossip.1 + len),
-                    Lane::Private => {
-                        tally.private = (tally.private.0 + 1, tally.private.1 + len);
-                    }
-                    // Counted at once, not with the batch: the requester may have
-                    // its reply (and look at the counters) a moment from now.
-                    Lane::Request => self.conn.count_request(|c| &c.served, 1),
-                }
-                self.tally.set(tally);
-                return Ok(());
-            }
-            Err(TrySendError::Full(msg)) => msg,
-            Err(TrySendError::Disconnected(_)) => return Err(DisconnectReason::Shutdown),
-        };
-        if lane == Lane::Gossip {
-            self.conn.counters.inb.gossip.drop_n(1);
-            if let Some(n) = self.conn.recv_drops.hit(self.conn.now_ms()) {
-                log::warn!(
-                    "{}: inbound queue is full; dropped {n} gossip message(s) from {} since the last report",
-                    self.conn.node,
-                    self.peer
-                );
-            }
-            return Ok(());
-        }
-        // Counters first: the application may be waiting on them.
-        self.flush();
-        let delivered = self.deliver_blocking(msg);
-        // Time spent waiting for the application is not the peer's silence.
-        silence.heard(Instant::now());
-        if delivered && lane == Lane::Request {
+        if lane == Lane::Request {
+            // Counted before it is handed over, not with the batch: the application
+            // may answer it, and the requester look at the counters, a moment from
+            // now. (Should the queue be gone, the request is dropped unanswered, and
+            // counted so, too.)
             self.conn.count_request(|c| &c.served, 1);
-        } else if delivered {
-            self.conn.counters.inb.private.add(1, len);
-        } else if lane == Lane::Request {
-            // Not delivered: the requester is told by the close (its connection
-            // ends), so nothing is counted as lost here.
-        } else {
-            self.conn.counters.inb.private.drop_n(1);
-            if let Some(n) = self.conn.discards.hit(self.conn.now_ms()) {
-                log::warn!(
-                    "{}: connection to {} is closing and the application took no room for its private messages; discarded {n} since the last report",
-                    self.conn.node,
-                    self.peer
-                );
-            }
         }
+        // The queue is bounded by what is let into it, above: sending never waits.
+        if self.inbound.send(msg).is_err() {
+            return Err(DisconnectReason::Shutdown);
+        }
+        let mut tally = self.tally.get();
+        match lane {
+            Lane::Gossip => tally.gossip = (tally.gossip.0 + 1, tally.gossip.1 + len),
+            Lane::Private => tally.private = (tally.private.0 + 1, tally.private.1 + len),
+            Lane::Request => {}
+        }
+        self.tally.set(tally);
         Ok(())
+    }
+
+    /// Counts (and now and then logs) a gossip message that found no room.
+    fn drop_gossip(&self) {
+        self.conn.counters.inb.gossip.drop_n(1);
+        if let Some(n) = self.conn.recv_drops.hit(self.conn.now_ms()) {
+            log::warn!(
+                "{}: inbound queue holds inbound_capacity gossip messages; dropped {n} gossip message(s) from {} since the last report",
+                self.conn.node,
+                self.peer
+            );
+        }
     }
 
     /// Stops waiting for the application for the rest of this close: frames are
@@ -215,50 +224,6 @@ impl<'a> Delivery<'a> {
     /// it was being read.
     pub(crate) fn lost(&self, lane: Lane) {
         self.conn.counters.inb.lane(lane).drop_n(1);
-    }
-
-    /// Waits for room in the inbound queue. Backpressure: while this waits, nothing
-    /// is read, and the peer's writes block once the socket buffers fill.
-    ///
-    /// The wait ends when the connection closes; a graceful close still allows until
-    /// its linger deadline. Returns whether the message was delivered.
-    fn deliver_blocking(&self, msg: Message) -> bool {
-        let _waiting = Gauge::enter(&self.conn.counters.reader_waiting);
-        let mut sel = Select::new();
-        let room = sel.send(self.inbound);
-        sel.recv(&self.conn.closed_rx);
-        let oper = sel.select();
-        let mut msg = if oper.index() == room {
-            return oper.send(self.inbound, msg).is_ok();
-        } else {
-            let _ = oper.recv(&self.conn.closed_rx);
-            msg
-        };
-        if !self.conn.reason().is_some_and(|r| r.is_graceful()) || self.app_stalled.get() {
-            return false;
-        }
-        // Closing gracefully: keep waiting while the close lingers (the application
-        // taking other messages, or the socket moving, keeps it lingering).
-        loop {
-            let Some(deadline) = self.conn.linger_deadline() else {
-                return false;
-            };
-            match self.inbound.send_deadline(msg, deadline) {
-                Ok(()) => {
-                    self.conn.progress();
-                    return true;
-                }
-                Err(SendTimeoutError::Disconnected(_)) => return false,
-                Err(SendTimeoutError::Timeout(_)) if self.conn.linger_over() => {
-                    // Once the application has let a whole linger pass, the rest of
-                    // this close does not wait for it again (each frame that arrives
-                    // would otherwise start another linger, up to the cap).
-                    self.app_stalled.set(true);
-                    return false;
-                }
-                Err(SendTimeoutError::Timeout(back)) => msg = back,
-            }
-        }
     }
 
     /// Adds what was delivered since the last flush to the counters.

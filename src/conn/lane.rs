@@ -309,21 +309,20 @@ impl Link {
     }
 
     /// Warns, once per connection, of the cycle a private send blocked for a whole
-    /// silence timeout may be part of: our lane to the peer is full while our own
-    /// reader waits for the application to take a message from `incoming()`. If the
-    /// thread blocked here is the one that reads `incoming()`, and the peer does the
-    /// same, neither node moves again.
+    /// silence timeout may be part of: the peer's window is closed to us (its
+    /// application takes nothing of ours) and ours is closed to it (our application
+    /// takes nothing of the peer's). If the thread blocked here is the one that
+    /// reads `incoming()`, and the peer does the same, neither node moves again.
     fn warn_of_cycle(&self) {
-        let reader_waits = self.conn.counters.reader_waiting.load(Ordering::Relaxed) > 0;
-        if !reader_waits || self.conn.cycle_warned.swap(true, Ordering::Relaxed) {
+        let cycle = self.conn.outbox.is_blocked() && self.conn.inbox.is_closed();
+        if !cycle || self.conn.cycle_warned.swap(true, Ordering::Relaxed) {
             return;
         }
         log::warn!(
-            "{}: a private send to {} has waited {:?} for room while this node's reader of {} waits for the application to take a message from incoming(). If the thread blocked in send() is the one that reads incoming(), and the peer does the same, both nodes wait for each other for good: answer requests with respond(), which never waits, or send from another thread, or use send_timeout",
+            "{}: a private send to {} has waited {:?} for room while the window each node grants the other is closed: neither application takes the other's messages from incoming(). If the thread blocked in send() is the one that reads incoming(), and the peer does the same, both nodes wait for each other for good: answer requests with respond(), which never waits, or send from another thread, or use send_timeout",
             self.conn.node,
             self.peer,
             self.conn.cycle_check,
-            self.peer
         );
     }
 

@@ -15,4 +15,5 @@ pub(crate) mod request;
 pub(crate) mod shared;
 pub(crate) mod sink;
 pub(crate) mod timers;
+pub(crate) mod window;
 pub(crate) mod writer;

@@ -20,6 +20,7 @@ use super::lane::Budgets;
 use super::shared::ConnShared;
 use super::sink::EventSink;
 use super::timers::{Silence, SlowWatch};
+use super::window;
 use crate::config::Config;
 use crate::conn::request::{Answer, Inquiry, Outbound, Replies, UnknownReply};
 use crate::event::{DisconnectReason, Event, Lane};
@@ -84,14 +85,14 @@ impl Reader<'_> {
         loop {
             // Deliver every complete frame already buffered.
             let stop = loop {
-                let next = frames.next(|len| self.delivery.credit(len, &mut silence));
+                let next = frames.next(|kind, len| self.delivery.credit(kind, len, &mut silence));
                 let (kind, payload) = match next {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break None,
                     Err(NextError::Frame(e)) => break Some(DisconnectReason::Protocol(e.into())),
                     Err(NextError::Refused(reason)) => break Some(reason),
                 };
-                if let Err(reason) = self.handle(kind, payload, &mut silence) {
+                if let Err(reason) = self.handle(kind, payload) {
                     break Some(reason);
                 }
             };
@@ -138,15 +139,10 @@ impl Reader<'_> {
     }
 
     /// Acts on one frame: data to the application, a ping answered, a close.
-    fn handle(
-        &self,
-        kind: FrameKind,
-        payload: Bytes,
-        silence: &mut Silence,
-    ) -> Result<(), DisconnectReason> {
+    fn handle(&self, kind: FrameKind, payload: Bytes) -> Result<(), DisconnectReason> {
         match kind {
-            FrameKind::Gossip => self.delivery.deliver(Lane::Gossip, payload, None, silence),
-            FrameKind::Private => self.delivery.deliver(Lane::Private, payload, None, silence),
+            FrameKind::Gossip => self.delivery.deliver(Lane::Gossip, payload, None),
+            FrameKind::Private => self.delivery.deliver(Lane::Private, payload, None),
             FrameKind::Request => {
                 let (id, body) = split_id(payload, REQUEST_PREFIX);
                 if !self.replies.owe() {
@@ -159,8 +155,7 @@ impl Reader<'_> {
                     self.peer_max_frame,
                     self.events.shutdown(),
                 );
-                self.delivery
-                    .deliver(Lane::Request, body, Some(inquiry), silence)
+                self.delivery.deliver(Lane::Request, body, Some(inquiry))
             }
             FrameKind::Reply => {
                 let status = payload[REQUEST_PREFIX];
@@ -187,6 +182,13 @@ impl Reader<'_> {
                 Ok(())
             }
             FrameKind::Pong => Ok(()),
+            FrameKind::Window => {
+                if self.conn.outbox.grant(window::decode(&payload)) {
+                    Ok(())
+                } else {
+                    Err(protocol(FrameError::WindowExceeded))
+                }
+            }
             FrameKind::Close => Err(DisconnectReason::ClosedByPeer),
             FrameKind::Hello
             | FrameKind::Accept

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use super::lane::Link;
 use super::request::Requests;
 use super::timers::Linger;
+use super::window::{Inbox, Outbox, Room};
 use crate::config::Config;
 use crate::event::DisconnectReason;
 use crate::id::{ConnId, PeerId};
@@ -52,6 +53,12 @@ pub(crate) struct ConnShared {
     pub(crate) counters: Counters,
     /// The requests this side has sent on the connection and not yet had answered.
     pub(crate) requests: Requests,
+    /// Flow control of the private lane: the window this side grants the peer, and
+    /// the window the peer grants us.
+    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) outbox: Arc<Outbox>,
+    /// Wakes the writer when a grant is due or the peer granted room.
+    pub(crate) flow_rx: Receiver<()>,
     /// The node's request counters. Requests are counted here as well as in the
     /// connection's own counters, because a requester or a responder may count an
     /// outcome after the connection has ended and its counters were added up.
@@ -76,7 +83,6 @@ pub(crate) struct ConnShared {
     pub(crate) cycle_check: Duration,
     pub(crate) cycle_warned: AtomicBool,
     pub(crate) recv_drops: LogLimit,
-    pub(crate) discards: LogLimit,
 }
 
 #[derive(Debug)]
@@ -100,6 +106,11 @@ impl ConnShared {
             requests: node_requests,
         } = owner;
         let (closed_tx, closed_rx) = bounded(0);
+        let (flow_tx, flow_rx) = bounded(1);
+        let window = Room {
+            frames: config.private_window as u64,
+            bytes: config.private_window_bytes as u64,
+        };
         Ok(ConnShared {
             id,
             inbound,
@@ -109,6 +120,9 @@ impl ConnShared {
             peer: OnceLock::new(),
             counters: Counters::default(),
             requests: Requests::default(),
+            inbox: Arc::new(Inbox::new(window, flow_tx.clone())),
+            outbox: Arc::new(Outbox::new(flow_tx)),
+            flow_rx,
             node_requests,
             stream,
             epoch,
@@ -126,7 +140,6 @@ impl ConnShared {
             cycle_check: config.silence_timeout,
             cycle_warned: AtomicBool::new(false),
             recv_drops: LogLimit::new(),
-            discards: LogLimit::new(),
         })
     }
 

@@ -1,6 +1,7 @@
-//! The writer thread's loop: take ready messages — replies first, then the private
-//! lane (private messages and requests, in their order), then gossip — and write
-//! them in as few system calls as possible (see [`crate::wire::batch`]).
+//! The writer thread's loop: take ready messages — window updates and replies
+//! first, then the private lane (private messages and requests, in their order, as
+//! far as the peer's window allows), then gossip — and write them in as few system
+//! calls as possible (see [`crate::wire::batch`]).
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
@@ -11,11 +12,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::{never, select, Receiver};
 
 use crate::conn::lane::LaneRx;
 use crate::conn::request::{Outbound, Replies, ReplyOut};
 use crate::conn::shared::ConnShared;
+use crate::conn::window::{self, Inbox, Spender};
 use crate::event::{DisconnectReason, Lane};
 use crate::wire::batch::{Batch, Written};
 use crate::wire::frame::{self, CloseCode, FrameKind};
@@ -70,6 +72,29 @@ impl Drop for Busy {
     }
 }
 
+/// The writer's part in flow control: the grants it announces for this side, and
+/// the peer's window it spends, with the one frame it may hold for want of room.
+pub(crate) struct Flow {
+    inbox: Arc<Inbox>,
+    /// Whether the initial window has been announced.
+    announced: bool,
+    spender: Spender,
+    held: Option<Outbound>,
+    wake: Receiver<()>,
+}
+
+impl Flow {
+    pub(crate) fn new(conn: &ConnShared) -> Flow {
+        Flow {
+            inbox: conn.inbox.clone(),
+            announced: false,
+            spender: Spender::new(conn.outbox.clone()),
+            held: None,
+            wake: conn.flow_rx.clone(),
+        }
+    }
+}
+
 /// Everything the writer thread owns.
 pub(crate) struct Writer {
     pub(crate) stream: Arc<TcpStream>,
@@ -80,6 +105,7 @@ pub(crate) struct Writer {
     pub(crate) owed: Arc<Replies>,
     /// Requests for a pong, from the reader.
     pub(crate) pong: Receiver<()>,
+    pub(crate) flow: Flow,
     pub(crate) ping_interval: Duration,
     pub(crate) max_batch: usize,
 }
@@ -87,7 +113,7 @@ pub(crate) struct Writer {
 impl Writer {
     /// Runs until the connection closes, then returns the private messages that were
     /// never written, oldest first, for the connection thread to hand back.
-    pub(crate) fn run(self) -> Vec<Bytes> {
+    pub(crate) fn run(mut self) -> Vec<Bytes> {
         let mut batch = Batch::default();
         let mut last_write = Instant::now();
         let busy = Busy::start();
@@ -128,10 +154,13 @@ impl Writer {
     /// Takes ready messages until the batch is full: replies first (each frees a
     /// request slot of the peer's), then the private lane, so private data never
     /// waits behind gossip.
-    fn gather(&self, batch: &mut Batch) {
-        let before = batch.frames();
+    fn gather(&mut self, batch: &mut Batch) {
         let (mut gossip, mut private) = (0, 0);
         let mut replies = 0;
+        if let Some(room) = self.flow.inbox.grant(!self.flow.announced) {
+            self.flow.announced = true;
+            batch.control_with(FrameKind::Window, &window::encode(room));
+        }
         while !batch.is_full(self.max_batch) {
             let Ok(reply) = self.replies.try_recv() else {
                 break;
@@ -141,11 +170,19 @@ impl Writer {
         }
         self.owed.taken(replies);
         while !batch.is_full(self.max_batch) {
-            let Ok(item) = self.lanes.private.try_recv() else {
-                break;
+            let item = match self.flow.held.take() {
+                Some(item) => item,
+                None => match self.lanes.private.try_recv() {
+                    Ok(item) => {
+                        private += item.len();
+                        item
+                    }
+                    Err(_) => break,
+                },
             };
-            private += item.len();
-            self.add(batch, item);
+            if !self.offer(batch, item) {
+                break;
+            }
         }
         while !batch.is_full(self.max_batch) {
             let Ok(msg) = self.lanes.gossip.try_recv() else {
@@ -154,25 +191,36 @@ impl Writer {
             gossip += msg.len();
             batch.push(Lane::Gossip, msg);
         }
-        if batch.frames() > before {
+        // What left the lanes frees their budgets, the frame now held included.
+        if gossip + private > 0 {
             self.lanes.budgets.release(gossip, private);
-            self.publish(batch);
         }
+        self.publish(batch);
     }
 
-    /// Adds an item of the private lane: a request is written only if its
+    /// Adds an item of the private lane if the peer's window has room for it, or
+    /// holds it until it has (returning `false`). A request is written only if its
     /// requester has not given up on it.
-    fn add(&self, batch: &mut Batch, item: Outbound) {
+    fn offer(&mut self, batch: &mut Batch, item: Outbound) -> bool {
+        if !self.flow.spender.has_room() {
+            self.flow.held = Some(item);
+            return false;
+        }
         match item {
-            Outbound::Private(msg) => batch.push(Lane::Private, msg),
+            Outbound::Private(msg) => {
+                self.flow.spender.spend(msg.len() as u64);
+                batch.push(Lane::Private, msg);
+            }
             Outbound::Request(request) if request.take() => {
                 // Counted as it is taken: its reply can come back before the write
                 // call that sent it has returned here.
                 self.conn.count_request(|c| &c.sent, 1);
+                self.flow.spender.spend(request.body.len() as u64);
                 batch.push_request(request.id, request.body.clone());
             }
             Outbound::Request(request) => self.conn.requests.unregister(request.id),
         }
+        true
     }
 
     /// Adds a message the writer took from a lane itself, outside
@@ -185,18 +233,21 @@ impl Writer {
     }
 
     /// Adds an item of the private lane the writer took itself.
-    fn take_private(&self, batch: &mut Batch, item: Outbound) {
+    fn take_private(&mut self, batch: &mut Batch, item: Outbound) {
         let len = item.len();
-        self.add(batch, item);
+        self.offer(batch, item);
         self.lanes.budgets.release(0, len);
         self.publish(batch);
     }
 
-    /// Makes the messages held in the batch visible in the lanes' `queued` figures.
+    /// Makes the messages held in the batch, and the one held for the peer's window,
+    /// visible in the lanes' `queued` figures.
     fn publish(&self, batch: &Batch) {
         let (private, gossip) = batch.counts();
         let out = &self.conn.counters.out;
-        out.private.in_batch.store(private as u64, Relaxed);
+        out.private
+            .in_batch
+            .store(private as u64 + self.held(), Relaxed);
         out.gossip.in_batch.store(gossip as u64, Relaxed);
     }
 
@@ -208,14 +259,25 @@ impl Writer {
         out.gossip.add(written.gossip.0, written.gossip.1);
         out.private.add(written.private.0, written.private.1);
         out.gossip.drop_n(written.gossip_lost);
-        out.private.in_batch.store(0, Relaxed);
+        out.private.in_batch.store(self.held(), Relaxed);
         out.gossip.in_batch.store(0, Relaxed);
         written.unsent
     }
 
+    /// 1 if the writer holds a private message for the peer's window, else 0.
+    fn held(&self) -> u64 {
+        u64::from(matches!(self.flow.held, Some(Outbound::Private(_))))
+    }
+
     /// Sleeps until there is something to write, the connection closes, or a ping is
-    /// due.
-    fn wait(&self, batch: &mut Batch, timeout: Duration) {
+    /// due. While it holds a frame the peer's window has no room for, the private
+    /// lane is left alone: the writer waits for the window instead.
+    fn wait(&mut self, batch: &mut Batch, timeout: Duration) {
+        let no_private = never();
+        let private = match self.flow.held {
+            Some(_) => &no_private,
+            None => &self.lanes.private,
+        };
         // A disconnected lane or pong channel means the connection is closing; the
         // loop sees that at its top.
         select! {
@@ -223,13 +285,15 @@ impl Writer {
                 self.owed.taken(1);
                 batch.push_reply(reply.id, reply.status, reply.body);
             },
-            recv(self.lanes.private) -> item => if let Ok(item) = item {
+            recv(private) -> item => if let Ok(item) = item {
                 self.take_private(batch, item);
             },
             recv(self.lanes.gossip) -> msg => if let Ok(msg) = msg {
                 self.take(batch, Lane::Gossip, msg);
             },
             recv(self.pong) -> req => if req.is_ok() { batch.control(FrameKind::Pong) },
+            // A grant to announce, or room from the peer: the loop's next gather.
+            recv(self.flow.wake) -> _ => {},
             recv(self.conn.closed_rx) -> _ => {},
             default(timeout) => {},
         }
@@ -239,7 +303,11 @@ impl Writer {
     /// It does not wait for the peer's end: the reader lingers for that. Handing the
     /// messages back is left to the connection thread, so that the writer never
     /// waits for room in the event queue: its thread ends with the connection.
-    fn finish(self, mut unsent: Vec<Bytes>) -> Vec<Bytes> {
+    fn finish(mut self, mut unsent: Vec<Bytes>) -> Vec<Bytes> {
+        // The frame held for the window is older than anything still in the lane.
+        if let Some(Outbound::Private(msg)) = self.flow.held.take() {
+            unsent.push(msg);
+        }
         unsent.extend(self.lanes.drain(&self.conn.counters));
         // Replies never written: their requesters are told by the close.
         self.owed.taken(self.replies.try_iter().count());

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::config::Config;
@@ -85,7 +85,9 @@ impl Node {
         config.validate()?;
         let listener = TcpListener::bind(addr)?;
         let local_addr = listener.local_addr()?;
-        let (inbound, incoming) = bounded(config.inbound_capacity);
+        // Bounded by what may enter it: each connection's window of private data
+        // and `inbound_capacity` gossip messages (see `conn::window`).
+        let (inbound, incoming) = unbounded();
         let (events_tx, events) = bounded(config.event_capacity);
         let (alive_tx, alive) = bounded(0);
         let (shutdown_tx, shutdown_rx) = bounded(0);
@@ -420,6 +422,8 @@ impl Node {
             bytes_out: counters.bytes_out(),
             blocked_senders: counters.waiting.load(Relaxed),
             reader_waiting: counters.reader_waiting.load(Relaxed) > 0,
+            window_closed: conn.outbox.is_blocked(),
+            window_wait: conn.outbox.waited(),
         })
     }
 

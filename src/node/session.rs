@@ -23,7 +23,7 @@ use crate::conn::reader::Reader;
 use crate::conn::request::reply_lane;
 use crate::conn::shared::ConnShared;
 use crate::conn::sink::{EventSink, Outlets};
-use crate::conn::writer::Writer;
+use crate::conn::writer::{Flow, Writer};
 use crate::error::{HandshakeError, Limit};
 use crate::event::{DisconnectReason, Event};
 use crate::id::PeerId;
@@ -150,6 +150,7 @@ pub(crate) fn run(
         replies: reply_rx,
         owed: replies.clone(),
         pong: pong_rx,
+        flow: Flow::new(&conn),
         ping_interval: node.config.ping_interval,
         max_batch: node.config.max_batch_bytes,
     };
@@ -196,6 +197,7 @@ pub(crate) fn run(
                 &outlets.inbound,
                 &node.inbound_bytes,
                 &node.inbound_log,
+                &node.gossip_places,
             ),
         };
         let reason =

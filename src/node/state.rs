@@ -25,7 +25,7 @@ use crate::id::{ConnId, PeerId};
 use crate::node::redial::Redial;
 use crate::node::table::PeerTable;
 use crate::stats::{Counters, NodeStats, RequestCounters};
-use crate::sync::WaitBudget;
+use crate::sync::{Budget, WaitBudget};
 use crate::sync::{LogLimit, Never};
 use crate::wire::pool::BufPool;
 
@@ -42,6 +42,8 @@ pub(crate) struct NodeShared {
     pub(crate) inbound_bytes: Arc<WaitBudget>,
     /// Rate-limits the warning that readers wait for `inbound_bytes`.
     pub(crate) inbound_log: LogLimit,
+    /// Places for gossip in the inbound queue (`Config::inbound_capacity`).
+    pub(crate) gossip_places: Arc<Budget>,
     /// Dials lost peers again, if `Config::reconnect_interval` is set.
     pub(crate) redial: Option<Redial>,
     registry: Mutex<Registry>,
@@ -97,6 +99,7 @@ impl NodeShared {
             id,
             incarnation: incarnation(id),
             inbound_bytes: Arc::new(WaitBudget::new(config.inbound_bytes)),
+            gossip_places: Arc::new(Budget::new(config.inbound_capacity)),
             config,
             local_addr,
             table: Arc::new(PeerTable::default()),

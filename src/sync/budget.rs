@@ -53,7 +53,12 @@ impl Budget {
         }
     }
 
-    /// Gives back `len` bytes taken with [`Budget::reserve`].
+    /// Takes `len` bytes whether they fit or not, for what something else bounds.
+    pub(crate) fn force(&self, len: usize) {
+        self.held.fetch_add(len, Ordering::SeqCst);
+    }
+
+    /// Gives back `len` bytes taken with [`Budget::reserve`] or [`Budget::force`].
     pub(crate) fn release(&self, len: usize) {
         self.held.fetch_sub(len, Ordering::SeqCst);
     }
@@ -120,6 +125,11 @@ impl WaitBudget {
     /// Takes `len` bytes if they fit now; see [`Budget::reserve`].
     pub(crate) fn reserve(&self, len: usize) -> bool {
         self.budget.reserve(len)
+    }
+
+    /// Takes `len` bytes whether they fit or not; see [`Budget::force`].
+    pub(crate) fn force(&self, len: usize) {
+        self.budget.force(len);
     }
 
     /// Gives back `len` bytes and wakes every waiter, if any.

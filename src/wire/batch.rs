@@ -135,6 +135,13 @@ impl Batch {
         self.copied(start);
     }
 
+    /// Adds a control frame with a payload, copied.
+    pub(crate) fn control_with(&mut self, kind: FrameKind, payload: &[u8]) {
+        let start = self.buf.len();
+        frame::encode(&mut self.buf, kind, payload);
+        self.copied(start);
+    }
+
     /// Records `buf[start..]` as the next piece, merging it with the previous copied
     /// piece when they are adjacent.
     fn copied(&mut self, start: usize) {

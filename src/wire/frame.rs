@@ -74,6 +74,10 @@ pub enum FrameKind {
     /// The answer to a request: its id (eight bytes, big-endian), a status byte
     /// (0 answered, 1 dropped unanswered), then the body.
     Reply,
+    /// Flow control: how many private-lane frames, and how many of their payload
+    /// bytes, the sender of this frame has room for in all, counted from the start
+    /// of the connection (two big-endian `u64`s). Only ever grows.
+    Window,
 }
 
 impl FrameKind {
@@ -91,6 +95,7 @@ impl FrameKind {
             FrameKind::Verdict => 10,
             FrameKind::Request => 11,
             FrameKind::Reply => 12,
+            FrameKind::Window => 13,
         }
     }
 
@@ -101,7 +106,7 @@ impl FrameKind {
             FrameKind::Hello => Some(HELLO_LEN as u32),
             FrameKind::Accept | FrameKind::Ping | FrameKind::Pong => Some(0),
             FrameKind::Close => Some(1),
-            FrameKind::Holds => Some(16),
+            FrameKind::Holds | FrameKind::Window => Some(16),
             FrameKind::Verdict => Some(8),
             FrameKind::Gossip
             | FrameKind::Private
@@ -139,6 +144,7 @@ impl TryFrom<u8> for FrameKind {
             10 => FrameKind::Verdict,
             11 => FrameKind::Request,
             12 => FrameKind::Reply,
+            13 => FrameKind::Window,
             other => return Err(FrameError::UnknownKind(other)),
         })
     }
@@ -159,6 +165,7 @@ impl fmt::Display for FrameKind {
             FrameKind::Verdict => "verdict",
             FrameKind::Request => "request",
             FrameKind::Reply => "reply",
+            FrameKind::Window => "window",
         };
         f.write_str(name)
     }
@@ -192,6 +199,9 @@ pub enum FrameError {
     UnknownReply,
     /// A request beyond the number the protocol allows in flight.
     TooManyRequests,
+    /// A private-lane frame beyond the room the receiver gave, or a window frame
+    /// that takes room back.
+    WindowExceeded,
 }
 
 impl fmt::Display for FrameError {
@@ -211,6 +221,9 @@ impl fmt::Display for FrameError {
                 f,
                 "more than {REQUESTS_IN_FLIGHT} requests in flight at once"
             ),
+            FrameError::WindowExceeded => {
+                f.write_str("private data beyond the room the receiver gave")
+            }
         }
     }
 }
@@ -468,7 +481,7 @@ mod tests {
 
     #[test]
     fn unknown_kind_and_reserved_flags_are_errors() {
-        for kind in [0u8, 13, 0x7F, 0xFF] {
+        for kind in [0u8, 14, 0x7F, 0xFF] {
             assert_eq!(
                 decode_header(&[0, 0, 0, 0, kind, 0], MAX),
                 Err(FrameError::UnknownKind(kind))

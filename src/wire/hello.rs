@@ -10,8 +10,9 @@ use crate::id::PeerId;
 /// The first bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"WRLN";
 /// The protocol version this crate speaks.
-/// Version 3 added requests and replies.
-pub(crate) const VERSION: u16 = 3;
+/// Version 3 added requests and replies; version 4, flow control of the private
+/// lane (window frames).
+pub(crate) const VERSION: u16 = 4;
 /// Capability flag: the sender authenticates its peers, and will send a proof.
 const FLAG_AUTH: u16 = 1;
 
@@ -119,7 +120,7 @@ mod tests {
         assert_eq!(out.len(), HEADER_LEN + HELLO_LEN);
         assert_eq!(&out[..6], &[0, 0, 0, HELLO_LEN as u8, 1, 0]);
         assert_eq!(&out[6..10], b"WRLN");
-        assert_eq!(&out[10..12], &[0, 3], "the protocol version");
+        assert_eq!(&out[10..12], &[0, 4], "the protocol version");
         assert_eq!(&out[12..14], &[0, 1], "the authentication flag");
         assert_eq!(&out[14..22], &42u64.to_be_bytes());
         assert_eq!(&out[34..66], &[5; 32], "the nonce");

@@ -67,7 +67,7 @@ impl FrameReader {
     /// The next whole frame, if one is buffered. `Ok(None)`: read more.
     ///
     /// On the header of a large frame whose payload is not all buffered yet,
-    /// `credit` is called with the bytes its allocation will take, before anything
+    /// `credit` is called with its kind and the bytes its allocation will take, before anything
     /// is allocated; it may grant them (returning what holds them until the payload
     /// is dropped, or `None` if nothing needs to), or refuse.
     ///
@@ -76,7 +76,7 @@ impl FrameReader {
     /// A bad header ends the stream; a refusal from `credit` is handed back.
     pub(crate) fn next<E>(
         &mut self,
-        credit: impl FnOnce(usize) -> Result<Option<Credit>, E>,
+        credit: impl FnOnce(FrameKind, usize) -> Result<Option<Credit>, E>,
     ) -> Result<Option<(FrameKind, Bytes)>, NextError<E>> {
         if let Some(large) = &self.large {
             if large.filled < large.len {
@@ -101,7 +101,7 @@ impl FrameReader {
         }
         // A large frame: the rest of it goes straight into its own allocation.
         let len = header.len as usize;
-        let credit = credit(self.pool.size_for(len)).map_err(NextError::Refused)?;
+        let credit = credit(header.kind, self.pool.size_for(len)).map_err(NextError::Refused)?;
         let mut buf = self.pool.get(len);
         self.rb.consume(HEADER_LEN);
         let filled = self.rb.len();
@@ -150,7 +150,7 @@ impl FrameReader {
     /// Takes the whole frames still buffered, for a caller that will not deliver
     /// them; stops at a bad header or a partial frame.
     pub(crate) fn leftovers(&mut self) -> impl Iterator<Item = FrameKind> + '_ {
-        std::iter::from_fn(move || match self.next(|_| Err(())) {
+        std::iter::from_fn(move || match self.next(|_, _| Err(())) {
             Ok(Some((kind, _))) => Some(kind),
             _ => None,
         })

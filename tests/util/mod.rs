@@ -165,11 +165,13 @@ pub fn unbufferable() -> usize {
     max("/proc/sys/net/ipv4/tcp_rmem") + max("/proc/sys/net/ipv4/tcp_wmem") + (16 << 20)
 }
 
-/// For a node that will never read its inbound queue: room for one message, and a
-/// frame limit that admits an [`unbufferable`] payload.
+/// For a node that will never read its inbound queue: room for one gossip message,
+/// a window of two private messages (the third a peer sends stays with the peer's
+/// writer), and a frame limit that admits an [`unbufferable`] payload.
 pub fn silent_receiver() -> Config {
     config()
         .inbound_capacity(1)
+        .private_window(2)
         .max_frame_len(unbufferable() as u32)
 }
 

@@ -10,7 +10,7 @@ use super::GUARD;
 pub const HELLO: u8 = 1;
 pub const ACCEPT: u8 = 2;
 /// The protocol version the crate speaks.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 pub const CLOSE: u8 = 3;
 pub const PING: u8 = 4;
 pub const PONG: u8 = 5;
@@ -19,6 +19,14 @@ pub const PRIVATE: u8 = 7;
 pub const AUTH: u8 = 8;
 pub const HOLDS: u8 = 9;
 pub const VERDICT: u8 = 10;
+pub const WINDOW: u8 = 13;
+
+/// A window frame granting `frames` private-lane frames and `bytes` bytes in all.
+pub fn window(frames: u64, bytes: u64) -> Vec<u8> {
+    let mut p = frames.to_be_bytes().to_vec();
+    p.extend_from_slice(&bytes.to_be_bytes());
+    frame(WINDOW, &p)
+}
 
 /// A frame: u32 big-endian payload length, kind, zero flags, payload.
 pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
@@ -231,6 +239,9 @@ impl RawPeer {
             assert_eq!(kind, ACCEPT);
             self.send(&frame(ACCEPT, &[]));
         }
+        // All the room the node could want: these peers read the node's private
+        // frames, or mean to leave them unread in the socket.
+        self.send(&window(u64::MAX / 2, u64::MAX / 2));
     }
 
     /// As the side that does not arbitrate, after the hellos: says we hold no

@@ -24,8 +24,9 @@
 //!
 //! The payload layout is the tests' own, so that they need nothing but wirelane's
 //! public API to talk to this peer. With `--read none` it never takes a message from
-//! its inbound queue, so its reader stops once the queue is full and its peer's
-//! writes back up. It exits when stdin closes, so a test that dies takes its peer
+//! its inbound queue: its window closes and its peer's private sends back up, and
+//! with a small `--inbound-bytes` its reader stops at the first large gossip
+//! payload that does not fit, so its peer's writes back up in the socket. It exits when stdin closes, so a test that dies takes its peer
 //! with it.
 
 use std::collections::BTreeMap;
@@ -56,6 +57,12 @@ pub struct Args {
     /// Config::inbound_capacity.
     #[arg(long)]
     inbound: Option<usize>,
+    /// Config::inbound_bytes.
+    #[arg(long)]
+    inbound_bytes: Option<usize>,
+    /// Config::private_window.
+    #[arg(long)]
+    window: Option<usize>,
     /// Config::max_frame_len.
     #[arg(long)]
     max_frame: Option<u32>,
@@ -83,6 +90,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let ms = |v: Option<u64>| v.map(Duration::from_millis);
     let mut config = Config::default();
     config = cli::set(config, args.inbound, Config::inbound_capacity);
+    config = cli::set(config, args.inbound_bytes, Config::inbound_bytes);
+    config = cli::set(config, args.window, Config::private_window);
     config = cli::set(config, args.private_capacity, Config::private_capacity);
     config = cli::set(config, args.max_frame, Config::max_frame_len);
     config = cli::set(config, ms(args.ping_ms), Config::ping_interval);

@@ -1,0 +1,383 @@
+//! Flow control of the private lane: windows the receiver grants and the sender's
+//! writer spends.
+//!
+//! Each side of a connection gives the other room for a number of private-lane
+//! frames (private messages and requests) and of their payload bytes. The room
+//! is granted again as the application takes messages: a [`Hold`] travels inside
+//! each delivered [`Message`](crate::Message), and dropping the message gives its
+//! room back ([`Inbox`]). When enough has come back, the receiver's writer sends a
+//! window frame with the new totals, counted from the start of the connection, so
+//! frames may be lost to nothing, reordered by nothing, and repeated harmlessly.
+//!
+//! The sender's writer ([`Outbox`]) writes a private-lane frame only while both
+//! totals leave room (one byte of room is enough for a frame of any size, so a
+//! message larger than the window still goes, alone). A frame that does not fit
+//! stays with the writer, which keeps writing replies, gossip and pings meanwhile.
+//!
+//! What this buys: a reader never waits for the application to take a private
+//! message, because there is always room for what the peer may send. The inbound
+//! queue holds at most each connection's window of private data plus
+//! `inbound_capacity` gossip messages; gossip over that is dropped and counted.
+
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use crate::stats::Padded;
+use crate::sync::Budget;
+
+/// What a delivered message holds until the application drops it: room in its
+/// connection's window, or a place among the gossip in the inbound queue.
+///
+/// A clone holds nothing: the room comes back when the message the node handed
+/// over is dropped (or taken apart, its payload kept).
+pub(crate) enum Hold {
+    Nothing,
+    /// One of the inbound queue's places for gossip.
+    Gossip(Arc<Budget>),
+    /// A private-lane frame of this many bytes, in this window.
+    Window(Arc<Inbox>, u64),
+}
+
+impl Clone for Hold {
+    fn clone(&self) -> Hold {
+        Hold::Nothing
+    }
+}
+
+impl PartialEq for Hold {
+    /// What a message holds is not part of what it is.
+    fn eq(&self, _: &Hold) -> bool {
+        true
+    }
+}
+
+impl Eq for Hold {}
+
+impl fmt::Debug for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hold")
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        match self {
+            Hold::Nothing => {}
+            Hold::Gossip(places) => places.release(1),
+            Hold::Window(inbox, len) => inbox.taken(1, *len),
+        }
+    }
+}
+
+/// A window's size: frames and payload bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Room {
+    pub(crate) frames: u64,
+    pub(crate) bytes: u64,
+}
+
+/// Two running totals: frames and their payload bytes.
+#[derive(Default)]
+struct Totals {
+    frames: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Totals {
+    fn new(room: Room) -> Totals {
+        Totals {
+            frames: AtomicU64::new(room.frames),
+            bytes: AtomicU64::new(room.bytes),
+        }
+    }
+}
+
+/// The receiving side of one connection's private lane: what the application has
+/// taken, what this side has granted, and what the peer has sent. Each total is
+/// written by one thread (the application's, the writer, the reader) and kept on
+/// cache lines of its own.
+pub(crate) struct Inbox {
+    size: Room,
+    taken: Padded<Totals>,
+    /// The totals granted, as the writer last announced them (stored before the
+    /// window frame is written, so the reader never checks against less than the
+    /// peer was told).
+    granted: Padded<Totals>,
+    /// What the peer has sent, as the reader counted it.
+    received: Padded<Totals>,
+    /// Wakes the writer to announce a grant.
+    nudge: Sender<()>,
+}
+
+impl Inbox {
+    /// A window of `size`, granted from the start (the writer announces it in its
+    /// first frame); `nudge` wakes the writer.
+    pub(crate) fn new(size: Room, nudge: Sender<()>) -> Inbox {
+        Inbox {
+            size,
+            taken: Padded::default(),
+            granted: Padded::new(Totals::new(size)),
+            received: Padded::default(),
+            nudge,
+        }
+    }
+
+    /// The application took `frames` frames of `bytes` bytes (or the reader
+    /// discarded them): their room may be granted again.
+    pub(crate) fn taken(&self, frames: u64, bytes: u64) {
+        let taken_frames = self.taken.frames.fetch_add(frames, SeqCst) + frames;
+        let taken_bytes = self.taken.bytes.fetch_add(bytes, SeqCst) + bytes;
+        if self.due(taken_frames, taken_bytes) {
+            // A nudge already pending covers this one.
+            let _ = self.nudge.try_send(());
+        }
+    }
+
+    /// Whether enough room has come back to be worth a window frame: half the
+    /// window, in frames or in bytes.
+    fn due(&self, taken_frames: u64, taken_bytes: u64) -> bool {
+        let frames = taken_frames + self.size.frames - self.granted.frames.load(SeqCst);
+        let bytes = taken_bytes + self.size.bytes - self.granted.bytes.load(SeqCst);
+        frames >= self.size.frames.div_ceil(2) || bytes >= self.size.bytes.div_ceil(2)
+    }
+
+    /// The totals to announce, if a window frame is due; called by the writer, the
+    /// only one that grants, which records them as granted before writing them.
+    /// The first call always announces the initial window.
+    pub(crate) fn grant(&self, first: bool) -> Option<Room> {
+        let taken_frames = self.taken.frames.load(SeqCst);
+        let taken_bytes = self.taken.bytes.load(SeqCst);
+        if !first && !self.due(taken_frames, taken_bytes) {
+            return None;
+        }
+        let room = Room {
+            frames: taken_frames + self.size.frames,
+            bytes: taken_bytes + self.size.bytes,
+        };
+        self.granted.frames.store(room.frames, SeqCst);
+        self.granted.bytes.store(room.bytes, SeqCst);
+        Some(room)
+    }
+
+    /// Counts a private-lane frame of `bytes` payload bytes from the peer, if the
+    /// window had room for it; `false` if it had none (the peer broke the rule).
+    /// Called by the reader only.
+    pub(crate) fn receive(&self, bytes: u64) -> bool {
+        let frames = self.received.frames.load(Relaxed);
+        let sent = self.received.bytes.load(Relaxed);
+        if !self.admits(frames, sent) {
+            return false;
+        }
+        self.received.frames.store(frames + 1, Relaxed);
+        self.received.bytes.store(sent + bytes, Relaxed);
+        true
+    }
+
+    fn admits(&self, frames: u64, bytes: u64) -> bool {
+        frames < self.granted.frames.load(SeqCst) && bytes < self.granted.bytes.load(SeqCst)
+    }
+
+    /// Whether the peer has used all the room granted to it: our application is
+    /// not taking what this peer sends.
+    pub(crate) fn is_closed(&self) -> bool {
+        !self.admits(
+            self.received.frames.load(Relaxed),
+            self.received.bytes.load(Relaxed),
+        )
+    }
+}
+
+/// The sending side of one connection's private lane: the room the peer has
+/// granted (updated by the reader from window frames) and what the writer spent.
+pub(crate) struct Outbox {
+    /// The peer's totals, as its last window frame gave them.
+    limit_frames: AtomicU64,
+    limit_bytes: AtomicU64,
+    /// Published by the writer, for stats and the cycle warning.
+    sent_frames: AtomicU64,
+    sent_bytes: AtomicU64,
+    /// Whether the writer holds a frame the window has no room for.
+    blocked: std::sync::atomic::AtomicBool,
+    /// Nanoseconds the writer has held a frame waiting for room, not counting a
+    /// wait still going on.
+    waited_ns: AtomicU64,
+    /// Wakes the writer when room was granted.
+    opened: Sender<()>,
+}
+
+impl Outbox {
+    /// No room until the peer's first window frame.
+    pub(crate) fn new(opened: Sender<()>) -> Outbox {
+        Outbox {
+            limit_frames: AtomicU64::new(0),
+            limit_bytes: AtomicU64::new(0),
+            sent_frames: AtomicU64::new(0),
+            sent_bytes: AtomicU64::new(0),
+            blocked: std::sync::atomic::AtomicBool::new(false),
+            waited_ns: AtomicU64::new(0),
+            opened,
+        }
+    }
+
+    /// The peer granted room up to `room` in all. Returns `false` for totals that
+    /// shrink, which no conforming peer sends.
+    pub(crate) fn grant(&self, room: Room) -> bool {
+        let frames = self.limit_frames.fetch_max(room.frames, SeqCst);
+        let bytes = self.limit_bytes.fetch_max(room.bytes, SeqCst);
+        if room.frames < frames || room.bytes < bytes {
+            return false;
+        }
+        let _ = self.opened.try_send(());
+        true
+    }
+
+    /// Whether the peer's window is closed to us now.
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.blocked.load(Relaxed)
+    }
+
+    /// Time the writer has spent holding a frame for room, finished waits only.
+    pub(crate) fn waited(&self) -> Duration {
+        Duration::from_nanos(self.waited_ns.load(Relaxed))
+    }
+}
+
+/// The writer's own view of an [`Outbox`]: what it has spent, and since when the
+/// frame it holds has been waiting.
+pub(crate) struct Spender {
+    outbox: Arc<Outbox>,
+    sent: Room,
+    since: Option<Instant>,
+}
+
+impl Spender {
+    pub(crate) fn new(outbox: Arc<Outbox>) -> Spender {
+        Spender {
+            outbox,
+            sent: Room {
+                frames: 0,
+                bytes: 0,
+            },
+            since: None,
+        }
+    }
+
+    /// Whether the window has room for one more frame. When it has not, the wait
+    /// starts being timed; when it has again, the time is added up.
+    pub(crate) fn has_room(&mut self) -> bool {
+        let room = self.sent.frames < self.outbox.limit_frames.load(SeqCst)
+            && self.sent.bytes < self.outbox.limit_bytes.load(SeqCst);
+        match (room, self.since) {
+            (false, None) => {
+                self.since = Some(Instant::now());
+                self.outbox.blocked.store(true, Relaxed);
+            }
+            (true, Some(since)) => {
+                self.since = None;
+                let ns = since.elapsed().as_nanos() as u64;
+                self.outbox.waited_ns.fetch_add(ns, Relaxed);
+                self.outbox.blocked.store(false, Relaxed);
+            }
+            _ => {}
+        }
+        room
+    }
+
+    /// Spends room for a frame of `bytes` payload bytes.
+    pub(crate) fn spend(&mut self, bytes: u64) {
+        self.sent.frames += 1;
+        self.sent.bytes += bytes;
+        self.outbox.sent_frames.store(self.sent.frames, Relaxed);
+        self.outbox.sent_bytes.store(self.sent.bytes, Relaxed);
+    }
+}
+
+/// The payload of a window frame: the two totals, big-endian.
+pub(crate) fn encode(room: Room) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&room.frames.to_be_bytes());
+    out[8..].copy_from_slice(&room.bytes.to_be_bytes());
+    out
+}
+
+/// Reads a window frame's payload (its length was checked by the frame header).
+pub(crate) fn decode(payload: &[u8]) -> Room {
+    Room {
+        frames: u64::from_be_bytes(payload[..8].try_into().expect("eight bytes")),
+        bytes: u64::from_be_bytes(payload[8..16].try_into().expect("eight bytes")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::bounded;
+
+    fn room(frames: u64, bytes: u64) -> Room {
+        Room { frames, bytes }
+    }
+
+    #[test]
+    fn grants_again_after_half_the_window_comes_back() {
+        let (tx, rx) = bounded(1);
+        let inbox = Inbox::new(room(4, 1000), tx);
+        assert_eq!(inbox.grant(true), Some(room(4, 1000)));
+        assert!(inbox.receive(999));
+        assert!(
+            inbox.receive(1),
+            "one byte of room takes a frame of any size"
+        );
+        assert!(inbox.is_closed());
+        assert!(!inbox.receive(1), "no room is left in bytes");
+        inbox.taken(1, 10);
+        assert!(
+            rx.try_recv().is_err(),
+            "a quarter back is not worth a frame"
+        );
+        assert_eq!(inbox.grant(false), None);
+        inbox.taken(1, 10);
+        assert!(
+            rx.try_recv().is_ok(),
+            "half the frames back nudges the writer"
+        );
+        assert_eq!(inbox.grant(false), Some(room(6, 1020)));
+        assert!(!inbox.is_closed());
+        assert!(inbox.receive(20));
+        assert!(!inbox.receive(0), "the bytes granted are used up again");
+        inbox.taken(0, 500);
+        assert!(
+            rx.try_recv().is_ok(),
+            "half the bytes back nudges the writer"
+        );
+        assert_eq!(inbox.grant(false), Some(room(6, 1520)));
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_window_goes_alone() {
+        let (tx, rx) = bounded(1);
+        let outbox = Arc::new(Outbox::new(tx));
+        let mut spender = Spender::new(outbox.clone());
+        assert!(!spender.has_room(), "no room before the first grant");
+        assert!(outbox.is_blocked());
+        assert!(outbox.grant(room(2, 100)));
+        assert!(rx.try_recv().is_ok(), "a grant wakes the writer");
+        assert!(spender.has_room());
+        assert!(!outbox.is_blocked());
+        spender.spend(5000);
+        assert!(!spender.has_room(), "the bytes are spent, and more");
+        assert!(!outbox.grant(room(1, 100)), "totals never shrink");
+        assert!(outbox.grant(room(3, 5101)));
+        assert!(spender.has_room());
+    }
+
+    #[test]
+    fn window_payload_round_trips() {
+        let r = room(u64::MAX - 1, 7);
+        assert_eq!(decode(&encode(r)), r);
+    }
+}
