@@ -162,12 +162,13 @@ impl<'a> Delivery<'a> {
             }
             Hold::Gossip(self.gossip_places.clone())
         } else {
-            if !self.conn.inbox.receive(len) {
+            let inbox = self.conn.inbox();
+            if !inbox.receive(len) {
                 return Err(DisconnectReason::Protocol(
                     FrameError::WindowExceeded.into(),
                 ));
             }
-            Hold::Window(self.conn.inbox.clone(), len)
+            Hold::Window(inbox.flow().clone(), len)
         };
         let msg = Message {
             from: self.peer,

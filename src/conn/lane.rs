@@ -314,7 +314,7 @@ impl Link {
     /// takes nothing of the peer's). If the thread blocked here is the one that
     /// reads `incoming()`, and the peer does the same, neither node moves again.
     fn warn_of_cycle(&self) {
-        let cycle = self.conn.outbox.is_blocked() && self.conn.inbox.is_closed();
+        let cycle = self.conn.outbox.is_blocked() && self.conn.inbox_closed();
         if !cycle || self.conn.cycle_warned.swap(true, Ordering::Relaxed) {
             return;
         }

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use super::lane::Link;
 use super::request::Requests;
 use super::timers::Linger;
-use super::window::{Inbox, Outbox, Room};
+use super::window::{Inbox, Outbox};
 use crate::config::Config;
 use crate::event::DisconnectReason;
 use crate::id::{ConnId, PeerId};
@@ -53,11 +53,12 @@ pub(crate) struct ConnShared {
     pub(crate) counters: Counters,
     /// The requests this side has sent on the connection and not yet had answered.
     pub(crate) requests: Requests,
-    /// Flow control of the private lane: the window this side grants the peer, and
-    /// the window the peer grants us.
-    pub(crate) inbox: Arc<Inbox>,
+    /// Flow control of the private lane: the window this side grants the peer (set
+    /// once the peer is known, before the reader and writer start), and the window
+    /// the peer grants us.
+    inbox: OnceLock<Arc<Inbox>>,
     pub(crate) outbox: Arc<Outbox>,
-    /// Wakes the writer when a grant is due or the peer granted room.
+    /// Wakes the writer when the peer granted room.
     pub(crate) flow_rx: Receiver<()>,
     /// The node's request counters. Requests are counted here as well as in the
     /// connection's own counters, because a requester or a responder may count an
@@ -107,10 +108,6 @@ impl ConnShared {
         } = owner;
         let (closed_tx, closed_rx) = bounded(0);
         let (flow_tx, flow_rx) = bounded(1);
-        let window = Room {
-            frames: config.private_window as u64,
-            bytes: config.private_window_bytes as u64,
-        };
         Ok(ConnShared {
             id,
             inbound,
@@ -120,7 +117,7 @@ impl ConnShared {
             peer: OnceLock::new(),
             counters: Counters::default(),
             requests: Requests::default(),
-            inbox: Arc::new(Inbox::new(window, flow_tx.clone())),
+            inbox: OnceLock::new(),
             outbox: Arc::new(Outbox::new(flow_tx)),
             flow_rx,
             node_requests,
@@ -171,6 +168,30 @@ impl ConnShared {
             let _ = self.stream.shutdown(Shutdown::Both);
         }
         true
+    }
+
+    /// Sets the window this side grants the peer; once, before the reader and the
+    /// writer start.
+    pub(crate) fn set_inbox(&self, inbox: Inbox) {
+        let _ = self.inbox.set(Arc::new(inbox));
+    }
+
+    /// The window this side grants the peer.
+    ///
+    /// # Panics
+    ///
+    /// Before [`ConnShared::set_inbox`]: only the reader and writer, started after
+    /// it, call this.
+    pub(crate) fn inbox(&self) -> &Arc<Inbox> {
+        self.inbox
+            .get()
+            .expect("the inbox is set before the reader and writer start")
+    }
+
+    /// Whether the peer has used all the room this side granted it (`false` before
+    /// the connection is up).
+    pub(crate) fn inbox_closed(&self) -> bool {
+        self.inbox.get().is_some_and(|i| i.is_closed())
     }
 
     /// Counts `n` of a request outcome, for the connection and for the node.

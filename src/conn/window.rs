@@ -5,7 +5,7 @@
 //! frames (private messages and requests) and of their payload bytes. The room
 //! is granted again as the application takes messages: a [`Hold`] travels inside
 //! each delivered [`Message`](crate::Message), and dropping the message gives its
-//! room back ([`Inbox`]). When enough has come back, the receiver's writer sends a
+//! room back ([`PeerFlow`]). When enough has come back, the receiver's writer sends a
 //! window frame with the new totals, counted from the start of the connection, so
 //! frames may be lost to nothing, reordered by nothing, and repeated harmlessly.
 //!
@@ -16,7 +16,8 @@
 //!
 //! What this buys: a reader never waits for the application to take a private
 //! message, because there is always room for what the peer may send. The inbound
-//! queue holds at most each connection's window of private data plus
+//! queue holds at most each peer's window of private data (counted across the
+//! peer's connections, so that reconnecting does not bring a fresh window) plus
 //! `inbound_capacity` gossip messages; gossip over that is dropped and counted.
 
 use std::fmt;
@@ -25,13 +26,13 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::stats::Padded;
 use crate::sync::Budget;
 
 /// What a delivered message holds until the application drops it: room in its
-/// connection's window, or a place among the gossip in the inbound queue.
+/// peer's window, or a place among the gossip in the inbound queue.
 ///
 /// A clone holds nothing: the room comes back when the message the node handed
 /// over is dropped (or taken apart, its payload kept).
@@ -39,8 +40,8 @@ pub(crate) enum Hold {
     Nothing,
     /// One of the inbound queue's places for gossip.
     Gossip(Arc<Budget>),
-    /// A private-lane frame of this many bytes, in this window.
-    Window(Arc<Inbox>, u64),
+    /// A private-lane frame of this many bytes, from this peer.
+    Window(Arc<PeerFlow>, u64),
 }
 
 impl Clone for Hold {
@@ -69,7 +70,7 @@ impl Drop for Hold {
         match self {
             Hold::Nothing => {}
             Hold::Gossip(places) => places.release(1),
-            Hold::Window(inbox, len) => inbox.taken(1, *len),
+            Hold::Window(flow, len) => flow.taken(1, *len),
         }
     }
 }
@@ -95,72 +96,148 @@ impl Totals {
             bytes: AtomicU64::new(room.bytes),
         }
     }
+
+    fn load(&self) -> Room {
+        Room {
+            frames: self.frames.load(SeqCst),
+            bytes: self.bytes.load(SeqCst),
+        }
+    }
+
+    fn add(&self, frames: u64, bytes: u64) -> Room {
+        Room {
+            frames: self.frames.fetch_add(frames, SeqCst) + frames,
+            bytes: self.bytes.fetch_add(bytes, SeqCst) + bytes,
+        }
+    }
+
+    fn store(&self, room: Room) {
+        self.frames.store(room.frames, SeqCst);
+        self.bytes.store(room.bytes, SeqCst);
+    }
 }
 
-/// The receiving side of one connection's private lane: what the application has
-/// taken, what this side has granted, and what the peer has sent. Each total is
-/// written by one thread (the application's, the writer, the reader) and kept on
-/// cache lines of its own.
-pub(crate) struct Inbox {
+/// The receiving side of one peer's private data, across its connections: what
+/// its connections have delivered and the application has taken, and the nudge
+/// that wakes the writer of the peer's current connection to grant room again.
+///
+/// It is per peer, not per connection, because a connection that replaces another
+/// must not get a fresh window while the old one's messages still sit in the
+/// inbound queue: with a slow application and frequent reconnections, the queue
+/// would grow by a window every time. The node keeps one per peer for as long as a
+/// connection or a message refers to it.
+pub(crate) struct PeerFlow {
     size: Room,
+    delivered: Padded<Totals>,
     taken: Padded<Totals>,
+    /// `taken` as it was at the last grant: half a window more is worth a new one.
+    taken_at_grant: Padded<Totals>,
+    nudge: Sender<()>,
+    /// Selected on by the writers of the peer's connections.
+    pub(crate) nudged: Receiver<()>,
+}
+
+impl PeerFlow {
+    pub(crate) fn new(size: Room) -> PeerFlow {
+        let (nudge, nudged) = bounded(1);
+        PeerFlow {
+            size,
+            delivered: Padded::default(),
+            taken: Padded::default(),
+            taken_at_grant: Padded::default(),
+            nudge,
+            nudged,
+        }
+    }
+
+    /// The application took `frames` frames of `bytes` bytes: their room may be
+    /// granted again.
+    fn taken(&self, frames: u64, bytes: u64) {
+        let taken = self.taken.add(frames, bytes);
+        if self.due(taken) {
+            // A nudge already pending covers this one. Every drop nudges while a
+            // grant is due, so a nudge taken by a connection's writer that is just
+            // ending is followed by another.
+            let _ = self.nudge.try_send(());
+        }
+    }
+
+    /// Whether enough room has come back since the last grant to be worth a window
+    /// frame: half the window, in frames or in bytes.
+    fn due(&self, taken: Room) -> bool {
+        let at = self.taken_at_grant.load();
+        taken.frames - at.frames.min(taken.frames) >= self.size.frames.div_ceil(2)
+            || taken.bytes - at.bytes.min(taken.bytes) >= self.size.bytes.div_ceil(2)
+    }
+
+    /// Room the peer may fill now: the window less what the application has not
+    /// yet taken, from any of the peer's connections.
+    fn free(&self) -> Room {
+        let (delivered, taken) = (self.delivered.load(), self.taken.load());
+        let held = |d: u64, t: u64| d.saturating_sub(t);
+        Room {
+            frames: self
+                .size
+                .frames
+                .saturating_sub(held(delivered.frames, taken.frames)),
+            bytes: self
+                .size
+                .bytes
+                .saturating_sub(held(delivered.bytes, taken.bytes)),
+        }
+    }
+}
+
+/// The receiving side of one connection's private lane: what this side has granted
+/// on it and what the peer has sent on it (the protocol counts per connection), and
+/// its peer's [`PeerFlow`]. Each total is written by one thread (the writer, the
+/// reader) and kept on cache lines of its own.
+pub(crate) struct Inbox {
+    flow: Arc<PeerFlow>,
     /// The totals granted, as the writer last announced them (stored before the
     /// window frame is written, so the reader never checks against less than the
     /// peer was told).
     granted: Padded<Totals>,
     /// What the peer has sent, as the reader counted it.
     received: Padded<Totals>,
-    /// Wakes the writer to announce a grant.
-    nudge: Sender<()>,
 }
 
 impl Inbox {
-    /// A window of `size`, granted from the start (the writer announces it in its
-    /// first frame); `nudge` wakes the writer.
-    pub(crate) fn new(size: Room, nudge: Sender<()>) -> Inbox {
+    /// A connection's inbox, granted from the start what its peer's window has free
+    /// (the writer announces it in its first frame).
+    pub(crate) fn new(flow: Arc<PeerFlow>) -> Inbox {
+        let free = flow.free();
         Inbox {
-            size,
-            taken: Padded::default(),
-            granted: Padded::new(Totals::new(size)),
+            flow,
+            granted: Padded::new(Totals::new(free)),
             received: Padded::default(),
-            nudge,
         }
     }
 
-    /// The application took `frames` frames of `bytes` bytes (or the reader
-    /// discarded them): their room may be granted again.
-    pub(crate) fn taken(&self, frames: u64, bytes: u64) {
-        let taken_frames = self.taken.frames.fetch_add(frames, SeqCst) + frames;
-        let taken_bytes = self.taken.bytes.fetch_add(bytes, SeqCst) + bytes;
-        if self.due(taken_frames, taken_bytes) {
-            // A nudge already pending covers this one.
-            let _ = self.nudge.try_send(());
-        }
-    }
-
-    /// Whether enough room has come back to be worth a window frame: half the
-    /// window, in frames or in bytes.
-    fn due(&self, taken_frames: u64, taken_bytes: u64) -> bool {
-        let frames = taken_frames + self.size.frames - self.granted.frames.load(SeqCst);
-        let bytes = taken_bytes + self.size.bytes - self.granted.bytes.load(SeqCst);
-        frames >= self.size.frames.div_ceil(2) || bytes >= self.size.bytes.div_ceil(2)
+    /// The peer's flow, for the messages delivered and for the writer's wake-ups.
+    pub(crate) fn flow(&self) -> &Arc<PeerFlow> {
+        &self.flow
     }
 
     /// The totals to announce, if a window frame is due; called by the writer, the
     /// only one that grants, which records them as granted before writing them.
     /// The first call always announces the initial window.
     pub(crate) fn grant(&self, first: bool) -> Option<Room> {
-        let taken_frames = self.taken.frames.load(SeqCst);
-        let taken_bytes = self.taken.bytes.load(SeqCst);
-        if !first && !self.due(taken_frames, taken_bytes) {
+        let taken = self.flow.taken.load();
+        if !first && !self.flow.due(taken) {
             return None;
         }
+        let (free, received, granted) =
+            (self.flow.free(), self.received.load(), self.granted.load());
         let room = Room {
-            frames: taken_frames + self.size.frames,
-            bytes: taken_bytes + self.size.bytes,
+            frames: (received.frames + free.frames).max(granted.frames),
+            bytes: (received.bytes + free.bytes).max(granted.bytes),
         };
-        self.granted.frames.store(room.frames, SeqCst);
-        self.granted.bytes.store(room.bytes, SeqCst);
+        self.flow.taken_at_grant.store(taken);
+        if !first && room == granted {
+            return None;
+        }
+        self.granted.store(room);
         Some(room)
     }
 
@@ -168,27 +245,27 @@ impl Inbox {
     /// window had room for it; `false` if it had none (the peer broke the rule).
     /// Called by the reader only.
     pub(crate) fn receive(&self, bytes: u64) -> bool {
-        let frames = self.received.frames.load(Relaxed);
-        let sent = self.received.bytes.load(Relaxed);
-        if !self.admits(frames, sent) {
+        let received = self.received.load();
+        if !self.admits(received) {
             return false;
         }
-        self.received.frames.store(frames + 1, Relaxed);
-        self.received.bytes.store(sent + bytes, Relaxed);
+        self.received.store(Room {
+            frames: received.frames + 1,
+            bytes: received.bytes + bytes,
+        });
+        self.flow.delivered.add(1, bytes);
         true
     }
 
-    fn admits(&self, frames: u64, bytes: u64) -> bool {
-        frames < self.granted.frames.load(SeqCst) && bytes < self.granted.bytes.load(SeqCst)
+    fn admits(&self, sent: Room) -> bool {
+        let granted = self.granted.load();
+        sent.frames < granted.frames && sent.bytes < granted.bytes
     }
 
     /// Whether the peer has used all the room granted to it: our application is
     /// not taking what this peer sends.
     pub(crate) fn is_closed(&self) -> bool {
-        !self.admits(
-            self.received.frames.load(Relaxed),
-            self.received.bytes.load(Relaxed),
-        )
+        !self.admits(self.received.load())
     }
 }
 
@@ -316,7 +393,6 @@ pub(crate) fn decode(payload: &[u8]) -> Room {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossbeam_channel::bounded;
 
     fn room(frames: u64, bytes: u64) -> Room {
         Room { frames, bytes }
@@ -324,8 +400,8 @@ mod tests {
 
     #[test]
     fn grants_again_after_half_the_window_comes_back() {
-        let (tx, rx) = bounded(1);
-        let inbox = Inbox::new(room(4, 1000), tx);
+        let flow = Arc::new(PeerFlow::new(room(4, 1000)));
+        let inbox = Inbox::new(flow.clone());
         assert_eq!(inbox.grant(true), Some(room(4, 1000)));
         assert!(inbox.receive(999));
         assert!(
@@ -334,27 +410,37 @@ mod tests {
         );
         assert!(inbox.is_closed());
         assert!(!inbox.receive(1), "no room is left in bytes");
-        inbox.taken(1, 10);
+        flow.taken(1, 10);
         assert!(
-            rx.try_recv().is_err(),
+            flow.nudged.try_recv().is_err(),
             "a quarter back is not worth a frame"
         );
         assert_eq!(inbox.grant(false), None);
-        inbox.taken(1, 10);
+        flow.taken(1, 10);
         assert!(
-            rx.try_recv().is_ok(),
+            flow.nudged.try_recv().is_ok(),
             "half the frames back nudges the writer"
         );
         assert_eq!(inbox.grant(false), Some(room(6, 1020)));
         assert!(!inbox.is_closed());
         assert!(inbox.receive(20));
         assert!(!inbox.receive(0), "the bytes granted are used up again");
-        inbox.taken(0, 500);
+    }
+
+    #[test]
+    fn a_new_connection_gets_only_what_the_old_ones_left_free() {
+        let flow = Arc::new(PeerFlow::new(room(4, 1000)));
+        let old = Inbox::new(flow.clone());
+        assert!(old.receive(10) && old.receive(10) && old.receive(10));
+        // The old connection ends with three messages not yet taken.
+        let new = Inbox::new(flow.clone());
+        assert_eq!(new.grant(true), Some(room(1, 970)));
+        flow.taken(2, 20);
         assert!(
-            rx.try_recv().is_ok(),
-            "half the bytes back nudges the writer"
+            flow.nudged.try_recv().is_ok(),
+            "the old messages' room comes back"
         );
-        assert_eq!(inbox.grant(false), Some(room(6, 1520)));
+        assert_eq!(new.grant(false), Some(room(3, 990)));
     }
 
     #[test]

@@ -80,17 +80,21 @@ pub(crate) struct Flow {
     announced: bool,
     spender: Spender,
     held: Option<Outbound>,
+    /// Room granted by the peer.
     wake: Receiver<()>,
+    /// A grant due for the peer.
+    nudged: Receiver<()>,
 }
 
 impl Flow {
     pub(crate) fn new(conn: &ConnShared) -> Flow {
         Flow {
-            inbox: conn.inbox.clone(),
+            inbox: conn.inbox().clone(),
             announced: false,
             spender: Spender::new(conn.outbox.clone()),
             held: None,
             wake: conn.flow_rx.clone(),
+            nudged: conn.inbox().flow().nudged.clone(),
         }
     }
 }
@@ -294,6 +298,7 @@ impl Writer {
             recv(self.pong) -> req => if req.is_ok() { batch.control(FrameKind::Pong) },
             // A grant to announce, or room from the peer: the loop's next gather.
             recv(self.flow.wake) -> _ => {},
+            recv(self.flow.nudged) -> _ => {},
             recv(self.conn.closed_rx) -> _ => {},
             default(timeout) => {},
         }

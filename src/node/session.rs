@@ -23,6 +23,7 @@ use crate::conn::reader::Reader;
 use crate::conn::request::reply_lane;
 use crate::conn::shared::ConnShared;
 use crate::conn::sink::{EventSink, Outlets};
+use crate::conn::window::Inbox;
 use crate::conn::writer::{Flow, Writer};
 use crate::error::{HandshakeError, Limit};
 use crate::event::{DisconnectReason, Event};
@@ -139,6 +140,7 @@ pub(crate) fn run(
     }
 
     let (pong_tx, pong_rx) = bounded(1);
+    conn.set_inbox(Inbox::new(node.peer_flow(peer)));
     // The reader watches the private lane for a peer that stops draining it.
     let (private_watch, budgets) = (lanes.private.clone(), lanes.budgets.clone());
     let (writer_done_tx, writer_done) = bounded::<Never>(0);

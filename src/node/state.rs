@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::conn::lane::Link;
 use crate::conn::shared::{ConnShared, Owner, Unregister};
 use crate::conn::sink::{EventSink, Outlets, SinkShared};
+use crate::conn::window::{PeerFlow, Room};
 use crate::error::{Error, HandshakeError, Limit, Result};
 use crate::event::{Event, Lane, Message};
 use crate::id::{ConnId, PeerId};
@@ -44,6 +45,9 @@ pub(crate) struct NodeShared {
     pub(crate) inbound_log: LogLimit,
     /// Places for gossip in the inbound queue (`Config::inbound_capacity`).
     pub(crate) gossip_places: Arc<Budget>,
+    /// Each peer's window across its connections, for as long as a connection or a
+    /// message refers to it.
+    flows: Mutex<HashMap<PeerId, Weak<PeerFlow>>>,
     /// Dials lost peers again, if `Config::reconnect_interval` is set.
     pub(crate) redial: Option<Redial>,
     registry: Mutex<Registry>,
@@ -100,6 +104,7 @@ impl NodeShared {
             incarnation: incarnation(id),
             inbound_bytes: Arc::new(WaitBudget::new(config.inbound_bytes)),
             gossip_places: Arc::new(Budget::new(config.inbound_capacity)),
+            flows: Mutex::default(),
             config,
             local_addr,
             table: Arc::new(PeerTable::default()),
@@ -124,6 +129,38 @@ impl NodeShared {
             refusal_log: LogLimit::new(),
             next_conn: AtomicU64::new(1),
             epoch,
+        }
+    }
+
+    /// The window `peer` is granted, shared by its connections: the one still
+    /// referred to, or a fresh one.
+    pub(crate) fn peer_flow(&self, peer: PeerId) -> Arc<PeerFlow> {
+        let mut flows = self.flows.lock();
+        if let Some(flow) = flows.get(&peer).and_then(Weak::upgrade) {
+            return flow;
+        }
+        // Forget the peers nothing refers to any more, now and then (each time the
+        // map doubles), so that it stays about as small as the set of peers with a
+        // connection or a message in the queue, at a constant cost per insert.
+        if flows.len() >= 64 && flows.len().is_power_of_two() {
+            flows.retain(|_, f| f.strong_count() > 0);
+        }
+        let flow = Arc::new(PeerFlow::new(Room {
+            frames: self.config.private_window as u64,
+            bytes: self.config.private_window_bytes as u64,
+        }));
+        flows.insert(peer, Arc::downgrade(&flow));
+        flow
+    }
+
+    /// Queues an informational event, or drops and counts it if the queue is full;
+    /// nothing after shutdown.
+    pub(crate) fn emit(&self, event: Event) {
+        // Cloned in a statement of its own, so that the registry's lock is not held
+        // while the event is queued.
+        let events = self.registry.lock().events.clone();
+        if let Some(events) = events {
+            events.emit(event);
         }
     }
 
@@ -283,18 +320,13 @@ impl NodeShared {
             );
         }
         if conn.inbound {
-            // Cloned in a statement of its own, so that the registry's lock is not
-            // held while the event is queued.
-            let events = self.registry.lock().events.clone();
-            if let Some(events) = events {
-                events.emit(Event::Refused {
-                    addr: conn.peer_addr,
-                    error: match &error {
-                        Error::Limit(limit) => HandshakeError::Limit(*limit),
-                        _ => HandshakeError::Limit(Limit::Connections),
-                    },
-                });
-            }
+            self.emit(Event::Refused {
+                addr: conn.peer_addr,
+                error: match &error {
+                    Error::Limit(limit) => HandshakeError::Limit(*limit),
+                    _ => HandshakeError::Limit(Limit::Connections),
+                },
+            });
         }
         conn.cut();
         error
