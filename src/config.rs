@@ -146,7 +146,10 @@ pub struct Config {
     /// until the peer is connected again (by any dial, from either side), the
     /// application calls [`Node::disconnect`](crate::Node::disconnect) for it, or the
     /// node shuts down. Connections the peer dialled are left to the peer, which
-    /// alone knows its address. Default `None`: the application redials.
+    /// alone knows its address. Each wait is shortened by up to a quarter, at
+    /// random, so that nodes that lost each other at once do not dial in step; each
+    /// is announced with an [`Event::Redialing`](crate::Event::Redialing). Default
+    /// `None`: the application redials.
     pub reconnect_interval: Option<Duration>,
     /// The longest wait between two redials of a peer. Default 30 s.
     pub reconnect_max: Duration,

@@ -122,6 +122,17 @@ pub enum Event {
         /// Why it was refused.
         error: HandshakeError,
     },
+    /// A lost peer will be dialled again
+    /// ([`Config::reconnect_interval`](crate::Config::reconnect_interval)): once
+    /// when it is lost, then after every failed attempt.
+    Redialing {
+        /// The peer.
+        peer: PeerId,
+        /// The attempt about to be made: 1 for the first dial after the loss.
+        attempt: u32,
+        /// How long until it is made: the backoff, with jitter.
+        next_in: std::time::Duration,
+    },
 }
 
 /// Why a connection ended.

@@ -23,7 +23,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
 use crate::error::Error;
-use crate::event::DisconnectReason;
+use crate::event::{DisconnectReason, Event};
 use crate::id::PeerId;
 use crate::node::acceptor::stop_poll_thread;
 use crate::node::session::Origin;
@@ -186,6 +186,8 @@ struct Entry {
     shaking_hands: bool,
     /// The wait after the next failure.
     backoff: Backoff,
+    /// The attempt the next dial is.
+    attempt: u32,
 }
 
 /// A non-blocking connect in progress.
@@ -267,21 +269,29 @@ impl Redialer {
                     entry.addr = addr;
                     return;
                 }
+                let mut backoff =
+                    Backoff::new(self.interval, self.max, peer.0 ^ self.node.incarnation);
+                let wait = backoff.first();
                 log::info!(
-                    "{}: lost {peer} at {addr}; dialling it again in {:?}",
+                    "{}: lost {peer} at {addr}; dialling it again in {wait:?}",
                     self.node.id,
-                    self.interval
                 );
                 self.waiting.insert(
                     peer,
                     Entry {
                         peer,
                         addr,
-                        due: now + self.interval,
+                        due: now + wait,
                         shaking_hands: false,
-                        backoff: Backoff::new(self.interval, self.max),
+                        backoff,
+                        attempt: 1,
                     },
                 );
+                self.node.emit(Event::Redialing {
+                    peer,
+                    attempt: 1,
+                    next_in: wait,
+                });
             }
             Request::Refused(addr) => {
                 let peer = self
@@ -432,31 +442,65 @@ impl Redialer {
         );
         entry.due = now + wait;
         entry.shaking_hands = false;
+        entry.attempt = entry.attempt.saturating_add(1);
+        self.node.emit(Event::Redialing {
+            peer: entry.peer,
+            attempt: entry.attempt,
+            next_in: wait,
+        });
         self.waiting.insert(entry.peer, entry);
     }
 }
 
 /// The wait before each next dial of a lost peer: the interval, doubled after every
-/// failure, up to the maximum.
+/// failure, up to the maximum; each wait drawn between three quarters of that and
+/// all of it, so that nodes which lost each other at the same moment (a switch
+/// reboot, a partition healing) do not all dial at the same instants.
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
     next: Duration,
     max: Duration,
+    /// A xorshift state, seeded per node and peer: the jitter need not be secret,
+    /// only different between nodes.
+    seed: u64,
 }
 
 impl Backoff {
-    fn new(interval: Duration, max: Duration) -> Backoff {
+    fn new(interval: Duration, max: Duration, seed: u64) -> Backoff {
+        // One splitmix64 step, so that seeds that differ in a bit or two (peer ids
+        // that follow each other) start far apart.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         Backoff {
             next: interval,
             max: max.max(interval),
+            // Xorshift never leaves zero.
+            seed: (z ^ (z >> 31)) | 1,
         }
+    }
+
+    /// The wait before the first dial after the loss.
+    fn first(&mut self) -> Duration {
+        let base = self.next;
+        self.jitter(base)
     }
 
     /// A dial failed: how long to wait before the next.
     fn fail(&mut self) -> Duration {
-        let wait = self.next;
+        let base = self.next;
         self.next = (self.next * 2).min(self.max);
-        wait
+        self.jitter(base)
+    }
+
+    /// `base` less up to a quarter of it.
+    fn jitter(&mut self, base: Duration) -> Duration {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let quarter = base.as_nanos() as u64 / 4;
+        let off = if quarter == 0 { 0 } else { self.seed % quarter };
+        base - Duration::from_nanos(off)
     }
 }
 
@@ -465,16 +509,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_wait_doubles_after_each_failure_up_to_the_maximum() {
+    fn the_wait_doubles_after_each_failure_up_to_the_maximum_less_some_jitter() {
         let ms = Duration::from_millis;
-        let mut backoff = Backoff::new(ms(100), ms(500));
+        let mut backoff = Backoff::new(ms(100), ms(500), 42);
+        let first = backoff.first();
+        assert!(first > ms(75) && first <= ms(100), "{first:?}");
         let waits: Vec<Duration> = (0..5).map(|_| backoff.fail()).collect();
-        assert_eq!(waits, [ms(100), ms(200), ms(400), ms(500), ms(500)]);
-        let mut odd = Backoff::new(ms(300), ms(100));
-        assert_eq!(
-            (odd.fail(), odd.fail()),
-            (ms(300), ms(300)),
+        for (wait, base) in waits.iter().zip([100, 200, 400, 500, 500]) {
+            assert!(
+                *wait > ms(base) * 3 / 4 && *wait <= ms(base),
+                "{wait:?} for {base} ms"
+            );
+        }
+        let mut odd = Backoff::new(ms(300), ms(100), 7);
+        assert!(
+            odd.fail() > ms(225) && odd.fail() > ms(225),
             "a maximum below the interval"
         );
+    }
+
+    #[test]
+    fn nodes_draw_different_jitter() {
+        let ms = Duration::from_millis;
+        let waits: std::collections::BTreeSet<Duration> = (0..16)
+            .map(|seed| Backoff::new(ms(1000), ms(1000), seed).first())
+            .collect();
+        assert!(waits.len() > 8, "{waits:?}");
     }
 }
