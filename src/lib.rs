@@ -114,6 +114,7 @@
 // The public vocabulary.
 mod auth;
 mod config;
+mod dispatch;
 mod error;
 mod event;
 mod id;
@@ -131,6 +132,7 @@ pub use crossbeam_channel;
 
 pub use crate::auth::{Authenticator, SharedSecret, MIN_SECRET_LEN};
 pub use crate::config::Config;
+pub use crate::dispatch::{DispatchStats, Dispatcher, DispatcherBuilder};
 pub use crate::error::{
     ConfigError, Error, HandshakeError, Limit, ProtocolError, RequestError, RespondError, Result,
     SendError, SendTimeoutError, TrySendError, Violation,
