@@ -8,7 +8,7 @@
 mod util;
 
 use util::{config, connect, event, node_with, tagged, untag, wait_until};
-use wirelane::{Event, PeerId};
+use wirelane::{Event, Lane, PeerId};
 
 const WINDOW: usize = 16;
 const ROUNDS: u32 = 5;
@@ -20,6 +20,11 @@ fn reconnecting_while_the_queue_is_full_brings_no_new_room() {
     let mut next = 0;
     for round in 0..ROUNDS {
         connect(&a, &b);
+        // B's writer announces its window before anything else it writes: once A's
+        // application has B's gossip, A's reader has the window.
+        b.try_send(PeerId(1), tagged(2, round, 8)).expect("gossip");
+        let m = util::recv(a.incoming());
+        assert_eq!((m.lane, untag(&m.payload)), (Lane::Gossip, (2, round)));
         for _ in 0..2 * WINDOW {
             a.send(PeerId(2), tagged(1, next, 32)).expect("send");
             next += 1;
@@ -27,10 +32,16 @@ fn reconnecting_while_the_queue_is_full_brings_no_new_room() {
         wait_until("A's writer waits for B's window", || {
             a.peer_stats(PeerId(2)).is_some_and(|s| s.window_closed)
         });
+        // A's writer sends private data before gossip: once B has this, it has all
+        // the private messages A could send.
+        a.try_send(PeerId(2), tagged(1, round, 8)).expect("gossip");
+        wait_until("B has A's gossip", || {
+            b.stats().gossip.received == u64::from(round) + 1
+        });
         assert_eq!(
-            b.incoming().len(),
-            WINDOW,
-            "round {round}: B's queue holds one window, however many connections"
+            (b.stats().private.received, b.incoming().len()),
+            (WINDOW as u64, WINDOW + round as usize + 1),
+            "round {round}: B holds one window of private messages, however many connections"
         );
         assert!(a.disconnect(PeerId(2)));
         event(&a, "the rest handed back", |e| {
@@ -40,9 +51,15 @@ fn reconnecting_while_the_queue_is_full_brings_no_new_room() {
             matches!(e, Event::Disconnected { .. })
         });
     }
-    // B's application catches up: the first window, in order.
-    for seq in 0..WINDOW as u32 {
-        assert_eq!(untag(&util::recv(b.incoming()).payload), (1, seq));
-    }
-    assert!(b.incoming().is_empty());
+    // B's application catches up: the first window, in order, and A's gossip.
+    let private: Vec<(u8, u32)> = b
+        .incoming()
+        .try_iter()
+        .filter(|m| m.lane == Lane::Private)
+        .map(|m| untag(&m.payload))
+        .collect();
+    assert_eq!(
+        private,
+        (0..WINDOW as u32).map(|seq| (1, seq)).collect::<Vec<_>>()
+    );
 }
