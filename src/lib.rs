@@ -107,6 +107,13 @@
 //! runs when a node is dropped. The reader checks for a silent peer; the writer sends
 //! a ping after an idle interval. See `docs/architecture.md` for the whole picture
 //! and `docs/guarantees.md` for the contract and the tests that hold it.
+//!
+//! # Embedding
+//!
+//! [`Dispatcher`] spreads [`Node::incoming`] over a pool of worker threads, each
+//! peer's messages in order on one worker; `docs/embedding.md` shows how a
+//! thread-pool server embeds a node. With the `prometheus` feature, `metrics`
+//! exports a node's counters and histograms to a `prometheus_client` registry.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -118,7 +125,10 @@ mod dispatch;
 mod error;
 mod event;
 mod id;
+#[cfg(feature = "prometheus")]
+pub mod metrics;
 mod stats;
+mod timing;
 
 // The layers, each naming only those below it: `wire` (the codec), `conn` (one
 // connection), `node` (the node and its connections); `sync` is a leaf they share.
@@ -142,6 +152,7 @@ pub use crate::id::{ConnId, PeerId};
 pub use crate::node::requests::{Outcome, Replies};
 pub use crate::node::Node;
 pub use crate::stats::{LaneStats, NodeStats, PeerStats, RequestStats};
+pub use crate::timing::Histogram;
 pub use crate::wire::MAX_PROOF_LEN;
 
 #[cfg(feature = "internals")]

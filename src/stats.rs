@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::event::Lane;
 use crate::id::{ConnId, PeerId};
+use crate::timing::Histogram;
 
 /// Keeps a group of counters on its own cache lines.
 #[derive(Default)]
@@ -413,6 +414,11 @@ pub struct NodeStats {
     /// Peers this node is waiting to dial again, or dialling
     /// ([`Config::reconnect_interval`](crate::Config::reconnect_interval)).
     pub redials_pending: u64,
+    /// How long private sends and requests waited for room in a lane, those that
+    /// had to wait.
+    pub send_wait: Histogram,
+    /// How long requests took, from the call to the reply, those that got one.
+    pub request_time: Histogram,
 }
 
 fn write_lane(f: &mut fmt::Formatter<'_>, name: &str, l: &LaneStats) -> fmt::Result {
@@ -447,8 +453,18 @@ impl fmt::Display for NodeStats {
         )?;
         write_lane(f, "gossip", &self.gossip)?;
         write_lane(f, "private", &self.private)?;
-        write_requests(f, &self.requests)
+        write_requests(f, &self.requests)?;
+        write_timing(f, "sends that waited", &self.send_wait)?;
+        write_timing(f, "request round trips", &self.request_time)
     }
+}
+
+/// A histogram as one line: how many, and the buckets its median and p99 fall in.
+fn write_timing(f: &mut fmt::Formatter<'_>, name: &str, h: &Histogram) -> fmt::Result {
+    let (Some(p50), Some(p99)) = (h.quantile(0.5), h.quantile(0.99)) else {
+        return Ok(());
+    };
+    writeln!(f, "  {name}: {}, p50 <= {p50:?}, p99 <= {p99:?}", h.count)
 }
 
 impl fmt::Display for PeerStats {

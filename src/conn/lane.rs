@@ -23,6 +23,7 @@ use crate::event::{DisconnectReason, Lane};
 use crate::id::PeerId;
 use crate::sync::Gauge;
 use crate::sync::{Budget, Interrupted, WaitBudget};
+use crate::timing::WaitTimer;
 
 /// The byte budgets of a connection's lanes, shared by its senders and its writer.
 /// A full gossip budget drops; a full private budget makes senders wait.
@@ -261,7 +262,10 @@ impl Link {
         deadline: &mut Deadline,
     ) -> Result<(), (Interrupted, Outbound)> {
         let len = item.len();
+        // Started at the first wait, recorded when the send ends, however it ends.
+        let mut timer = None;
         if !self.budgets.private.reserve(len) {
+            timer = Some(WaitTimer::start(&self.conn.timings.send_wait));
             let _waiting = Gauge::enter(&self.conn.counters.waiting);
             let closed = Some(&self.conn.closed_rx);
             if let Err(why) = self.budgets.private.wait(len, deadline.get(), closed) {
@@ -276,6 +280,7 @@ impl Link {
             }
         };
 
+        let _timer = timer.unwrap_or_else(|| WaitTimer::start(&self.conn.timings.send_wait));
         let _waiting = Gauge::enter(&self.conn.counters.waiting);
         let mut sel = Select::new();
         let lane = sel.send(&self.private);
@@ -334,6 +339,7 @@ impl Link {
         body: Bytes,
         deadline: Option<Instant>,
     ) -> Result<Ticket, RequestError<Bytes>> {
+        let started = Instant::now();
         if body.len() > self.peer_max_frame as usize {
             return Err(RequestError::TooLarge(body));
         }
@@ -358,6 +364,7 @@ impl Link {
             conn: self.conn.clone(),
             pending,
             answer,
+            started,
         })
     }
 

@@ -351,6 +351,8 @@ pub(crate) struct Ticket {
     pub(crate) conn: Arc<ConnShared>,
     pub(crate) pending: Arc<Pending>,
     pub(crate) answer: Receiver<Answer>,
+    /// When the request was made, for its round trip.
+    pub(crate) started: Instant,
 }
 
 impl Ticket {
@@ -390,7 +392,10 @@ impl Ticket {
     /// What an answer means for the requester.
     pub(crate) fn settle(&self, answer: Option<Answer>) -> Result<Bytes, RequestError<Bytes>> {
         match answer {
-            Some(Answer::Replied(body)) => Ok(body),
+            Some(Answer::Replied(body)) => {
+                self.conn.timings.request.record(self.started.elapsed());
+                Ok(body)
+            }
             Some(Answer::Unanswered) => Err(RequestError::Unanswered(self.pending.body.clone())),
             // The answer's sender went without a word: only when the request was
             // forgotten at a close.

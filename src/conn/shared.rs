@@ -22,6 +22,7 @@ use crate::event::DisconnectReason;
 use crate::id::{ConnId, PeerId};
 use crate::stats::{Counters, RequestCounters};
 use crate::sync::{LogLimit, Never};
+use crate::timing::Timings;
 
 /// What a connection calls when it starts closing: takes it out of wherever senders
 /// find it (the node's peer table), so that no new send reaches it. Returns the link
@@ -36,6 +37,8 @@ pub(crate) struct Owner {
     pub(crate) unregister: Weak<dyn Unregister>,
     /// The node's request counters.
     pub(crate) requests: Arc<RequestCounters>,
+    /// The node's histograms of waits and round trips.
+    pub(crate) timings: Arc<Timings>,
 }
 
 /// The state of one connection shared by its reader, its writer, the node and the
@@ -64,6 +67,8 @@ pub(crate) struct ConnShared {
     /// connection's own counters, because a requester or a responder may count an
     /// outcome after the connection has ended and its counters were added up.
     node_requests: Arc<RequestCounters>,
+    /// The node's histograms of waits and round trips.
+    pub(crate) timings: Arc<Timings>,
     stream: Arc<TcpStream>,
     epoch: Instant,
     close: Mutex<CloseState>,
@@ -105,6 +110,7 @@ impl ConnShared {
         let Owner {
             unregister,
             requests: node_requests,
+            timings,
         } = owner;
         let (closed_tx, closed_rx) = bounded(0);
         let (flow_tx, flow_rx) = bounded(1);
@@ -121,6 +127,7 @@ impl ConnShared {
             outbox: Arc::new(Outbox::new(flow_tx)),
             flow_rx,
             node_requests,
+            timings,
             stream,
             epoch,
             close: Mutex::new(CloseState {

@@ -28,6 +28,7 @@ use crate::node::table::PeerTable;
 use crate::stats::{Counters, NodeStats, RequestCounters};
 use crate::sync::{Budget, WaitBudget};
 use crate::sync::{LogLimit, Never};
+use crate::timing::Timings;
 use crate::wire::pool::BufPool;
 
 /// State shared by the node handle, its acceptor and its connection threads.
@@ -60,6 +61,8 @@ pub(crate) struct NodeShared {
     totals: Counters,
     /// Requests and replies of every connection, counted as they happen.
     requests: Arc<RequestCounters>,
+    /// Waits and round trips, for every connection.
+    timings: Arc<Timings>,
     pub(crate) opened: AtomicU64,
     pub(crate) handshakes_failed: AtomicU64,
     limit_log: LogLimit,
@@ -123,6 +126,7 @@ impl NodeShared {
             shutdown_tx: Mutex::new(Some(shutdown_tx)),
             totals: Counters::default(),
             requests: Arc::default(),
+            timings: Arc::default(),
             opened: AtomicU64::new(0),
             handshakes_failed: AtomicU64::new(0),
             limit_log: LogLimit::new(),
@@ -197,6 +201,7 @@ impl NodeShared {
             Owner {
                 unregister: Arc::downgrade(&(self.table.clone() as Arc<dyn Unregister>)),
                 requests: self.requests.clone(),
+                timings: self.timings.clone(),
             },
         )?);
         let (outlets, alive, evicted) = {
@@ -345,6 +350,8 @@ impl NodeShared {
         };
         stats.inbound_bytes = self.inbound_bytes.held() as u64;
         stats.requests = self.requests.snapshot();
+        stats.send_wait = self.timings.send_wait.snapshot();
+        stats.request_time = self.timings.request.snapshot();
         stats.redials_pending = self.redial.as_ref().map_or(0, Redial::pending);
         for counters in all {
             stats.readers_waiting += counters.reader_waiting.load(Relaxed);
