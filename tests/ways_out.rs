@@ -34,14 +34,17 @@ fn check_accounting(a: &Node, returned: u32, undelivered: &[wirelane::Bytes]) {
     let written = a.stats().private.sent as u32;
     assert_eq!(written, 2, "the two small messages before the huge one");
     let seqs: Vec<u32> = undelivered.iter().map(|m| untag(m).1).collect();
-    // The huge message never fully reached the socket, so it comes back too,
-    // followed by the four that were in the lane.
+    // The huge message never reached the socket (the writer held it for the peer's
+    // window), so it comes back too, followed by the four that were in the lane —
+    // and the blocked sender's message 7 if, woken as the writer drained the lane
+    // after the close, it took a freed slot before it saw the close (its next send
+    // is then the one refused).
     assert_eq!(
         seqs,
         (written..returned).collect::<Vec<_>>(),
         "oldest first, none skipped"
     );
-    assert_eq!(undelivered.len(), 5);
+    assert!(undelivered.len() == 5 || undelivered.len() == 6, "{seqs:?}");
 }
 
 #[test]
@@ -51,7 +54,15 @@ fn disconnect_wakes_the_blocked_sender_and_hands_back_the_queue() {
     let (returned, err) = finishes("sender wakes on disconnect", PROMPT, move || {
         sender.thread.join().unwrap()
     });
-    assert!(matches!(err, SendError::Disconnected(_)), "{err:?}");
+    // 7 refused as the connection closes, or, if it took a slot the writer's final
+    // drain freed (see `check_accounting`), 8 refused with no connection left.
+    assert!(
+        matches!(
+            (returned, &err),
+            (7, SendError::Disconnected(_)) | (8, SendError::NotConnected(_))
+        ),
+        "{returned}: {err:?}"
+    );
     assert_eq!(untag(&err.into_inner()).1, returned);
 
     let Event::Undelivered { peer, messages, .. } = event(&a, "undelivered", |e| {
