@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::{Add, AddAssign, Deref};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use crate::event::Lane;
 use crate::id::{ConnId, PeerId};
@@ -464,7 +465,27 @@ fn write_timing(f: &mut fmt::Formatter<'_>, name: &str, h: &Histogram) -> fmt::R
     let (Some(p50), Some(p99)) = (h.quantile(0.5), h.quantile(0.99)) else {
         return Ok(());
     };
-    writeln!(f, "  {name}: {}, p50 <= {p50:?}, p99 <= {p99:?}", h.count)
+    let bound = |d: Duration| {
+        if d == Duration::MAX {
+            // The last bucket has no upper bound: say where it starts.
+            let last = h
+                .buckets
+                .iter()
+                .rev()
+                .nth(1)
+                .map_or(Duration::ZERO, |b| b.0);
+            format!("> {last:?}")
+        } else {
+            format!("<= {d:?}")
+        }
+    };
+    writeln!(
+        f,
+        "  {name}: {}, p50 {}, p99 {}",
+        h.count,
+        bound(p50),
+        bound(p99)
+    )
 }
 
 impl fmt::Display for PeerStats {
@@ -495,5 +516,36 @@ impl fmt::Display for PeerStats {
         write_lane(f, "gossip", &self.gossip)?;
         write_lane(f, "private", &self.private)?;
         write_requests(f, &self.requests)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stats_line_of_a_histogram_names_its_buckets() {
+        let mut stats = NodeStats::default();
+        let top = Duration::from_micros(1 << 24);
+        stats.request_time = Histogram {
+            buckets: vec![
+                (Duration::from_micros(4), 60),
+                (top, 98),
+                (Duration::MAX, 100),
+            ],
+            count: 100,
+            sum: Duration::from_secs(50),
+        };
+        let text = stats.to_string();
+        assert!(
+            text.contains(&format!(
+                "request round trips: 100, p50 <= 4µs, p99 > {top:?}"
+            )),
+            "{text}"
+        );
+        assert!(
+            !text.contains("sends that waited"),
+            "nothing recorded, no line"
+        );
     }
 }
