@@ -142,6 +142,13 @@ fn a_stalled_consumer_keeps_replies_pings_and_gossip_flowing() {
         "A's writer waited {waited:?} for B's window in all"
     );
     assert!(a.peer_stats(peer_b).unwrap().to_string().contains("window"));
+    // The flood's sends that found the lane full waited, one of them the whole
+    // stall: the histogram of send waits has it.
+    let waits = a.stats().send_wait;
+    assert!(
+        waits.count >= 1 && waits.quantile(1.0) >= Some(SILENCE * 10),
+        "{waits:?}"
+    );
     stop.store(true, Ordering::SeqCst);
     responder.join().expect("the responder");
 }

@@ -131,7 +131,10 @@ impl Requests {
     /// Forgets a request that will never be written — it never made it onto the
     /// lane, or the writer found it cancelled — and frees its slot.
     pub(crate) fn unregister(&self, id: u64) {
-        if self.pending.lock().remove(&id).is_some() {
+        // Taken out in a statement of its own: the entry (its requester's sender) is
+        // dropped after the table's lock, as everywhere else.
+        let removed = self.pending.lock().remove(&id);
+        if removed.is_some() {
             self.slots.release(1);
         }
     }

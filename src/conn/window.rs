@@ -21,8 +21,8 @@
 //! `inbound_capacity` gossip messages; gossip over that is dropped and counted.
 
 use std::fmt;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,10 +76,18 @@ impl Drop for Hold {
 }
 
 /// A window's size: frames and payload bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Room {
     pub(crate) frames: u64,
     pub(crate) bytes: u64,
+}
+
+impl Room {
+    /// Whether, having sent `self`, one more frame fits the totals `granted`: some
+    /// room is left in both (one byte takes a frame of any size).
+    fn leaves_room(self, granted: Room) -> bool {
+        self.frames < granted.frames && self.bytes < granted.bytes
+    }
 }
 
 /// Two running totals: frames and their payload bytes.
@@ -114,6 +122,14 @@ impl Totals {
     fn store(&self, room: Room) {
         self.frames.store(room.frames, SeqCst);
         self.bytes.store(room.bytes, SeqCst);
+    }
+
+    /// Raises the totals to `room`; returns what they were.
+    fn raise(&self, room: Room) -> Room {
+        Room {
+            frames: self.frames.fetch_max(room.frames, SeqCst),
+            bytes: self.bytes.fetch_max(room.bytes, SeqCst),
+        }
     }
 }
 
@@ -258,8 +274,7 @@ impl Inbox {
     }
 
     fn admits(&self, sent: Room) -> bool {
-        let granted = self.granted.load();
-        sent.frames < granted.frames && sent.bytes < granted.bytes
+        sent.leaves_room(self.granted.load())
     }
 
     /// Whether the peer has used all the room granted to it: our application is
@@ -273,13 +288,9 @@ impl Inbox {
 /// granted (updated by the reader from window frames) and what the writer spent.
 pub(crate) struct Outbox {
     /// The peer's totals, as its last window frame gave them.
-    limit_frames: AtomicU64,
-    limit_bytes: AtomicU64,
-    /// Published by the writer, for stats and the cycle warning.
-    sent_frames: AtomicU64,
-    sent_bytes: AtomicU64,
+    limit: Totals,
     /// Whether the writer holds a frame the window has no room for.
-    blocked: std::sync::atomic::AtomicBool,
+    blocked: AtomicBool,
     /// Nanoseconds the writer has held a frame waiting for room, not counting a
     /// wait still going on.
     waited_ns: AtomicU64,
@@ -291,11 +302,8 @@ impl Outbox {
     /// No room until the peer's first window frame.
     pub(crate) fn new(opened: Sender<()>) -> Outbox {
         Outbox {
-            limit_frames: AtomicU64::new(0),
-            limit_bytes: AtomicU64::new(0),
-            sent_frames: AtomicU64::new(0),
-            sent_bytes: AtomicU64::new(0),
-            blocked: std::sync::atomic::AtomicBool::new(false),
+            limit: Totals::default(),
+            blocked: AtomicBool::new(false),
             waited_ns: AtomicU64::new(0),
             opened,
         }
@@ -304,9 +312,8 @@ impl Outbox {
     /// The peer granted room up to `room` in all. Returns `false` for totals that
     /// shrink, which no conforming peer sends.
     pub(crate) fn grant(&self, room: Room) -> bool {
-        let frames = self.limit_frames.fetch_max(room.frames, SeqCst);
-        let bytes = self.limit_bytes.fetch_max(room.bytes, SeqCst);
-        if room.frames < frames || room.bytes < bytes {
+        let before = self.limit.raise(room);
+        if room.frames < before.frames || room.bytes < before.bytes {
             return false;
         }
         let _ = self.opened.try_send(());
@@ -336,10 +343,7 @@ impl Spender {
     pub(crate) fn new(outbox: Arc<Outbox>) -> Spender {
         Spender {
             outbox,
-            sent: Room {
-                frames: 0,
-                bytes: 0,
-            },
+            sent: Room::default(),
             since: None,
         }
     }
@@ -347,8 +351,7 @@ impl Spender {
     /// Whether the window has room for one more frame. When it has not, the wait
     /// starts being timed; when it has again, the time is added up.
     pub(crate) fn has_room(&mut self) -> bool {
-        let room = self.sent.frames < self.outbox.limit_frames.load(SeqCst)
-            && self.sent.bytes < self.outbox.limit_bytes.load(SeqCst);
+        let room = self.sent.leaves_room(self.outbox.limit.load());
         match (room, self.since) {
             (false, None) => {
                 self.since = Some(Instant::now());
@@ -369,8 +372,6 @@ impl Spender {
     pub(crate) fn spend(&mut self, bytes: u64) {
         self.sent.frames += 1;
         self.sent.bytes += bytes;
-        self.outbox.sent_frames.store(self.sent.frames, Relaxed);
-        self.outbox.sent_bytes.store(self.sent.bytes, Relaxed);
     }
 }
 
