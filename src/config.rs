@@ -175,6 +175,11 @@ pub struct Config {
     /// a node with an authenticator refuses one without, and the other way round.
     /// See [`SharedSecret`](crate::SharedSecret) and [`Authenticator`](crate::Authenticator).
     pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// Mutual TLS for every connection: this node's certificate and key, and whom it
+    /// trusts. Default none: plaintext. Both ends must agree; a TLS node refuses a
+    /// plaintext peer and the other way round. See [`crate::tls`].
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<crate::tls::TlsConfig>>,
 }
 
 /// The longest `connect_timeout`, `handshake_timeout` and `linger` accepted.
@@ -212,6 +217,8 @@ impl Default for Config {
             read_buffer: 64 * 1024,
             thread_stack_size: 256 * 1024,
             authenticator: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -285,6 +292,14 @@ impl Config {
     #[must_use]
     pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
         self.authenticator = Some(Arc::new(authenticator));
+        self
+    }
+
+    /// Sets [`tls`](Config::tls).
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, tls: crate::tls::TlsConfig) -> Self {
+        self.tls = Some(Arc::new(tls));
         self
     }
 

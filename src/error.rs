@@ -221,7 +221,62 @@ pub enum HandshakeError {
     /// A limit of this node refused the connection (for an inbound handshake pushed
     /// out by a newer one, [`Limit::Handshakes`]).
     Limit(Limit),
+    /// One side speaks TLS and the other plaintext (`ours`: whether this node speaks
+    /// TLS).
+    TlsMismatch {
+        /// Whether this node speaks TLS.
+        ours: bool,
+    },
+    /// The TLS handshake failed, or the peer's certificate does not name it.
+    Tls(TlsError),
 }
+
+/// Why a TLS handshake failed (feature `tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The peer's certificate has expired.
+    CertificateExpired,
+    /// The peer's certificate is not signed by a CA this node trusts.
+    UnknownIssuer,
+    /// The peer's certificate was refused for another reason (rustls's words).
+    BadCertificate(String),
+    /// The peer presented no certificate, or one the identity rule maps to no id.
+    NoIdentity,
+    /// The peer's certificate names another id than the one it announced.
+    WrongIdentity {
+        /// The id the peer announced in its hello.
+        claimed: PeerId,
+        /// The id its certificate carries.
+        certified: PeerId,
+    },
+    /// The peer ended the handshake with this alert (it refused our certificate,
+    /// for example).
+    Alert(String),
+    /// Any other TLS failure: a corrupt or forged record, a protocol error.
+    Failed(String),
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsError::CertificateExpired => f.write_str("the peer's certificate has expired"),
+            TlsError::UnknownIssuer => {
+                f.write_str("the peer's certificate is not signed by a trusted CA")
+            }
+            TlsError::BadCertificate(why) => write!(f, "bad peer certificate: {why}"),
+            TlsError::NoIdentity => f.write_str("the peer's certificate names no wirelane id"),
+            TlsError::WrongIdentity { claimed, certified } => write!(
+                f,
+                "the peer claims to be {claimed} but its certificate is {certified}'s"
+            ),
+            TlsError::Alert(alert) => write!(f, "the peer sent the alert {alert}"),
+            TlsError::Failed(why) => write!(f, "tls: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
 
 impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -254,6 +309,13 @@ impl fmt::Display for HandshakeError {
             HandshakeError::PeerRefused => f.write_str("peer refused the connection"),
             HandshakeError::Shutdown => f.write_str("node is shutting down"),
             HandshakeError::Limit(limit) => write!(f, "refused: {limit}"),
+            HandshakeError::TlsMismatch { ours: true } => {
+                f.write_str("this node speaks TLS and the peer does not")
+            }
+            HandshakeError::TlsMismatch { ours: false } => {
+                f.write_str("the peer speaks TLS and this node does not")
+            }
+            HandshakeError::Tls(e) => write!(f, "tls: {e}"),
         }
     }
 }
@@ -275,6 +337,9 @@ impl From<FrameError> for HandshakeError {
 
 impl From<io::Error> for HandshakeError {
     fn from(e: io::Error) -> Self {
+        if let Some(tls) = e.get_ref().and_then(|e| e.downcast_ref::<TlsError>()) {
+            return HandshakeError::Tls(tls.clone());
+        }
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HandshakeError::Timeout,
             io::ErrorKind::UnexpectedEof

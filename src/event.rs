@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::conn::request::Inquiry;
 use crate::conn::window::Hold;
 use crate::error::{HandshakeError, ProtocolError};
-use crate::id::{ConnId, PeerId};
+use crate::id::{ConnId, Fingerprint, PeerId};
 
 /// The two kinds of traffic a connection carries, each with its own queue.
 ///
@@ -82,6 +82,9 @@ pub enum Event {
         addr: SocketAddr,
         /// Whether the peer dialled us (rather than us dialling it).
         inbound: bool,
+        /// The SHA-256 of the peer's TLS certificate; `None` on a plaintext
+        /// connection.
+        fingerprint: Option<Fingerprint>,
     },
     /// A connection ended. It is the last event of that connection.
     Disconnected {

@@ -51,3 +51,21 @@ impl fmt::Display for ConnId {
         write!(f, "conn-{}", self.0)
     }
 }
+
+/// The SHA-256 digest of a peer's TLS certificate (DER), as
+/// [`Event::Connected`](crate::Event::Connected) and [`Node::probe`](crate::Node::probe)
+/// report it. Displays as lowercase hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}

@@ -129,6 +129,8 @@ mod id;
 pub mod metrics;
 mod stats;
 mod timing;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 // The layers, each naming only those below it: `wire` (the codec), `conn` (one
 // connection), `node` (the node and its connections); `sync` is a leaf they share.
@@ -145,10 +147,10 @@ pub use crate::config::Config;
 pub use crate::dispatch::{DispatchStats, Dispatcher, DispatcherBuilder};
 pub use crate::error::{
     ConfigError, Error, HandshakeError, Limit, ProtocolError, RequestError, RespondError, Result,
-    SendError, SendTimeoutError, TrySendError, Violation,
+    SendError, SendTimeoutError, TlsError, TrySendError, Violation,
 };
 pub use crate::event::{DisconnectReason, Event, Lane, Message};
-pub use crate::id::{ConnId, PeerId};
+pub use crate::id::{ConnId, Fingerprint, PeerId};
 pub use crate::node::requests::{Outcome, Replies};
 pub use crate::node::Node;
 pub use crate::stats::{LaneStats, NodeStats, PeerStats, RequestStats};

@@ -10,12 +10,14 @@
 //! finishes, both have registered the connection, and a connection that loses a
 //! simultaneous dial never carries a message. Every step has the same deadline.
 
+use crate::conn::stream::Stream;
 use std::io::Write;
-use std::net::TcpStream;
 use std::time::Instant;
 
 use crate::auth::{self, Authenticator};
 use crate::error::HandshakeError;
+#[cfg(feature = "tls")]
+use crate::error::TlsError;
 use crate::id::PeerId;
 use crate::sync::until;
 use crate::wire::frame::{
@@ -36,7 +38,7 @@ pub(crate) fn nonce() -> Result<[u8; 32], HandshakeError> {
 
 /// Sends our hello and reads the peer's; returns the peer's, as decoded and as sent.
 pub(crate) fn exchange_hello(
-    stream: &TcpStream,
+    stream: &Stream,
     rb: &mut ReadBuf,
     ours: &Hello,
     deadline: Instant,
@@ -62,7 +64,7 @@ pub(crate) fn exchange_hello(
 /// Proves our identity and checks the peer's, if this node or the peer
 /// authenticates: both must, or the connection is refused.
 pub(crate) fn authenticate(
-    stream: &TcpStream,
+    stream: &Stream,
     rb: &mut ReadBuf,
     authenticator: Option<&dyn Authenticator>,
     (ours, our_bytes): (&Hello, &HelloBytes),
@@ -119,7 +121,7 @@ pub(crate) fn authenticate(
 }
 
 /// Sends `Accept`: the connection is registered on our side.
-pub(crate) fn send_accept(stream: &TcpStream, deadline: Instant) -> Result<(), HandshakeError> {
+pub(crate) fn send_accept(stream: &Stream, deadline: Instant) -> Result<(), HandshakeError> {
     let mut out = Vec::with_capacity(HEADER_LEN);
     frame::encode_header(&mut out, FrameKind::Accept, 0);
     write_all(stream, &out, deadline)
@@ -127,7 +129,7 @@ pub(crate) fn send_accept(stream: &TcpStream, deadline: Instant) -> Result<(), H
 
 /// Sends a close frame to refuse the connection. Best effort: the refusal stands
 /// whether or not the peer hears why.
-pub(crate) fn send_refusal(stream: &TcpStream, code: CloseCode, deadline: Instant) {
+pub(crate) fn send_refusal(stream: &Stream, code: CloseCode, deadline: Instant) {
     let mut out = Vec::with_capacity(HEADER_LEN + 1);
     frame::encode_close(&mut out, code);
     let _ = write_all(stream, &out, deadline);
@@ -143,7 +145,7 @@ pub(crate) struct Holds {
 
 /// Sends `Holds`.
 pub(crate) fn send_holds(
-    stream: &TcpStream,
+    stream: &Stream,
     holds: Holds,
     deadline: Instant,
 ) -> Result<(), HandshakeError> {
@@ -157,7 +159,7 @@ pub(crate) fn send_holds(
 
 /// Reads the other side's `Holds`, or its refusal.
 pub(crate) fn read_holds(
-    stream: &TcpStream,
+    stream: &Stream,
     rb: &mut ReadBuf,
     peer: PeerId,
     deadline: Instant,
@@ -185,7 +187,7 @@ pub(crate) fn read_holds(
 
 /// Sends the arbiter's `Verdict`: registered, as generation `generation`.
 pub(crate) fn send_verdict(
-    stream: &TcpStream,
+    stream: &Stream,
     generation: u64,
     deadline: Instant,
 ) -> Result<(), HandshakeError> {
@@ -196,7 +198,7 @@ pub(crate) fn send_verdict(
 
 /// Reads the arbiter's `Verdict` (its generation), or its refusal.
 pub(crate) fn read_verdict(
-    stream: &TcpStream,
+    stream: &Stream,
     rb: &mut ReadBuf,
     peer: PeerId,
     deadline: Instant,
@@ -221,7 +223,7 @@ pub(crate) fn read_verdict(
 
 /// Reads the peer's `Accept`, or its refusal.
 pub(crate) fn read_accept(
-    stream: &TcpStream,
+    stream: &Stream,
     rb: &mut ReadBuf,
     peer: PeerId,
     deadline: Instant,
@@ -245,17 +247,66 @@ fn close_error(code: Option<u8>, peer: PeerId) -> HandshakeError {
     }
 }
 
+/// What a TLS handshake learnt of the peer's certificate.
+#[cfg(feature = "tls")]
+pub(crate) type Certified = crate::tls::session::Certified;
+
+/// Without the `tls` feature there is never a certificate.
+#[cfg(not(feature = "tls"))]
+pub(crate) struct Certified {
+    pub(crate) fingerprint: crate::id::Fingerprint,
+}
+
+/// Runs the TLS handshake on a TLS stream (a plaintext one has nothing to do).
+pub(crate) fn secure(
+    stream: &Stream,
+    deadline: Instant,
+) -> Result<Option<Certified>, HandshakeError> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = stream.tls() {
+        return tls.handshake(stream.tcp(), deadline).map(Some);
+    }
+    let _ = (stream, deadline);
+    Ok(None)
+}
+
+/// Refuses a TLS peer whose certificate does not name the id its hello announced.
+pub(crate) fn check_identity(
+    stream: &Stream,
+    certified: Option<&Certified>,
+    claimed: PeerId,
+    deadline: Instant,
+) -> Result<(), HandshakeError> {
+    #[cfg(feature = "tls")]
+    if let Some(certified) = certified {
+        let error = match certified.peer {
+            Some(peer) if peer == claimed => return Ok(()),
+            Some(certified) => TlsError::WrongIdentity { claimed, certified },
+            None => TlsError::NoIdentity,
+        };
+        send_refusal(stream, CloseCode::AuthFailed, deadline);
+        return Err(HandshakeError::Tls(error));
+    }
+    let _ = (stream, certified, claimed, deadline);
+    Ok(())
+}
+
 /// Reads one whole frame of one of the `expected` kinds into `rb`, and returns its
 /// header; the payload is at `rb.data()[HEADER_LEN..header.frame_len()]`.
 ///
 /// A frame of another kind is refused from its header, before its payload is read.
 fn read_frame(
-    stream: &TcpStream,
+    stream: &Stream,
     rb: &mut ReadBuf,
     expected: &[FrameKind],
     deadline: Instant,
 ) -> Result<Header, HandshakeError> {
     loop {
+        if !stream.is_tls() && matches!(rb.data(), [0x15 | 0x16, 0x03, ..]) {
+            // A TLS record (a client hello, or the alert a TLS node answers
+            // plaintext with) where a frame should be.
+            return Err(HandshakeError::TlsMismatch { ours: false });
+        }
         // Only fixed-size control frames are expected here; any other kind is refused
         // from its header, so the data-frame limit passed to the decoder never
         // lets a payload be read.
@@ -278,11 +329,7 @@ fn read_frame(
     }
 }
 
-fn write_all(
-    mut stream: &TcpStream,
-    bytes: &[u8],
-    deadline: Instant,
-) -> Result<(), HandshakeError> {
+fn write_all(mut stream: &Stream, bytes: &[u8], deadline: Instant) -> Result<(), HandshakeError> {
     let wait = until(deadline).ok_or(HandshakeError::Timeout)?;
     stream.set_write_timeout(Some(wait))?;
     stream.write_all(bytes)?;

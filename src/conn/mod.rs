@@ -14,6 +14,7 @@ pub(crate) mod reader;
 pub(crate) mod request;
 pub(crate) mod shared;
 pub(crate) mod sink;
+pub(crate) mod stream;
 pub(crate) mod timers;
 pub(crate) mod window;
 pub(crate) mod writer;

@@ -5,8 +5,8 @@
 //! clock: its reads time out every tick so that it can notice a silent peer, a peer
 //! whose private lane stays full, and a graceful close that outlives its linger.
 
+use crate::conn::stream::Stream;
 use std::io;
-use std::net::TcpStream;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use crate::wire::reader::{FrameReader, NextError};
 
 /// Everything the read loop needs, borrowed from the connection thread.
 pub(crate) struct Reader<'a> {
-    pub(crate) stream: &'a TcpStream,
+    pub(crate) stream: &'a Stream,
     pub(crate) conn: &'a Arc<ConnShared>,
     pub(crate) peer: PeerId,
     /// Asks the writer for a pong.

@@ -5,7 +5,9 @@
 //! includes this connection's close signal, so closing it wakes them all. See
 //! [`crate::conn::lane`] for the senders' side.
 
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
+
+use crate::conn::stream::Stream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -69,7 +71,7 @@ pub(crate) struct ConnShared {
     node_requests: Arc<RequestCounters>,
     /// The node's histograms of waits and round trips.
     pub(crate) timings: Arc<Timings>,
-    stream: Arc<TcpStream>,
+    stream: Arc<Stream>,
     epoch: Instant,
     close: Mutex<CloseState>,
     closing: AtomicBool,
@@ -102,7 +104,7 @@ impl ConnShared {
         id: ConnId,
         node: PeerId,
         inbound: bool,
-        stream: Arc<TcpStream>,
+        stream: Arc<Stream>,
         config: &Config,
         epoch: Instant,
         owner: Owner,
@@ -172,7 +174,7 @@ impl ConnShared {
         drop(removed);
         drop(self.closed_tx.lock().take());
         if !graceful || !self.established.load(Ordering::SeqCst) {
-            let _ = self.stream.shutdown(Shutdown::Both);
+            self.stream.cut();
         }
         true
     }
@@ -308,7 +310,7 @@ impl ConnShared {
 
     /// Cuts the socket in both directions, waking any blocked read or write.
     pub(crate) fn cut(&self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.stream.cut();
     }
 
     /// Milliseconds since the node started, for rate-limited logging.

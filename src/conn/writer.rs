@@ -4,7 +4,8 @@
 //! calls as possible (see [`crate::wire::batch`]).
 
 use std::io::Write;
-use std::net::{Shutdown, TcpStream};
+
+use crate::conn::stream::Stream;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, LazyLock};
@@ -101,7 +102,7 @@ impl Flow {
 
 /// Everything the writer thread owns.
 pub(crate) struct Writer {
-    pub(crate) stream: Arc<TcpStream>,
+    pub(crate) stream: Arc<Stream>,
     pub(crate) conn: Arc<ConnShared>,
     pub(crate) lanes: LaneRx,
     /// Replies to the peer's requests, queued by `respond`.
@@ -331,7 +332,7 @@ impl Writer {
                 bytes.fetch_add(out.len() as u64, Relaxed);
                 self.conn.progress();
             }
-            let _ = self.stream.shutdown(Shutdown::Write);
+            self.stream.finish_writing();
         }
         unsent
     }

@@ -1,9 +1,9 @@
 //! Admitting a connection: the handshake, arbitration and registration on the
 //! connection's own thread, and the refusal when it fails.
 
+use crate::conn::stream::Stream;
 use std::cell::Cell;
 use std::io;
-use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use crate::conn::shared::ConnShared;
 use crate::conn::sink::Outlets;
 use crate::error::HandshakeError;
 use crate::event::{DisconnectReason, Event};
-use crate::id::PeerId;
+use crate::id::{Fingerprint, PeerId};
 use crate::sync::{until, Never};
 use crate::wire::frame::{CloseCode, FrameKind};
 use crate::wire::hello::{self, Hello};
@@ -33,7 +33,7 @@ use crate::wire::reader::FrameReader;
 pub(super) fn shake_hands(
     node: &NodeShared,
     conn: &Arc<ConnShared>,
-    stream: &TcpStream,
+    stream: &Stream,
     rb: &mut ReadBuf,
     reader_done: Receiver<Never>,
     redialled: bool,
@@ -49,7 +49,9 @@ pub(super) fn shake_hands(
         nonce: handshake::nonce()?,
     };
     let our_bytes = hello::encode_hello(&ours);
+    let certified = handshake::secure(stream, deadline)?;
     let (theirs, their_bytes) = handshake::exchange_hello(stream, rb, &ours, deadline)?;
+    handshake::check_identity(stream, certified.as_ref(), theirs.peer, deadline)?;
     handshake::authenticate(
         stream,
         rb,
@@ -135,6 +137,7 @@ pub(super) fn shake_hands(
         lanes,
         after: opened.after,
         ready: (!arbiter).then_some(deadline),
+        fingerprint: certified.map(|c| c.fingerprint),
     })
 }
 
@@ -145,7 +148,7 @@ pub(super) fn shake_hands(
 /// close its side, so this ends at its end of stream.
 pub(super) fn count_what_was_sent(
     conn: &ConnShared,
-    stream: &TcpStream,
+    stream: &Stream,
     frames: &mut FrameReader,
     linger: Duration,
 ) {
@@ -183,6 +186,8 @@ pub(super) struct Shaken {
     /// For the follower: until when to wait for the arbiter's word that it has
     /// opened the connection too.
     pub(super) ready: Option<Instant>,
+    /// The peer's certificate, on a TLS connection.
+    pub(super) fingerprint: Option<Fingerprint>,
 }
 
 /// Reports a refused connection: one log line, a counter, and the error to whoever

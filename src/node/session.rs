@@ -2,9 +2,9 @@
 //! [`super::admission`]), the read loop, and a teardown that hands back whatever was
 //! not sent.
 
+use crate::conn::stream::Stream;
 use std::cell::Cell;
 use std::io;
-use std::net::TcpStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ pub(crate) enum Origin {
 pub(crate) fn run(
     node: Arc<NodeShared>,
     conn: Arc<ConnShared>,
-    stream: Arc<TcpStream>,
+    stream: Arc<Stream>,
     outlets: Outlets,
     origin: Origin,
 ) {
@@ -87,6 +87,7 @@ pub(crate) fn run(
         lanes,
         after,
         ready,
+        fingerprint,
     } = match shaken {
         Ok(shaken) => shaken,
         Err(error) => {
@@ -132,6 +133,7 @@ pub(crate) fn run(
         conn: conn.id,
         addr: conn.peer_addr,
         inbound: conn.inbound,
+        fingerprint,
     });
     if redialled && node.redial.as_ref().is_some_and(|r| r.is_stopped(peer)) {
         // `disconnect` ran while this redial shook hands, and looked for the link

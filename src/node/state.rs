@@ -6,6 +6,8 @@ use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpStream};
+
+use crate::conn::stream::Stream;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
@@ -177,6 +179,16 @@ impl NodeShared {
         self.registry.lock().shut
     }
 
+    /// Wraps a socket in the node's transport: TLS when the node has a TLS config.
+    pub(crate) fn stream(&self, tcp: TcpStream, inbound: bool) -> Stream {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.config.tls {
+            return Stream::with_tls(tcp, Some(tls.session(inbound)));
+        }
+        let _ = inbound;
+        Stream::plain(tcp)
+    }
+
     /// Registers a new connection and starts its thread, which runs the handshake and
     /// then the reader.
     pub(crate) fn spawn_connection(
@@ -189,7 +201,7 @@ impl NodeShared {
         // Accepted sockets may inherit non-blocking mode from the listener on some
         // platforms; the reader and writer rely on blocking I/O with timeouts.
         stream.set_nonblocking(false)?;
-        let stream = Arc::new(stream);
+        let stream = Arc::new(self.stream(stream, inbound));
         let id = ConnId(self.next_conn.fetch_add(1, Relaxed));
         let conn = Arc::new(ConnShared::new(
             id,

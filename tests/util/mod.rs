@@ -4,6 +4,8 @@
 //! test uses a sleep to decide what happened.
 #![allow(dead_code)]
 
+#[cfg(feature = "tls")]
+pub mod certs;
 pub mod chain;
 pub mod raw;
 pub mod relay;

@@ -1,0 +1,124 @@
+//! A connection's byte stream: the TCP socket, and with the `tls` feature the TLS
+//! session on top of it.
+//!
+//! `&Stream` reads and writes like `&TcpStream`. Which thread does what is unchanged
+//! by TLS: the connection thread reads (the handshake, then the reader loop), the
+//! connection thread writes during the handshake and the writer thread after it,
+//! and any thread may cut the socket. With TLS the session's state is behind a
+//! mutex that is held only while records are encrypted or decrypted in memory,
+//! never across a socket read or write (see `crate::tls::session`).
+
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::Duration;
+
+pub(crate) struct Stream {
+    tcp: TcpStream,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::session::Session>,
+}
+
+impl Stream {
+    pub(crate) fn plain(tcp: TcpStream) -> Stream {
+        Stream {
+            tcp,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    pub(crate) fn with_tls(tcp: TcpStream, tls: Option<crate::tls::session::Session>) -> Stream {
+        Stream { tcp, tls }
+    }
+
+    /// The TLS session, once the stream has one.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls(&self) -> Option<&crate::tls::session::Session> {
+        self.tls.as_ref()
+    }
+
+    /// Whether this stream speaks TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return true;
+        }
+        false
+    }
+
+    #[cfg(feature = "tls")]
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp.set_read_timeout(timeout)
+    }
+
+    pub(crate) fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp.set_write_timeout(timeout)
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.peer_addr()
+    }
+
+    /// Cuts the socket; safe from any thread (it writes nothing).
+    pub(crate) fn cut(&self) {
+        let _ = self.tcp.shutdown(Shutdown::Both);
+    }
+
+    /// Ends our direction after a goodbye: a TLS `close_notify`, then a TCP FIN. Only
+    /// the thread that writes may call it.
+    pub(crate) fn finish_writing(&self) {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            tls.close_notify(&self.tcp);
+        }
+        let _ = self.tcp.shutdown(Shutdown::Write);
+    }
+}
+
+impl Read for &Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.read(&self.tcp, buf);
+        }
+        (&self.tcp).read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return match bufs.iter_mut().find(|b| !b.is_empty()) {
+                Some(buf) => tls.read(&self.tcp, buf),
+                None => Ok(0),
+            };
+        }
+        (&self.tcp).read_vectored(bufs)
+    }
+}
+
+impl Write for &Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.write(&self.tcp, bufs);
+        }
+        (&self.tcp).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
