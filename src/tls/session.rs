@@ -119,14 +119,17 @@ impl Session {
                 return Err(HandshakeError::Tls(tls_error(&e)));
             }
         }
-        let state = self.state.lock();
-        let cert = state
+        // A copy, so that the application's identity rule runs with the lock released.
+        let cert = self
+            .state
+            .lock()
             .conn
             .peer_certificates()
             .and_then(|chain| chain.first())
+            .map(|cert| cert.to_vec())
             .ok_or(HandshakeError::Tls(TlsError::NoIdentity))?;
-        let fingerprint = Fingerprint(Sha256::digest(cert.as_ref()).into());
-        let peer = (self.identify)(cert.as_ref());
+        let fingerprint = Fingerprint(Sha256::digest(&cert).into());
+        let peer = (self.identify)(&cert);
         Ok(Certified { peer, fingerprint })
     }
 
