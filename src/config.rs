@@ -32,13 +32,14 @@ pub struct Config {
     /// Most messages the gossip lane of one connection holds before
     /// [`try_send`](crate::Node::try_send) drops. Default 256: enough to absorb a
     /// burst while the writer is busy, small enough that stale gossip is shed early.
-    /// A lane's memory (40 bytes a slot) is allocated when the connection opens.
+    /// A lane's memory (40 bytes a message, in blocks of 31) grows with what it
+    /// holds: an idle lane keeps at most one block.
     pub gossip_capacity: usize,
     /// Most messages the private lane of one connection holds before
     /// [`send`](crate::Node::send) waits. Default 384: deep enough that the writer
     /// gathers large batches from a fast sender (at 256, 64-byte throughput drops by a
-    /// third; above 384 it hardly grows), small enough that an idle connection costs
-    /// under 64 KiB in all.
+    /// third; above 384 it hardly grows). As for gossip, the lane's memory follows
+    /// what it holds.
     pub private_capacity: usize,
     /// Most bytes of payload the gossip lane holds; beyond, `try_send` drops as when
     /// the lane is full. A count alone does not bound memory: 256 messages of a
@@ -110,7 +111,8 @@ pub struct Config {
     pub max_frame_len: u32,
     /// Most connections a node keeps, registered or still shaking hands; beyond,
     /// inbound connections are closed at once and `connect` fails. Each costs two
-    /// threads and about 60 KiB when idle. Default 4096.
+    /// threads and about 40 KiB resident when idle (`docs/performance.md`).
+    /// Default 4096.
     pub max_connections: usize,
     /// Most handshakes in progress at once. When a new inbound connection finds them
     /// all taken, the oldest inbound handshake is dropped to make room: a real peer

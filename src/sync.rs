@@ -1,12 +1,15 @@
 //! Small pieces every layer uses: a signal type, gauges, the log limiter, deadlines,
-//! and byte budgets. A leaf: it names nothing else of the crate.
+//! byte budgets, and the bounded queues of the lanes. A leaf: it names nothing else
+//! of the crate.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod budget;
+mod queue;
 
 pub(crate) use budget::{Budget, Credit, Interrupted, WaitBudget};
+pub(crate) use queue::{queue, QueueRx, QueueTx, QueueWatch};
 
 /// A type with no values: channels of `Never` carry no message and are used only for
 /// their disconnection, which wakes every receiver at once.

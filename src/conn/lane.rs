@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{bounded, Receiver, Select, Sender, TrySendError as ChanTrySend};
+use crossbeam_channel::TrySendError as ChanTrySend;
 
 use crate::config::Config;
 use crate::conn::request::{request_closed, Outbound, Ticket};
@@ -22,6 +22,7 @@ use crate::error::{RequestError, SendTimeoutError, TrySendError};
 use crate::event::{DisconnectReason, Lane};
 use crate::id::PeerId;
 use crate::sync::Gauge;
+use crate::sync::{queue, QueueRx, QueueTx};
 use crate::sync::{Budget, Interrupted, WaitBudget};
 use crate::timing::WaitTimer;
 
@@ -66,29 +67,30 @@ pub(crate) struct Link {
     pub(crate) generation: AtomicU64,
     /// The largest payload the peer said it accepts.
     pub(crate) peer_max_frame: u32,
-    pub(crate) gossip: Sender<Bytes>,
-    pub(crate) private: Sender<Outbound>,
+    pub(crate) gossip: QueueTx<Bytes>,
+    pub(crate) private: QueueTx<Outbound>,
     pub(crate) budgets: Arc<Budgets>,
 }
 
 /// The receiving ends of a connection's lanes, owned by its writer.
 pub(crate) struct LaneRx {
-    pub(crate) gossip: Receiver<Bytes>,
-    pub(crate) private: Receiver<Outbound>,
+    pub(crate) gossip: QueueRx<Bytes>,
+    pub(crate) private: QueueRx<Outbound>,
     pub(crate) budgets: Arc<Budgets>,
 }
 
 /// The sending ends of a connection's lanes, for its `Link`.
 pub(crate) struct LaneTx {
-    pub(crate) gossip: Sender<Bytes>,
-    pub(crate) private: Sender<Outbound>,
+    pub(crate) gossip: QueueTx<Bytes>,
+    pub(crate) private: QueueTx<Outbound>,
     pub(crate) budgets: Arc<Budgets>,
 }
 
-/// Creates the two bounded lanes of a connection.
+/// Creates the two bounded lanes of a connection. Their memory grows with what they
+/// hold ([`crate::sync::queue`]): an idle connection's lanes cost next to nothing.
 pub(crate) fn lanes(config: &Config) -> (LaneTx, LaneRx) {
-    let (gossip_tx, gossip) = bounded(config.gossip_capacity);
-    let (private_tx, private) = bounded(config.private_capacity);
+    let (gossip_tx, gossip) = queue(config.gossip_capacity);
+    let (private_tx, private) = queue(config.private_capacity);
     let budgets = Arc::new(Budgets::new(config));
     (
         LaneTx {
@@ -282,11 +284,9 @@ impl Link {
 
         let _timer = timer.unwrap_or_else(|| WaitTimer::start(&self.conn.timings.send_wait));
         let _waiting = Gauge::enter(&self.conn.counters.waiting);
-        let mut sel = Select::new();
-        let lane = sel.send(&self.private);
-        sel.recv(&self.conn.closed_rx);
         let deadline = deadline.get();
-        let oper = loop {
+        let mut item = item;
+        loop {
             // Woken once a silence timeout to look for the cycle through the
             // application; the deadline itself is not moved.
             let check = Instant::now().checked_add(self.conn.cycle_check);
@@ -294,22 +294,21 @@ impl Link {
                 (Some(d), Some(c)) => d.min(c),
                 (d, c) => d.or(c).unwrap_or_else(Instant::now),
             };
-            match sel.select_deadline(until) {
-                Ok(oper) => break oper,
-                Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
-                    return Err(self.give_back(Interrupted::Timeout, item))
+            // If the close raced a slot, the writer's final drain (which waits for
+            // this `Link` to be dropped) still hands the message back.
+            match self
+                .private
+                .send_deadline(item, Some(until), &self.conn.closed_rx)
+            {
+                Ok(()) => return Ok(()),
+                Err((Interrupted::Timeout, back))
+                    if deadline.is_none_or(|d| Instant::now() < d) =>
+                {
+                    item = back;
+                    self.warn_of_cycle();
                 }
-                Err(_) => self.warn_of_cycle(),
+                Err((why, back)) => return Err(self.give_back(why, back)),
             }
-        };
-        if oper.index() == lane {
-            // If the close raced us, the writer's final drain (which waits for this
-            // `Link` to be dropped) still hands the message back.
-            oper.send(&self.private, item)
-                .map_err(|e| self.give_back(Interrupted::Closed, e.into_inner()))
-        } else {
-            let _ = oper.recv(&self.conn.closed_rx);
-            Err(self.give_back(Interrupted::Closed, item))
         }
     }
 

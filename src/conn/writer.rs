@@ -281,7 +281,7 @@ impl Writer {
         let no_private = never();
         let private = match self.flow.held {
             Some(_) => &no_private,
-            None => &self.lanes.private,
+            None => self.lanes.private.channel(),
         };
         // A disconnected lane or pong channel means the connection is closing; the
         // loop sees that at its top.
@@ -291,9 +291,11 @@ impl Writer {
                 batch.push_reply(reply.id, reply.status, reply.body);
             },
             recv(private) -> item => if let Ok(item) = item {
+                self.lanes.private.took();
                 self.take_private(batch, item);
             },
-            recv(self.lanes.gossip) -> msg => if let Ok(msg) = msg {
+            recv(self.lanes.gossip.channel()) -> msg => if let Ok(msg) = msg {
+                self.lanes.gossip.took();
                 self.take(batch, Lane::Gossip, msg);
             },
             recv(self.pong) -> req => if req.is_ok() { batch.control(FrameKind::Pong) },

@@ -144,7 +144,7 @@ pub(crate) fn run(
     let (pong_tx, pong_rx) = bounded(1);
     conn.set_inbox(Inbox::new(node.peer_flow(peer)));
     // The reader watches the private lane for a peer that stops draining it.
-    let (private_watch, budgets) = (lanes.private.clone(), lanes.budgets.clone());
+    let (private_watch, budgets) = (lanes.private.watch(), lanes.budgets.clone());
     let (writer_done_tx, writer_done) = bounded::<Never>(0);
     let (replies, reply_rx) = reply_lane();
     let writer = Writer {
