@@ -178,6 +178,13 @@ impl Batch {
     }
 
     /// [`Batch::write_all`] with room for `N` slices, at least as many as pieces.
+    ///
+    /// Never inlined, so that each size has a frame of its own: inlined into
+    /// `write_all`, both arrays shared one 8 KiB frame, and the stack probes of a
+    /// frame that large touch every page of it on entry, so every write, a ping's
+    /// included, made 8 KiB of the writer's stack resident (`wirelane-bench scale`:
+    /// 16 KiB per idle writer thread, 8 KiB with this).
+    #[inline(never)]
     fn write_slices<const N: usize>(
         &self,
         mut stream: impl Write,
