@@ -11,7 +11,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use wirelane::Config;
 
-use crate::{baseline, deadlock, latency, load, mesh, peer, rpc, scale, serve, soak, throughput};
+use crate::{
+    baseline, deadlock, idle, latency, load, mesh, peer, rpc, scale, serve, soak, throughput,
+};
 
 /// wirelane's benchmarks and load checks.
 ///
@@ -46,6 +48,9 @@ pub enum Command {
     Load(load::Args),
     Peer(peer::Args),
     Baseline(baseline::Args),
+    /// The idle peers of `scale`, in a process of their own.
+    #[command(hide = true)]
+    IdlePeers(idle::Args),
 }
 
 /// The node a long-running subcommand (`serve`, `peer`) stands up.

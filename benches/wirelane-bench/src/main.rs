@@ -5,9 +5,12 @@
 //! so that its tooling never reaches the library's users.
 
 mod baseline;
+mod child;
 mod cli;
 mod deadlock;
+mod idle;
 mod latency;
+mod limits;
 mod load;
 mod locked;
 mod mesh;
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Some(Command::Load(args)) => load::run(&args, quiet, out),
         Some(Command::Peer(args)) => peer::run(&args),
         Some(Command::Baseline(args)) => baseline::run(&args, out),
+        Some(Command::IdlePeers(args)) => idle::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,54 +1,65 @@
-//! `scale`: what one idle connection costs a node, and whether many of them slow
-//! down the one that is busy.
+//! `scale`: what idle connections cost a node, and whether many of them slow down
+//! the one that is busy.
 //!
 //! wirelane spends two threads per connection, so a node's cost grows with its
 //! peers even when they say nothing. This job opens `--conns` idle connections into
-//! one hub node and reads the threads and resident memory they added; then it
-//! measures the throughput of one real client among them, against the same client
-//! alone.
+//! one node (the hub) and reads, from the hub's process alone, the threads and
+//! resident memory they added, the CPU the hub spends keeping them alive, and how
+//! long opening them all took; then it measures the throughput of one real client
+//! among them, against the same client alone.
 //!
-//! The idle clients are raw sockets that complete wirelane's handshake by hand
-//! (with the library's frames, `wirelane::__bench`) and then never read or write
-//! again: a real client node would add two threads per connection to the measured
-//! process (or, in a child process, thousands of threads to a 2-core machine),
-//! drowning the figure. Their ids are above the hub's, so the hub arbitrates.
+//! The idle peers live in a child process (`idle-peers`, see [`crate::idle`]): one
+//! process holding both ends of 10,000 connections needs 20,000 descriptors, and
+//! its figures would mix the two ends. They answer every ping, so the hub runs with
+//! the default ping interval and silence timeout, as a real node would. The child is
+//! killed and reaped on any error, and every wait has a deadline.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::ExitCode;
+use std::net::SocketAddr;
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use indicatif::ProgressBar;
-use wirelane::__bench::{decode_header, encode, encode_header, hello_frame, FrameKind, HEADER_LEN};
-use wirelane::{Config, Lane, Node, PeerId};
+use wirelane::{Config, Event, Lane, Node, PeerId};
 
+use crate::child::Driven;
+use crate::limits;
 use crate::oneway::{self, default_count};
-use crate::procfs;
+use crate::procfs::{self, MemorySplit, Usage};
 use crate::report::{progress, Output, Record};
-use crate::threads::wait_until;
 
 /// The hub's id: the lowest, so that it arbitrates every handshake.
 const HUB: PeerId = PeerId(1);
 const CLIENT: PeerId = PeerId(2);
 const FIRST_IDLE: u64 = 1_000;
-/// The hub's silence timeout: longer than any run, so that idle clients, which
-/// never send a byte (not even a pong), are not declared dead meanwhile.
-const IDLE_SILENCE: Duration = Duration::from_secs(3_600);
-/// The hub's ping interval, which must be below the silence timeout. Long, so that
-/// the hub does not fill the idle clients' receive buffers with pings either.
-const IDLE_PING: Duration = Duration::from_secs(600);
-/// Longest wait for the hub to register every idle connection and start its
-/// threads, or to retire a closed connection's threads.
-const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
+/// Descriptors and threads the run needs besides one per connection: the hub's
+/// listener and acceptor, the client node of the throughput runs, the child's
+/// pipes, the standard streams.
+const FD_SLACK: u64 = 128;
+const THREAD_SLACK: u64 = 64;
+/// Longest wait for the child to start, and for it to answer `stats`.
+const CHILD_STEP: Duration = Duration::from_secs(30);
+/// Longest the connect storm may take, per thousand connections (the child gives up
+/// after five minutes in all).
+const OPEN_PER_THOUSAND: Duration = Duration::from_secs(30);
+/// Longest wait for the hub to register every connection and start its threads, or
+/// to retire them all, once the child has finished its side.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(120);
+/// How often the hub's peer count is read while it settles.
+const SETTLE_POLL: Duration = Duration::from_millis(50);
+/// Pause between the storm and the idle window, so that the window sees the steady
+/// state and not the end of the storm.
+const CALM: Duration = Duration::from_secs(3);
 
-/// N idle connections into one node: threads and resident memory per connection,
-/// and the throughput of one active connection alone and among them.
+/// N idle connections into one node, from another process: threads, resident
+/// memory and idle CPU per connection, the time to open them, and the throughput
+/// of one active connection alone and among them.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Idle connections.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     conns: u64,
     /// Bytes per message of the active connection.
     #[arg(long, default_value_t = 64)]
@@ -59,88 +70,322 @@ pub struct Args {
     /// Runs of each throughput measurement; the best is kept.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     repeat: u64,
+    /// Seconds over which the hub's CPU is measured with every connection idle:
+    /// longer than the silence timeout (10 s), so that a peer that did not answer
+    /// pings would be declared dead within it.
+    #[arg(long, default_value = "12", value_parser = crate::cli::seconds)]
+    idle_secs: Duration,
+    /// Handshakes the child runs at once during the connect storm; at most the
+    /// node's `max_handshakes` (64), which drops the oldest handshake beyond it.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=64))]
+    dialers: u64,
+}
+
+/// The figures of the node's process, taken with and without the idle peers.
+struct Figures {
+    before: Usage,
+    after: Usage,
+    split_before: MemorySplit,
+    split_after: MemorySplit,
+    /// From the first dial to the hub running every connection's threads.
+    connect: Duration,
+    /// The child's own figure: from its first dial to its last handshake.
+    handshakes: Duration,
+    idle: Idle,
+    fds: Option<usize>,
+}
+
+/// What the idle window measured.
+struct Idle {
+    window: Duration,
+    /// The hub's process, user and system.
+    cpu: Duration,
+    /// The child's, answering pings.
+    child_cpu: Option<Duration>,
+    pongs: u64,
+    /// Connections that ended meanwhile, as the hub saw them.
+    disconnected: u64,
 }
 
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let (conns, size, repeat) = (args.conns as usize, args.size, args.repeat);
     let count = args.count.unwrap_or_else(|| default_count(size));
-    let config = Config::default()
-        .ping_interval(IDLE_PING)
-        .silence_timeout(IDLE_SILENCE);
+    let checked = limits::check(args.conns + FD_SLACK, 2 * args.conns + THREAD_SLACK)?;
+    // The default Config but for the connection limit, which would refuse peers
+    // beyond 4,096: that is the one setting a node with more peers must change.
+    let config = Config::default().max_connections(conns + 16);
     let hub = Node::bind(HUB, "127.0.0.1:0", config.clone())?;
 
     // The client alone first, so that the figure with idle peers has its reference
     // from the same hub in the same run.
     let alone = best_of(repeat, || one_way(&hub, size, count))?;
-    settle(&hub, 0)?;
-    // The first run's freed buffers stay in the allocator and may be reused by the
-    // idle connections, so the memory figure can err low by a few KiB per connection
-    // at small counts; it cannot err high.
-    let before = procfs::usage()?;
-
-    // Read now: once descriptors run out, even `/proc/self/limits` cannot be opened.
-    let fd_limit = procfs::open_files_limit();
+    settle(&hub, 0, Instant::now() + SETTLE_DEADLINE)?;
+    let mut child = IdlePeers::spawn(hub.local_addr(), args)?;
     let bar = progress("scale", Some(conns as u64), quiet);
-    let opened = open_idle(hub.local_addr(), conns, &config, fd_limit, &bar);
+    let measured = measure(&hub, &mut child, args, &config, &bar);
     bar.finish_and_clear();
-    let idle = opened?;
-    settle(&hub, conns)?;
-    let after = procfs::usage()?;
-    let crowded = best_of(repeat, || one_way(&hub, size, count))?;
-    let fds = procfs::open_fds().ok();
-
-    // Closing the clients first lets the hub see each peer's end at once, instead of
+    let figures = match measured {
+        Ok(figures) => figures,
+        Err(e) => {
+            drop(child);
+            hub.shutdown();
+            return Err(e);
+        }
+    };
+    let crowded = best_of(repeat, || one_way(&hub, size, count));
+    // Closing the peers first lets the hub see each one's end at once, instead of
     // lingering for peers that will never answer its close.
-    drop(idle);
-    settle(&hub, 0)?;
+    let finished = child.finish();
+    let settled = settle(&hub, 0, Instant::now() + SETTLE_DEADLINE);
     hub.shutdown();
+    drop(checked.raised);
+    let crowded = crowded?;
+    finished?;
+    settled?;
 
-    let n = conns as f64;
-    let threads_per_conn = after.threads.saturating_sub(before.threads) as f64 / n;
-    let rss_per_conn = (after.rss_kib as f64 - before.rss_kib as f64) / n;
-    let records = [
-        Record::new("scale", "wirelane")
-            .set("conns", 0)
-            .set("threads", before.threads as u64)
-            .set("rss_kib", before.rss_kib)
-            .set("size", size as u64)
-            .set("count", count)
-            .set("msgs_per_s", alone.rate()),
-        Record::new("scale", "wirelane")
-            .set("conns", conns as u64)
-            .set("threads", after.threads as u64)
-            .set("threads_per_conn", threads_per_conn)
-            .set("rss_kib", after.rss_kib)
-            .set("rss_kib_per_conn", rss_per_conn)
-            .set("size", size as u64)
-            .set("count", count)
-            .set("msgs_per_s", crowded.rate()),
-    ];
-    out.records(
+    let records = records(args, count, &alone, &crowded, &figures);
+    out.table(
         &format!(
-            "scale: {conns} idle connections into one node, then {count} {size}-byte private messages over one more (best of {repeat})"
+            "scale: {conns} idle connections into one node (from another process), then {count} {size}-byte private messages over one more (best of {repeat})"
         ),
         &records,
+        &COLUMNS,
     );
-    out.note(&format!(
-        "threads and rss_kib are the whole process's, before and after opening the idle connections; \
-         msgs_per_s is one client's throughput with no idle peers, then with {conns}"
-    ));
-    out.note(&format!(
-        "with {conns} idle peers the client reaches {:.0}% of its throughput alone",
-        100.0 * crowded.rate() / alone.rate().max(f64::MIN_POSITIVE)
-    ));
-    out.note(&format!(
-        "Config::thread_stack_size = {} KiB per connection thread (reserved address space; only touched pages count in rss_kib)",
-        config.thread_stack_size / 1024
-    ));
-    if let Some(fds) = fds {
-        let limit = limit_text(fd_limit);
-        out.note(&format!(
-            "open file descriptors with every connection up: {fds} (limit {limit})"
+    for note in checked
+        .notes
+        .iter()
+        .cloned()
+        .chain(notes(args, &config, &figures, &alone, &crowded))
+    {
+        out.note(&note);
+    }
+    let problems = problems(args, &figures);
+    Ok(out.verdict(&problems))
+}
+
+/// Opens the idle connections and takes every figure but the crowded throughput.
+fn measure(
+    hub: &Node,
+    child: &mut IdlePeers,
+    args: &Args,
+    config: &Config,
+    bar: &ProgressBar,
+) -> anyhow::Result<Figures> {
+    let conns = args.conns as usize;
+    child.wait_line(
+        Instant::now() + CHILD_STEP,
+        "the idle peers to start",
+        |l| l == "waiting",
+    )?;
+    let before = procfs::usage()?;
+    let split_before = procfs::stack_split(config.thread_stack_size)?;
+
+    let began = Instant::now();
+    child.command("go")?;
+    let open_deadline = began + OPEN_PER_THOUSAND * (args.conns.div_ceil(1000) as u32);
+    let ready = child.wait_line(open_deadline, "the connect storm", |line| {
+        if let Some(n) = line.strip_prefix("progress ").and_then(|n| n.parse().ok()) {
+            bar.set_position(n);
+        }
+        line.starts_with("ready ")
+    })?;
+    let handshakes = ready
+        .split_whitespace()
+        .nth(2)
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis)
+        .ok_or_else(|| anyhow!("a bad line from the idle peers: `{ready}`"))?;
+    bar.set_position(conns as u64);
+    settle(hub, conns, Instant::now() + SETTLE_DEADLINE)?;
+    let connect = began.elapsed();
+    let after = procfs::usage()?;
+    let split_after = procfs::stack_split(config.thread_stack_size)?;
+    let fds = procfs::open_fds().ok();
+
+    // The idle window: every connection up, nothing but pings and pongs.
+    thread::sleep(CALM);
+    let _ = hub.events().try_iter().count();
+    let (pongs_before, _) = child.stats()?;
+    let (cpu_before, child_before) = (procfs::cpu_time(None)?, child.cpu());
+    let window_began = Instant::now();
+    thread::sleep(args.idle_secs);
+    let (cpu_after, child_after) = (procfs::cpu_time(None)?, child.cpu());
+    let window = window_began.elapsed();
+    let (pongs_after, _) = child.stats()?;
+    let disconnected = hub
+        .events()
+        .try_iter()
+        .filter(|e| matches!(e, Event::Disconnected { .. }))
+        .count() as u64;
+    let idle = Idle {
+        window,
+        cpu: cpu_after.saturating_sub(cpu_before),
+        child_cpu: child_before
+            .zip(child_after)
+            .map(|(b, a)| a.saturating_sub(b)),
+        pongs: pongs_after.saturating_sub(pongs_before),
+        disconnected: disconnected + (conns - hub.stats().peers.min(conns)) as u64,
+    };
+    Ok(Figures {
+        before,
+        after,
+        split_before,
+        split_after,
+        connect,
+        handshakes,
+        idle,
+        fds,
+    })
+}
+
+/// The columns of the table; `--json` prints every key.
+const COLUMNS: [(&str, &str); 9] = [
+    ("conns", "conns"),
+    ("threads_per_conn", "threads/conn"),
+    ("rss_kib_per_conn", "KiB/conn"),
+    ("stack_kib_per_conn", "stack KiB/conn"),
+    ("other_kib_per_conn", "other KiB/conn"),
+    ("idle_cpu_pct", "idle CPU %"),
+    ("connect_s", "connect s"),
+    ("msgs_per_s", "msgs/s"),
+    ("vs_alone_pct", "% of alone"),
+];
+
+fn records(args: &Args, count: u64, alone: &Record, crowded: &Record, f: &Figures) -> Vec<Record> {
+    let n = args.conns as f64;
+    let per_conn = |after: u64, before: u64| (after as f64 - before as f64) / n;
+    let window = f.idle.window.as_secs_f64().max(1e-9);
+    let base = |conns: u64| {
+        Record::new("scale", "wirelane")
+            .set("conns", conns)
+            .set("size", args.size as u64)
+            .set("count", count)
+    };
+    vec![
+        base(0)
+            .set("threads", f.before.threads as u64)
+            .set("rss_kib", f.before.rss_kib)
+            .set("msgs_per_s", alone.rate()),
+        base(args.conns)
+            .set("threads", f.after.threads as u64)
+            .set(
+                "threads_per_conn",
+                per_conn(f.after.threads as u64, f.before.threads as u64),
+            )
+            .set("rss_kib", f.after.rss_kib)
+            .set(
+                "rss_kib_per_conn",
+                per_conn(f.after.rss_kib, f.before.rss_kib),
+            )
+            .set(
+                "stack_kib_per_conn",
+                per_conn(f.split_after.stack_kib, f.split_before.stack_kib),
+            )
+            .set(
+                "other_kib_per_conn",
+                per_conn(f.split_after.other_kib, f.split_before.other_kib),
+            )
+            .set("idle_secs", window)
+            .set("idle_cpu_pct", 100.0 * f.idle.cpu.as_secs_f64() / window)
+            .set("pongs", f.idle.pongs)
+            .set("connect_s", f.connect.as_secs_f64())
+            .set("conns_per_s", n / f.connect.as_secs_f64().max(1e-9))
+            .set("handshakes_s", f.handshakes.as_secs_f64())
+            .set("msgs_per_s", crowded.rate())
+            .set(
+                "vs_alone_pct",
+                100.0 * crowded.rate() / alone.rate().max(f64::MIN_POSITIVE),
+            ),
+    ]
+}
+
+fn notes(
+    args: &Args,
+    config: &Config,
+    f: &Figures,
+    alone: &Record,
+    crowded: &Record,
+) -> Vec<String> {
+    let n = args.conns as f64;
+    let window = f.idle.window.as_secs_f64().max(1e-9);
+    let rss_per_conn = (f.after.rss_kib as f64 - f.before.rss_kib as f64) / n;
+    let cpu_pct = 100.0 * f.idle.cpu.as_secs_f64() / window;
+    let vs_alone = 100.0 * crowded.rate() / alone.rate().max(f64::MIN_POSITIVE);
+    let threads = (f.after.threads as f64 - f.before.threads as f64) / n;
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    let mut notes = vec![
+        format!(
+            "the hub: Config::default() but max_connections = {} (the default, 4096, refuses more peers); \
+             ping_interval {:?}, silence_timeout {:?}, thread_stack_size {} KiB (reserved address space; only touched pages are resident)",
+            config.max_connections,
+            config.ping_interval,
+            config.silence_timeout,
+            config.thread_stack_size / 1024
+        ),
+        format!(
+            "memory and threads are the hub's process alone, with no connection and then with {} idle ones \
+             (the peers are a child process that answers every ping with a pong); \
+             stack and other split the resident memory by mapping (`/proc/self/smaps`)",
+            args.conns
+        ),
+        format!(
+            "idle: over {window:.1} s the hub's process used {:.2} s of CPU ({cpu_pct:.2}% of one core); \
+             the peers answered {} pings{}; {} connections ended",
+            f.idle.cpu.as_secs_f64(),
+            f.idle.pongs,
+            f.idle
+                .child_cpu
+                .map(|c| format!(" using {:.2} s of CPU", c.as_secs_f64()))
+                .unwrap_or_default(),
+            f.idle.disconnected
+        ),
+        format!(
+            "connect storm: {} connections in {:.2} s ({:.0}/s) with {} handshakes at a time; \
+             the peers' last handshake finished at {:.2} s",
+            args.conns,
+            f.connect.as_secs_f64(),
+            n / f.connect.as_secs_f64().max(1e-9),
+            args.dialers,
+            f.handshakes.as_secs_f64()
+        ),
+        format!(
+            "throughput of one client: {:.0} msgs/s alone, {:.0} msgs/s with {} idle peers ({vs_alone:.0}%)",
+            alone.rate(),
+            crowded.rate(),
+            args.conns
+        ),
+    ];
+    if let Some(fds) = f.fds {
+        let limit = procfs::open_files_limit().map_or("unlimited".to_owned(), |l| l.to_string());
+        notes.push(format!(
+            "open file descriptors in the hub's process with every connection up: {fds} (limit {limit})"
         ));
     }
-    Ok(ExitCode::SUCCESS)
+    notes.push(format!(
+        "targets: <= 48 KiB per idle connection: {rss_per_conn:.1} ({}); 2 threads per connection: {threads:.2} ({}); \
+         idle CPU <= 5% of a core: {cpu_pct:.2}% ({}); one active connection >= 80% of alone: {vs_alone:.0}% ({})",
+        met(rss_per_conn <= 48.0),
+        met((threads - 2.0).abs() < 0.01),
+        met(cpu_pct <= 5.0),
+        met(vs_alone >= 80.0)
+    ));
+    notes
+}
+
+/// What makes the run a failure: connections that died while idle (the pongs did
+/// not keep them alive), or a window in which no ping was answered.
+fn problems(args: &Args, f: &Figures) -> Vec<String> {
+    let mut problems = Vec::new();
+    if f.idle.disconnected > 0 {
+        problems.push(format!(
+            "{} of {} idle connections ended during the idle window",
+            f.idle.disconnected, args.conns
+        ));
+    }
+    if f.idle.pongs == 0 {
+        problems.push("no ping was answered during the idle window".to_owned());
+    }
+    problems
 }
 
 /// Waits until the hub has exactly `peers` connections registered and every one of
@@ -149,120 +394,31 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
 /// connections cost.
 ///
 /// A connection is registered during its handshake, before its writer starts, so
-/// the peer count alone would be read too early; the threads are counted by name.
-fn settle(hub: &Node, peers: usize) -> anyhow::Result<()> {
-    let counts = || {
-        let names = procfs::thread_names().unwrap_or_default();
-        (hub.stats().peers, procfs::conn_threads(&names, HUB))
-    };
-    if wait_until(Instant::now() + SETTLE_DEADLINE, || {
-        counts() == (peers, (peers, peers))
-    }) {
-        return Ok(());
-    }
-    let (registered, (r, w)) = counts();
-    bail!(
-        "the hub did not settle at {peers} connections within {SETTLE_DEADLINE:?}: \
-         {registered} registered, {r} reader and {w} writer threads"
-    )
-}
-
-/// Opens `conns` idle connections into the hub, one after another, and returns
-/// their sockets, which must stay open for as long as the connections should.
-fn open_idle(
-    hub: SocketAddr,
-    conns: usize,
-    config: &Config,
-    fd_limit: Option<u64>,
-    bar: &ProgressBar,
-) -> anyhow::Result<Vec<TcpStream>> {
-    let mut idle = Vec::with_capacity(conns);
-    for i in 0..conns {
-        match handshake(hub, PeerId(FIRST_IDLE + i as u64), config) {
-            Ok(stream) => idle.push(stream),
-            Err(e) => bail!(explain(i, conns, fd_limit, &e)),
+/// the peer count alone would be read too early; the threads are counted by name
+/// (which reads a file per thread, so only once the count is right).
+fn settle(hub: &Node, peers: usize, deadline: Instant) -> anyhow::Result<()> {
+    let mut seen = (usize::MAX, (0, 0));
+    loop {
+        let registered = hub.stats().peers;
+        if registered == peers {
+            let names = procfs::thread_names().unwrap_or_default();
+            let threads = procfs::conn_threads(&names, HUB);
+            if threads == (peers, peers) {
+                return Ok(());
+            }
+            seen = (registered, threads);
+        } else {
+            seen.0 = registered;
         }
-        bar.inc(1);
+        if Instant::now() >= deadline {
+            let (registered, (r, w)) = seen;
+            bail!(
+                "the hub did not settle at {peers} connections by its deadline: \
+                 {registered} registered, {r} reader and {w} writer threads"
+            );
+        }
+        thread::sleep(SETTLE_POLL);
     }
-    Ok(idle)
-}
-
-fn limit_text(limit: Option<u64>) -> String {
-    limit.map_or("unlimited".to_owned(), |l| l.to_string())
-}
-
-/// Says why opening idle connection `i` failed, naming file descriptors when they
-/// ran out: `connect` then fails with "too many open files" here, or the hub's
-/// `accept` does, which this side sees as a hub that never answers.
-fn explain(i: usize, conns: usize, fd_limit: Option<u64>, e: &io::Error) -> String {
-    let what = format!("idle connection {} of {conns}: {e}", i + 1);
-    // Listing the open descriptors takes one too, so failing to is a sign as well;
-    // `accept`, `connect` and a few library calls may need some 8 at once.
-    let near_limit = |limit| procfs::open_fds().map_or(true, |open| open as u64 + 8 >= limit);
-    if !procfs::is_out_of_fds(e) && !fd_limit.is_some_and(near_limit) {
-        return what;
-    }
-    format!(
-        "{what}: too many open files. Each idle connection takes two descriptors in this \
-         process (the client's socket and the hub's), so {conns} connections need about {} \
-         against a limit of {}; raise it with `ulimit -n` or use fewer --conns",
-        2 * conns + 32,
-        limit_text(fd_limit)
-    )
-}
-
-/// Connects to the hub as peer `id` and completes wirelane's handshake by hand:
-/// Hello out, the hub's Hello in, Holds out, the hub's Verdict in, Accept out, the
-/// hub's last Accept in.
-/// Each step may take the handshake timeout.
-fn handshake(hub: SocketAddr, id: PeerId, config: &Config) -> io::Result<TcpStream> {
-    let mut stream = TcpStream::connect_timeout(&hub, config.connect_timeout)?;
-    stream.set_write_timeout(Some(config.handshake_timeout))?;
-    stream.set_read_timeout(Some(config.handshake_timeout))?;
-    // Any incarnation will do: each idle client is a distinct peer and never returns.
-    stream.write_all(&hello_frame(id, id.0 ^ 0x5CA1_E000, config.max_frame_len))?;
-    let (kind, theirs) = read_frame(&mut stream)?;
-    if kind != FrameKind::Hello || !wirelane::__fuzz::hello(&theirs) {
-        return Err(io::Error::other(format!(
-            "unexpected {kind:?} from the hub: {theirs:02x?}"
-        )));
-    }
-    let expect = |stream: &mut TcpStream, want: FrameKind| match read_frame(stream)? {
-        (kind, _) if kind == want => Ok(()),
-        (kind, payload) => Err(io::Error::other(format!(
-            "the hub refused the handshake: {kind:?} {payload:02x?}"
-        ))),
-    };
-    let mut holds = Vec::with_capacity(HEADER_LEN + 16);
-    encode(&mut holds, FrameKind::Holds, &[0; 16]); // no other connection to the hub
-    stream.write_all(&holds)?;
-    expect(&mut stream, FrameKind::Verdict)?;
-    let mut accept = Vec::with_capacity(HEADER_LEN);
-    encode_header(&mut accept, FrameKind::Accept, 0);
-    stream.write_all(&accept)?;
-    expect(&mut stream, FrameKind::Accept)?;
-    Ok(stream)
-}
-
-/// Reads one frame of the handshake, naming a read that ran into the timeout as
-/// such (the socket reports it as "would block").
-fn read_frame(stream: &mut TcpStream) -> io::Result<(FrameKind, Vec<u8>)> {
-    let timed_out = |e: io::Error| match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the hub did not answer the handshake in time",
-        ),
-        _ => e,
-    };
-    let mut header = [0u8; HEADER_LEN];
-    stream.read_exact(&mut header).map_err(timed_out)?;
-    // A handshake frame is small; anything larger is not one.
-    let header = decode_header(&header, 1024)
-        .map_err(|e| io::Error::other(format!("a bad frame header from the hub: {e}")))?
-        .ok_or_else(|| io::Error::other("a short frame header"))?;
-    let mut payload = vec![0u8; header.len as usize];
-    stream.read_exact(&mut payload).map_err(timed_out)?;
-    Ok((header.kind, payload))
 }
 
 /// Runs a throughput measurement `repeat` times and keeps the fastest run.
@@ -296,4 +452,65 @@ fn one_way(hub: &Node, size: usize, count: u64) -> anyhow::Result<Record> {
     client.shutdown();
     let (received, elapsed) = run?;
     Ok(oneway::record("wirelane", size, received, elapsed))
+}
+
+/// The `idle-peers` child. Dropping it kills and reaps it.
+struct IdlePeers(Driven);
+
+impl IdlePeers {
+    fn spawn(node: SocketAddr, args: &Args) -> anyhow::Result<IdlePeers> {
+        let exe = std::env::current_exe().context("the bench's own path")?;
+        let mut command = Command::new(exe);
+        command
+            .arg("idle-peers")
+            .arg(format!("--node={node}"))
+            .arg(format!("--conns={}", args.conns))
+            .arg(format!("--first-id={FIRST_IDLE}"))
+            .arg(format!("--dialers={}", args.dialers));
+        Ok(IdlePeers(Driven::spawn("the idle peers", command)?))
+    }
+
+    fn command(&mut self, line: &str) -> anyhow::Result<()> {
+        self.0.command(line)
+    }
+
+    fn wait_line(
+        &mut self,
+        deadline: Instant,
+        what: &str,
+        done: impl FnMut(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        self.0.wait_line(deadline, what, done)
+    }
+
+    /// Pongs sent and connections closed so far.
+    fn stats(&mut self) -> anyhow::Result<(u64, u64)> {
+        self.command("stats")?;
+        let line = self.wait_line(Instant::now() + CHILD_STEP, "its stats", |l| {
+            l.starts_with("stats ")
+        })?;
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        match (field("pongs="), field("closed=")) {
+            (Some(pongs), Some(closed)) => Ok((pongs, closed)),
+            _ => Err(anyhow!("a bad line from the idle peers: `{line}`")),
+        }
+    }
+
+    fn cpu(&self) -> Option<Duration> {
+        procfs::cpu_time(Some(self.0.pid())).ok()
+    }
+
+    /// Closes its stdin, which closes every connection, and waits for it to exit.
+    fn finish(mut self) -> anyhow::Result<()> {
+        let status = self.0.finish(Instant::now() + CHILD_STEP)?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(self.0.failed(&format!("it exited with {status}")))
+        }
+    }
 }
