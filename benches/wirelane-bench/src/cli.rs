@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand};
 use wirelane::Config;
 
 use crate::{
-    baseline, deadlock, idle, latency, load, mesh, peer, rpc, scale, serve, soak, throughput,
+    baseline, deadlock, idle, latency, linkq, load, mesh, meshnode, netmesh, peer, rpc, scale,
+    serve, soak, throughput,
 };
 
 /// wirelane's benchmarks and load checks.
@@ -48,9 +49,16 @@ pub enum Command {
     Load(load::Args),
     Peer(peer::Args),
     Baseline(baseline::Args),
+    Netmesh(netmesh::Args),
     /// The idle peers of `scale`, in a process of their own.
     #[command(hide = true)]
     IdlePeers(idle::Args),
+    /// One node of `netmesh`, in a process and a network namespace of its own.
+    #[command(hide = true)]
+    MeshNode(meshnode::Args),
+    /// The delay and loss of `netmesh`'s links where the kernel has no netem.
+    #[command(hide = true)]
+    LinkQueue(linkq::Args),
 }
 
 /// The node a long-running subcommand (`serve`, `peer`) stands up.

@@ -11,10 +11,14 @@ mod deadlock;
 mod idle;
 mod latency;
 mod limits;
+mod linkq;
 mod load;
 mod locked;
 mod mesh;
+mod meshnode;
 mod naive;
+mod netmesh;
+mod netns;
 mod oneway;
 mod peer;
 mod procfs;
@@ -55,7 +59,10 @@ fn main() -> ExitCode {
         Some(Command::Load(args)) => load::run(&args, quiet, out),
         Some(Command::Peer(args)) => peer::run(&args),
         Some(Command::Baseline(args)) => baseline::run(&args, out),
+        Some(Command::Netmesh(args)) => netmesh::run(&args, quiet, out),
         Some(Command::IdlePeers(args)) => idle::run(&args),
+        Some(Command::MeshNode(args)) => meshnode::run(&args),
+        Some(Command::LinkQueue(args)) => linkq::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -68,18 +68,24 @@ fn report(plan: &Plan, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let outcome = traffic::execute(plan, &bar);
     bar.finish_and_clear();
     let o = outcome?;
-    let streams = verdict::judge(&o);
     let title = format!(
         "wirelane-bench: {}-node full mesh on loopback, {}-byte payloads, {:.1} s",
         plan.nodes,
         plan.size,
         o.load.as_secs_f64()
     );
-    out.table(&title, &records(plan, &o, &streams), &COLUMNS);
-    for line in notes(&o, &streams) {
-        out.note(&line);
+    Ok(present(plan, &o, &title, &[], out))
+}
+
+/// Judges a run's outcome, prints its records, `notes` and the verdict, and
+/// returns the exit status. Also for a mesh run elsewhere (`netmesh`).
+pub fn present(plan: &Plan, o: &Outcome, title: &str, notes: &[String], out: Output) -> ExitCode {
+    let streams = verdict::judge(o);
+    out.table(title, &records(plan, o, &streams), &COLUMNS);
+    for line in self::notes(o, &streams).iter().chain(notes) {
+        out.note(line);
     }
-    Ok(out.verdict(&problems(&o, &streams)))
+    out.verdict(&problems(o, &streams))
 }
 
 /// The columns of the human-readable table: record key, header. The records have

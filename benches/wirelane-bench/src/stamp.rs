@@ -9,6 +9,7 @@
 //! after later messages arrived), so the receiving side records sets and [`verify`]
 //! compares them once everything has settled.
 
+use serde_json::{json, Value};
 use wirelane::{Bytes, Lane, PeerId};
 
 /// The header of every checked payload. The rest of the payload is filler.
@@ -160,6 +161,53 @@ impl Track {
     }
 }
 
+impl Track {
+    /// The track as JSON, for a node in another process to report what it saw: the
+    /// set as hexadecimal words (a bit per number), and the counters.
+    pub fn to_json(&self) -> Value {
+        let words: String = self
+            .seen
+            .words
+            .iter()
+            .map(|w| format!("{w:016x}"))
+            .collect();
+        json!({
+            "words": words,
+            "distinct": self.distinct,
+            "duplicates": self.duplicates,
+            "reordered": self.reordered,
+            "highest": self.highest,
+            "first_duplicate": self.first_duplicate,
+            "first_reordered": self.first_reordered.map(|(a, b)| [a, b]),
+        })
+    }
+
+    /// Reads back what [`Track::to_json`] wrote; `None` if it does not parse.
+    pub fn from_json(v: &Value) -> Option<Track> {
+        let hex = v.get("words")?.as_str()?;
+        if hex.len() % 16 != 0 {
+            return None;
+        }
+        let words = (0..hex.len() / 16)
+            .map(|i| u64::from_str_radix(hex.get(i * 16..i * 16 + 16)?, 16).ok())
+            .collect::<Option<Vec<u64>>>()?;
+        let number = |key: &str| v.get(key).and_then(Value::as_u64);
+        let first_reordered = match v.get("first_reordered")? {
+            Value::Null => None,
+            pair => Some((pair.get(0)?.as_u64()?, pair.get(1)?.as_u64()?)),
+        };
+        Some(Track {
+            seen: SeqSet { words },
+            distinct: number("distinct")?,
+            duplicates: number("duplicates")?,
+            reordered: number("reordered")?,
+            highest: number("highest"),
+            first_duplicate: number("first_duplicate"),
+            first_reordered,
+        })
+    }
+}
+
 /// The fate of every number of one stream, from [`verify`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Verdict {
@@ -252,6 +300,22 @@ mod tests {
         assert_eq!((v.received, v.returned, v.both, v.phantom), (6, 4, 0, 0));
         // 9..=129 are missing.
         assert_eq!((v.lost, v.first_lost), (121, Some(9)));
+    }
+
+    #[test]
+    fn a_track_reads_back_from_json_as_it_was() {
+        let t = track(&[0, 1, 3, 2, 3, 200]);
+        let back = Track::from_json(&t.to_json()).expect("parses");
+        assert_eq!(back.ranges(), t.ranges());
+        assert_eq!(
+            (back.distinct, back.duplicates, back.reordered, back.highest),
+            (t.distinct, t.duplicates, t.reordered, t.highest)
+        );
+        assert_eq!(back.first_duplicate, Some(3));
+        assert_eq!(back.first_reordered, Some((2, 3)));
+        let empty = Track::from_json(&Track::default().to_json()).expect("parses");
+        assert!(empty.is_whole(0));
+        assert!(Track::from_json(&json!({"words": "xyz"})).is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! every accepted private message can be accounted for.
 
 pub mod chaos;
+pub mod export;
 pub mod verdict;
 pub mod workers;
 

@@ -389,6 +389,28 @@ fn redial(
 /// The reasons a connection ends in the normal course of a soak.
 const CLEAN: [&str; 4] = ["closed by us", "closed by peer", "replaced", "shutdown"];
 
+/// Every name [`reason_name`] gives.
+const REASONS: [&str; 8] = [
+    "closed by us",
+    "closed by peer",
+    "replaced",
+    "shutdown",
+    "dead",
+    "protocol error",
+    "i/o error",
+    "other",
+];
+
+/// The tally's name for `name`, as [`reason_name`] gives it, for a tally read back
+/// from another process; "other" for a name it never gives.
+pub fn reason_static(name: &str) -> &'static str {
+    REASONS
+        .iter()
+        .find(|r| **r == name)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// A short name for a disconnect reason, for the tally.
 fn reason_name(reason: &DisconnectReason) -> &'static str {
     match reason {

@@ -8,7 +8,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -46,69 +45,18 @@ pub fn skip_banner(test: &str, missing: &[String]) {
     let _ = writeln!(io::stderr().lock(), "{text}");
 }
 
-/// Runs a command; its stdout, or what went wrong.
-pub fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    run_with_input(program, args, None)
-}
+// The commands and checks `netmesh` uses too: one copy, in the bench's source.
+#[path = "../../src/netns.rs"]
+mod shared;
 
-fn run_with_input(program: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
-    let shown = format!("`{program} {}`", args.join(" "));
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{shown} cannot run: {e}"))?;
-    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin
-            .write_all(input.as_bytes())
-            .map_err(|e| format!("{shown}: writing its input: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{shown}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{shown} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Runs `ip` with `args`, split at whitespace.
-pub fn ip(args: &str) -> Result<String, String> {
-    run("ip", &args.split_whitespace().collect::<Vec<_>>())
-}
+pub use shared::{ip, run};
+use shared::{lacks, not_root, run_with_input};
 
 /// What this machine lacks for the namespace tests; empty if nothing.
 pub fn missing_prerequisites() -> Vec<String> {
-    let mut missing = Vec::new();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    // "Uid: real effective saved fs"
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned));
-    if euid.as_deref() != Some("0") {
-        missing.push(format!(
-            "root: the test runs as uid {}, and namespaces, veth links and nftables need root",
-            euid.as_deref().unwrap_or("?")
-        ));
-    }
-    if let Err(e) = run("ip", &["-V"]) {
-        missing.push(format!("`ip` from iproute2: {e}"));
-    }
-    if let Err(e) = run("nft", &["--version"]) {
-        missing.push(format!("`nft` from nftables: {e}"));
-    }
+    let mut missing: Vec<String> = not_root().into_iter().collect();
+    missing.extend(lacks("ip", &["-V"], "iproute2"));
+    missing.extend(lacks("nft", &["--version"], "nftables"));
     missing
 }
 
@@ -258,21 +206,7 @@ impl Drop for Netns {
 /// Deletes namespaces that an earlier test process, now gone, left behind (it was
 /// killed before its guards ran).
 fn sweep_stale() {
-    let Ok(list) = run("ip", &["netns", "list"]) else {
-        return;
-    };
-    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-        let Some(pid) = name
-            .strip_prefix("wlf")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = run("ip", &["netns", "del", name]);
-        }
-    }
+    shared::sweep_stale("wlf");
 }
 
 /// A TCP relay on loopback that forwards each direction of every connection it
