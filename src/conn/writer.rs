@@ -196,10 +196,13 @@ impl Writer {
             gossip += msg.len();
             batch.push(Lane::Gossip, msg);
         }
-        // What left the lanes frees their budgets, the frame now held included.
+        // What left the lanes frees their budgets, the frame now held included; and
+        // their slots, so that no lane looks fuller than it is while this writes.
         if gossip + private > 0 {
             self.lanes.budgets.release(gossip, private);
         }
+        self.lanes.private.give_back();
+        self.lanes.gossip.give_back();
         self.publish(batch);
     }
 

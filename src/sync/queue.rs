@@ -12,11 +12,13 @@
 //! after the consumer took it out: a lane that never carried a message costs
 //! nothing, and one that is idle again keeps at most one block (about 1.3 KiB).
 //!
-//! The consumer gives slots back in small batches (a sixteenth of the capacity, or
-//! at once when it finds the queue empty): one shared counter updated per message
-//! would add a cache line bouncing between the sending and the writing cores for
-//! every message. So a queue may look up to that many messages fuller than it is
-//! while the consumer is busy elsewhere, never emptier.
+//! The consumer gives slots back in small batches (a sixteenth of the capacity, at
+//! once when it finds the queue empty, or when it says so with
+//! [`QueueRx::give_back`], as the writer does after each batch it gathers): one
+//! shared counter updated per message would add a cache line bouncing between the
+//! sending and the writing cores for every message. So while the consumer is taking
+//! messages out, a queue may look up to that many messages fuller than it is, never
+//! emptier.
 
 use std::cell::Cell;
 use std::sync::Arc;
