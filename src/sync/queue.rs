@@ -252,6 +252,66 @@ mod tests {
     }
 
     #[test]
+    fn blocked_senders_always_get_the_slots_the_consumer_gives_back() {
+        // Many senders on a small queue (slots given back one at a time, then in
+        // batches of three), a consumer that takes messages both ways (try_recv,
+        // and the channel with `took`) and sometimes gives back what it holds: every
+        // message arrives, each sender's in order, and no sender is left waiting for
+        // a slot that was given back.
+        for capacity in [3, 48] {
+            exchange(capacity);
+        }
+    }
+
+    fn exchange(capacity: usize) {
+        const SENDERS: u32 = 4;
+        const EACH: u32 = 5_000;
+        let (tx, rx) = queue::<(u32, u32)>(capacity);
+        let (_open, closed) = bounded::<Never>(0);
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|s| {
+                let (tx, closed) = (tx.clone(), closed.clone());
+                thread::spawn(move || {
+                    for n in 0..EACH {
+                        let deadline = Instant::now() + Duration::from_secs(30);
+                        if tx.try_send((s, n)).is_err() {
+                            tx.send_deadline((s, n), Some(deadline), &closed)
+                                .expect("a slot within the guard deadline");
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut next = [0u32; SENDERS as usize];
+        let mut got = 0;
+        while got < SENDERS * EACH {
+            let (s, n) = if got % 3 == 0 {
+                let msg = rx
+                    .channel()
+                    .recv_timeout(Duration::from_secs(30))
+                    .expect("a message within the guard deadline");
+                rx.took();
+                msg
+            } else {
+                match rx.try_recv() {
+                    Ok(msg) => msg,
+                    Err(_) => continue,
+                }
+            };
+            if got % 50 == 0 {
+                rx.give_back();
+            }
+            assert_eq!(n, next[s as usize], "sender {s} out of order");
+            next[s as usize] += 1;
+            got += 1;
+        }
+        for s in senders {
+            s.join().unwrap();
+        }
+    }
+
+    #[test]
     fn a_waiting_sender_leaves_with_its_message_at_the_deadline_or_the_close() {
         let (tx, _rx) = queue::<u32>(1);
         tx.try_send(1).unwrap();
