@@ -23,6 +23,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -43,6 +44,8 @@ const MAX_FRAME: u32 = 1024;
 const OPEN_DEADLINE: Duration = Duration::from_secs(300);
 /// `progress` lines come at most this often (in connections).
 const PROGRESS_EVERY: usize = 250;
+/// How often the opening's progress is looked at; no outcome depends on it.
+const PROGRESS_POLL: Duration = Duration::from_millis(50);
 /// The waker's token; connections are numbered from 0.
 const WAKE: Token = Token(usize::MAX);
 
@@ -73,51 +76,45 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Some(Ok(line)) if line.trim() == "go" => {}
         _ => bail!("expected `go` on stdin"),
     }
-    let began = Instant::now();
-    let streams = open_all(args)?;
-    let took = began.elapsed();
-    println!("ready {} {}", streams.len(), took.as_millis());
-    flush();
-
-    let mut poll = Poll::new().context("mio::Poll")?;
+    // The pong loop runs before the first dial and takes each connection as soon as
+    // its handshake is done: a connection whose pings went unanswered until the
+    // whole storm was over would be declared dead by a node whose storm outlasts its
+    // silence timeout.
+    let poll = Poll::new().context("mio::Poll")?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE).context("mio::Waker")?);
-    let mut peers = Vec::with_capacity(streams.len());
-    for (i, stream) in streams.into_iter().enumerate() {
-        let mut stream = MioStream::from_std(stream);
-        poll.registry()
-            .register(&mut stream, Token(i), Interest::READABLE)
-            .context("registering a connection with mio")?;
-        peers.push(Some(Idle {
-            stream,
-            buf: Vec::new(),
-            out: Vec::new(),
-            writable: false,
-        }));
-    }
+    let (opened_tx, opened_rx) = mpsc::channel::<(usize, TcpStream)>();
     let counts = Arc::new(Counts::default());
     let stop = Arc::new(AtomicBool::new(false));
     let answering = {
-        let (counts, stop) = (counts.clone(), stop.clone());
+        let (counts, stop, conns) = (counts.clone(), stop.clone(), args.conns);
         start("idle-pong", move || {
-            answer(&mut poll, &mut peers, &counts, &stop)
+            answer(poll, conns, &opened_rx, &counts, &stop)
         })
     };
-    for line in commands {
-        let Ok(line) = line else { break };
-        if line.trim() == "stats" {
-            println!(
-                "stats pongs={} closed={}",
-                counts.pongs.load(Relaxed),
-                counts.closed.load(Relaxed)
-            );
-            flush();
+    let began = Instant::now();
+    let opened = open_all(args, opened_tx, &waker, &counts);
+    if let Ok(n) = opened {
+        println!("ready {n} {}", began.elapsed().as_millis());
+        flush();
+        for line in commands {
+            let Ok(line) = line else { break };
+            if line.trim() == "stats" {
+                println!(
+                    "stats pongs={} closed={}",
+                    counts.pongs.load(Relaxed),
+                    counts.closed.load(Relaxed)
+                );
+                flush();
+            }
         }
     }
-    // Stdin closed: the parent is done (or gone). The sockets close with the loop.
+    // Stdin closed (the parent is done, or gone), or the opening failed: the sockets
+    // close with the loop.
     stop.store(true, Relaxed);
     waker.wake().context("waking the pong loop")?;
     let answered = join_all(vec![answering], Instant::now() + STEP_TIMEOUT);
     answered.into_iter().next().unwrap_or(Ok(()))?;
+    opened?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -125,16 +122,21 @@ fn flush() {
     let _ = io::stdout().flush();
 }
 
-/// Opens `args.conns` connections from `args.dialers` threads at once; returns
-/// them in id order.
-fn open_all(args: &Args) -> anyhow::Result<Vec<TcpStream>> {
+/// Opens `args.conns` connections from `args.dialers` threads at once, handing each
+/// to the pong loop as soon as it is open; returns how many were opened.
+fn open_all(
+    args: &Args,
+    opened: mpsc::Sender<(usize, TcpStream)>,
+    waker: &Arc<Waker>,
+    counts: &Arc<Counts>,
+) -> anyhow::Result<usize> {
     let next = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<(usize, TcpStream)>();
     let deadline = Instant::now() + OPEN_DEADLINE;
     let dialers: Vec<_> = (0..args.dialers.clamp(1, args.conns.max(1)))
         .map(|d| {
-            let (next, failed, tx) = (next.clone(), failed.clone(), tx.clone());
+            let (next, failed, tx) = (next.clone(), failed.clone(), opened.clone());
+            let (waker, counts) = (waker.clone(), counts.clone());
             let (node, conns, first) = (args.node, args.conns, args.first_id);
             start(format!("idle-dial-{d}"), move || -> anyhow::Result<()> {
                 loop {
@@ -149,7 +151,11 @@ fn open_all(args: &Args) -> anyhow::Result<Vec<TcpStream>> {
                     let id = PeerId(first + i as u64);
                     match handshake(node, id) {
                         Ok(stream) => {
-                            let _ = tx.send((i, stream));
+                            if tx.send((i, stream)).is_err() {
+                                bail!("the pong loop ended");
+                            }
+                            waker.wake().context("waking the pong loop")?;
+                            counts.opened.fetch_add(1, Relaxed);
                         }
                         Err(e) => {
                             failed.store(true, Relaxed);
@@ -160,26 +166,26 @@ fn open_all(args: &Args) -> anyhow::Result<Vec<TcpStream>> {
             })
         })
         .collect();
-    drop(tx);
-    let mut streams: Vec<Option<TcpStream>> = (0..args.conns).map(|_| None).collect();
-    let mut opened = 0;
-    for (i, stream) in rx {
-        streams[i] = Some(stream);
-        opened += 1;
-        if opened % PROGRESS_EVERY == 0 {
-            println!("progress {opened}");
+    drop(opened);
+    // Progress while the dialers work; they return once every number is taken.
+    let mut reported = 0;
+    while !dialers.iter().all(|d| d.is_finished()) {
+        let now = counts.opened.load(Relaxed) as usize;
+        if now / PROGRESS_EVERY > reported / PROGRESS_EVERY {
+            println!("progress {now}");
             flush();
+            reported = now;
         }
+        thread::sleep(PROGRESS_POLL);
     }
-    // Every dialer has returned: the channel disconnected.
     for result in join_all(dialers, Instant::now() + STEP_TIMEOUT) {
         result?;
     }
-    let streams: Vec<TcpStream> = streams.into_iter().flatten().collect();
-    if streams.len() != args.conns {
-        bail!("opened {} of {} connections", streams.len(), args.conns);
+    let n = counts.opened.load(Relaxed) as usize;
+    if n != args.conns {
+        bail!("opened {n} of {} connections", args.conns);
     }
-    Ok(streams)
+    Ok(n)
 }
 
 /// Says why opening connection `i` failed, naming file descriptors when they ran
@@ -251,6 +257,8 @@ fn read_frame(stream: &mut TcpStream) -> io::Result<(FrameKind, Vec<u8>)> {
 
 #[derive(Debug, Default)]
 struct Counts {
+    /// Connections open, handed to the pong loop.
+    opened: AtomicU64,
     pongs: AtomicU64,
     /// Connections the node closed (or that failed).
     closed: AtomicU64,
@@ -273,15 +281,18 @@ enum Next {
     Gone,
 }
 
-/// The pong loop: reads whatever the node sends each peer, answers every `Ping`,
-/// ignores other control frames, and drops a connection the node closes. Returns
-/// when `stop` is set and the waker fires.
+/// The pong loop: takes each connection the dialers open, reads whatever the node
+/// sends each one, answers every `Ping`, ignores other control frames, and drops a
+/// connection the node closes. Returns when `stop` is set and the waker fires; the
+/// connections close with it.
 fn answer(
-    poll: &mut Poll,
-    peers: &mut [Option<Idle>],
+    mut poll: Poll,
+    conns: usize,
+    opened: &mpsc::Receiver<(usize, TcpStream)>,
     counts: &Counts,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
+    let mut peers: Vec<Option<Idle>> = (0..conns).map(|_| None).collect();
     let mut events = Events::with_capacity(1024);
     let mut scratch = [0u8; 4096];
     loop {
@@ -293,6 +304,22 @@ fn answer(
         }
         for event in &events {
             if event.token() == WAKE {
+                // New connections: registered now, read at once if the node has
+                // already written (a registration reports data that is waiting).
+                for (i, stream) in opened.try_iter() {
+                    let mut stream = MioStream::from_std(stream);
+                    poll.registry()
+                        .register(&mut stream, Token(i), Interest::READABLE)
+                        .context("registering a connection with mio")?;
+                    if let Some(slot) = peers.get_mut(i) {
+                        *slot = Some(Idle {
+                            stream,
+                            buf: Vec::new(),
+                            out: Vec::new(),
+                            writable: false,
+                        });
+                    }
+                }
                 continue;
             }
             let Some(slot) = peers.get_mut(event.token().0) else {
@@ -305,7 +332,7 @@ fn answer(
                     let _ = poll.registry().deregister(&mut gone.stream);
                 }
                 counts.closed.fetch_add(1, Relaxed);
-            } else if let Err(e) = peer.reregister(poll, event.token()) {
+            } else if let Err(e) = peer.reregister(&poll, event.token()) {
                 return Err(e).context("mio reregister");
             }
         }

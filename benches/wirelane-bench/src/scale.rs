@@ -196,7 +196,11 @@ fn measure(
         .map(Duration::from_millis)
         .ok_or_else(|| anyhow!("a bad line from the idle peers: `{ready}`"))?;
     bar.set_position(conns as u64);
-    settle(hub, conns, Instant::now() + SETTLE_DEADLINE)?;
+    if let Err(e) = settle(hub, conns, Instant::now() + SETTLE_DEADLINE) {
+        // Connections the hub closed meanwhile are the likely reason.
+        let closed = child.stats().map_or(0, |(_, closed)| closed);
+        bail!("{e:#}; the hub closed {closed} of the connections the peers had opened");
+    }
     let connect = began.elapsed();
     let after = procfs::usage()?;
     let split_after = procfs::stack_split(config.thread_stack_size)?;
