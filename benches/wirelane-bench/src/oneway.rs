@@ -154,10 +154,50 @@ pub fn wirelane(
             if received > progress_count {
                 (progress_at, progress_count) = (now, received);
             } else if now - progress_at > STALL {
+                let seen = stall_report(receiver, senders);
                 // Wakes the senders' waits, so that they can be joined.
                 senders.iter().for_each(|s| s.shutdown());
-                return Err(anyhow!("stalled after {received} of {count} messages"));
+                return Err(anyhow!(
+                    "stalled after {received} of {count} messages: {seen}"
+                ));
             }
         }
     })
+}
+
+/// What each side of each sender's connection says about the private lane, for a
+/// run that stalled: where the messages are held.
+fn stall_report(receiver: &Node, senders: &[Arc<Node>]) -> String {
+    let sides: Vec<String> = senders
+        .iter()
+        .map(|s| {
+            let out = s
+                .peer_stats(receiver.id())
+                .map_or("not connected".to_owned(), |p| {
+                    format!(
+                        "sent {} queued {} blocked senders {} window closed {} (waited {:?})",
+                        p.private.sent,
+                        p.private.queued,
+                        p.blocked_senders,
+                        p.window_closed,
+                        p.window_wait
+                    )
+                });
+            let inn = receiver
+                .peer_stats(s.id())
+                .map_or("not connected".to_owned(), |p| {
+                    format!(
+                        "received {}, {} bytes in, reader waiting {}",
+                        p.private.received, p.bytes_in, p.reader_waiting
+                    )
+                });
+            format!(
+                "{} -> {}: {out}; {}: {inn}",
+                s.id(),
+                receiver.id(),
+                receiver.id()
+            )
+        })
+        .collect();
+    sides.join(" | ")
 }

@@ -118,7 +118,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
 
     // The client alone first, so that the figure with idle peers has its reference
     // from the same hub in the same run.
-    let alone = best_of(repeat, || one_way(&hub, size, count))?;
+    let alone = best_of(repeat, || one_way(&hub, size, count)).context("the client alone")?;
     settle(&hub, 0, Instant::now() + SETTLE_DEADLINE)?;
     let mut child = IdlePeers::spawn(hub.local_addr(), args)?;
     let bar = progress("scale", Some(conns as u64), quiet);
@@ -132,7 +132,8 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
-    let crowded = best_of(repeat, || one_way(&hub, size, count));
+    let crowded = best_of(repeat, || one_way(&hub, size, count))
+        .with_context(|| format!("the client among {conns} idle peers"));
     // Closing the peers first lets the hub see each one's end at once, instead of
     // lingering for peers that will never answer its close.
     let finished = child.finish();
