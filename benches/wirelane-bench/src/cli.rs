@@ -11,7 +11,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use wirelane::Config;
 
-use crate::{baseline, deadlock, latency, load, mesh, peer, rpc, scale, serve, soak, throughput};
+use crate::{
+    baseline, certs, connect, deadlock, latency, load, mesh, peer, rpc, scale, serve, soak,
+    throughput,
+};
 
 /// wirelane's benchmarks and load checks.
 ///
@@ -46,6 +49,8 @@ pub enum Command {
     Load(load::Args),
     Peer(peer::Args),
     Baseline(baseline::Args),
+    Connect(connect::Args),
+    Certs(certs::Args),
 }
 
 /// The node a long-running subcommand (`serve`, `peer`) stands up.

@@ -5,7 +5,9 @@
 //! so that its tooling never reaches the library's users.
 
 mod baseline;
+mod certs;
 mod cli;
+mod connect;
 mod deadlock;
 mod latency;
 mod load;
@@ -25,6 +27,7 @@ mod stamp;
 mod storm;
 mod threads;
 mod throughput;
+mod tls;
 mod traffic;
 
 use std::process::ExitCode;
@@ -52,6 +55,8 @@ fn main() -> ExitCode {
         Some(Command::Load(args)) => load::run(&args, quiet, out),
         Some(Command::Peer(args)) => peer::run(&args),
         Some(Command::Baseline(args)) => baseline::run(&args, out),
+        Some(Command::Connect(args)) => connect::run(&args, quiet, out),
+        Some(Command::Certs(args)) => certs::run(&args, out),
     };
     match result {
         Ok(code) => code,
