@@ -21,9 +21,27 @@ use crate::error::{HandshakeError, TlsError};
 use crate::id::{Fingerprint, PeerId};
 use crate::sync::until;
 
-/// Most plaintext encrypted per write: one record, so that a write that fails has
-/// sent no whole record of what it was given.
+/// Most plaintext in one TLS record: the protocol's limit. Each record is encrypted
+/// under a lock of its own, so that the reader never waits longer than one record's
+/// encryption for the session.
 const RECORD: usize = 16 * 1024;
+
+/// Most plaintext one write encrypts and sends with one system call: a default
+/// batch (`Config::max_batch_bytes`). One record per system call cost a 64 KiB
+/// batch four sends instead of one.
+const WRITE_MAX: usize = 64 * 1024;
+
+/// Records one write may make: `WRITE_MAX` in whole records, and then some for
+/// batches of many small slices, whose records a full slice array cuts short.
+const WRITE_RECORDS: usize = 16;
+
+/// Slices handed to the session per record.
+const RECORD_SLICES: usize = 64;
+
+/// The ciphertext buffer's sizes: the most read from the socket at once (a default
+/// batch and its record headers), and the least, for an idle connection.
+const READ_MAX: usize = WRITE_MAX + 4 * 1024;
+const READ_MIN: usize = 4 * 1024;
 
 /// What the handshake learnt of the peer.
 pub(crate) struct Certified {
@@ -39,10 +57,65 @@ pub(crate) struct Session {
 
 struct State {
     conn: Connection,
-    /// Bytes read from the socket that the session had no room for yet.
-    pending: Vec<u8>,
+    /// Ciphertext read from the socket and not yet handed to the session.
+    inbox: Inbox,
     /// Records taken out of the session, reused between writes.
     out: Vec<u8>,
+    /// Why a write failed after some of its records had gone out: the next write
+    /// fails with it (the rest of those records is lost, so the stream cannot go on).
+    broken: Option<io::ErrorKind>,
+}
+
+/// Ciphertext from the socket, `buf[start..end]` not yet handed to the session.
+///
+/// The reader reads the socket into this buffer, not the caller's: the caller may
+/// ask for a few bytes (the next frame header), and TLS records are read whole
+/// before anything in them can be decrypted, so reading the socket as little as the
+/// caller asks for cost hundreds of system calls per 64 KiB record group.
+#[derive(Default)]
+struct Inbox {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// How much the next socket read asks for: doubled after a read that filled it,
+    /// halved after one that used less than an eighth, between `READ_MIN` and
+    /// `READ_MAX`; the buffer shrinks with it once drained, so that an idle
+    /// connection keeps little.
+    window: usize,
+}
+
+impl Inbox {
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Reads the socket once into the room after the unread bytes; 0 is the end of
+    /// the stream. Called with the session's lock released.
+    fn read_from(&mut self, tcp: &TcpStream) -> io::Result<usize> {
+        let window = self.window.clamp(READ_MIN, READ_MAX);
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+            if self.buf.len() > 2 * window {
+                self.buf = Vec::new();
+            }
+        } else if self.buf.len() - self.end < window {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        if self.buf.len() < self.end + window {
+            self.buf.resize(self.end + window, 0);
+        }
+        let n = (&*tcp).read(&mut self.buf[self.end..self.end + window])?;
+        self.end += n;
+        self.window = if n == window {
+            (window * 2).min(READ_MAX)
+        } else if n < window / 8 {
+            (window / 2).max(READ_MIN)
+        } else {
+            window
+        };
+        Ok(n)
+    }
 }
 
 /// The first byte of a TLS record: change_cipher_spec, alert, handshake, data.
@@ -74,12 +147,16 @@ fn failure(e: rustls::Error) -> io::Error {
 }
 
 impl Session {
-    pub(crate) fn new(conn: Connection, identify: Arc<Identify>) -> Session {
+    pub(crate) fn new(mut conn: Connection, identify: Arc<Identify>) -> Session {
+        // Every record is taken out as soon as it is made (`write`), so the session's
+        // own limit on queued records would only cut a write short.
+        conn.set_buffer_limit(None);
         Session {
             state: Mutex::new(State {
                 conn,
-                pending: Vec::new(),
+                inbox: Inbox::default(),
                 out: Vec::new(),
+                broken: None,
             }),
             identify,
         }
@@ -92,7 +169,6 @@ impl Session {
         tcp: &TcpStream,
         deadline: Instant,
     ) -> Result<Certified, HandshakeError> {
-        let mut buf = vec![0; 2 * RECORD];
         let mut first = true;
         loop {
             self.flush(tcp, Some(deadline))?;
@@ -101,18 +177,28 @@ impl Session {
             }
             let wait = until(deadline).ok_or(HandshakeError::Timeout)?;
             tcp.set_read_timeout(Some(wait))?;
-            let n = match (&*tcp).read(&mut buf) {
+            match self.receive(tcp) {
                 Ok(0) => return Err(HandshakeError::Closed),
-                Ok(n) => n,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
-            };
-            if first && !looks_like_tls(buf[0]) {
+            }
+            let mut state = self.state.lock();
+            if first
+                && !state
+                    .inbox
+                    .data()
+                    .first()
+                    .copied()
+                    .is_some_and(looks_like_tls)
+            {
+                drop(state);
                 let _ = (&*tcp).write_all(&PLAINTEXT_REFUSAL);
                 return Err(HandshakeError::TlsMismatch { ours: true });
             }
             first = false;
-            let fed = self.state.lock().feed(&buf[..n]);
+            let fed = state.feed();
+            drop(state);
             if let Err(e) = fed {
                 // Tell the peer why (the alert rustls queued), best effort.
                 let _ = self.flush(tcp, Some(deadline));
@@ -141,55 +227,112 @@ impl Session {
         loop {
             {
                 let mut state = self.state.lock();
-                if !state.pending.is_empty() {
-                    let pending = std::mem::take(&mut state.pending);
-                    state.feed(&pending).map_err(failure)?;
-                }
-                match state.conn.reader().read(buf) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    // The peer ended the stream without a close_notify: an end of
-                    // stream, as on a plaintext connection.
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                    Err(e) => return Err(e),
+                loop {
+                    match state.conn.reader().read(buf) {
+                        Ok(n) => return Ok(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        // The peer ended the stream without a close_notify: an end of
+                        // stream, as on a plaintext connection.
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                        Err(e) => return Err(e),
+                    }
+                    // No plaintext yet: decrypt what the inbox holds, if anything.
+                    if !state.feed().map_err(failure)? {
+                        break;
+                    }
                 }
             }
-            let n = (&*tcp).read(buf)?;
-            if n == 0 {
+            if self.receive(tcp)? == 0 {
                 return Ok(0);
             }
-            self.state.lock().feed(&buf[..n]).map_err(failure)?;
         }
     }
 
-    /// Encrypts up to one record of `bufs` and writes it out; returns the plaintext
-    /// bytes sent.
+    /// Encrypts as much of `bufs` as one write takes (`WRITE_MAX`), a record at a
+    /// time, and sends the records with as few system calls as the socket allows;
+    /// returns the plaintext bytes sent. If the socket fails after some whole
+    /// records went out, returns what they carried, and the next write fails: what
+    /// this returns is always what reached the socket in whole records.
     pub(crate) fn write(&self, tcp: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let mut clipped = [IoSlice::new(&[]); 64];
-        let (mut count, mut total) = (0, 0);
-        for buf in bufs.iter().filter(|b| !b.is_empty()) {
-            if count == clipped.len() || total == RECORD {
+        let mut out = Vec::new();
+        // Where each record ends in `out`, and the plaintext sent up to its end.
+        let mut ends = [(0usize, 0usize); WRITE_RECORDS];
+        let (mut records, mut plain) = (0, 0);
+        let mut rest = Slices::new(bufs);
+        while records < WRITE_RECORDS && plain < WRITE_MAX {
+            let mut chunk = [IoSlice::new(&[]); RECORD_SLICES];
+            let (count, len) = rest.take(&mut chunk, RECORD.min(WRITE_MAX - plain));
+            if len == 0 {
                 break;
             }
-            let take = buf.len().min(RECORD - total);
-            clipped[count] = IoSlice::new(&buf[..take]);
-            count += 1;
-            total += take;
+            let mut state = self.state.lock();
+            if let Some(kind) = state.broken {
+                return Err(kind.into());
+            }
+            if records == 0 {
+                out = std::mem::take(&mut state.out);
+                out.clear();
+            }
+            let n = state.conn.writer().write_vectored(&chunk[..count])?;
+            // This record, and whatever the session queued before it (a key update
+            // answered by the reader): every record leaves in the order it was made.
+            while state.conn.wants_write() {
+                state.conn.write_tls(&mut out)?;
+            }
+            drop(state);
+            plain += n;
+            ends[records] = (out.len(), plain);
+            records += 1;
+            rest.advance(n);
+            if n < len {
+                // The session's own buffer is full: send what it made.
+                break;
+            }
         }
-        if count == 0 {
+        if records == 0 {
             return Ok(0);
         }
-        let n = self
-            .state
-            .lock()
-            .conn
-            .writer()
-            .write_vectored(&clipped[..count])?;
-        self.flush(tcp, None).map_err(|e| match e {
-            HandshakeError::Io(kind) => io::Error::from(kind),
-            other => io::Error::other(other.to_string()),
-        })?;
-        Ok(n)
+        let mut sent = 0;
+        let written = loop {
+            if sent == out.len() {
+                break Ok(());
+            }
+            match (&*tcp).write(&out[sent..]) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        let used = out.len();
+        out.clear();
+        let mut state = self.state.lock();
+        keep(&mut state.out, out, used);
+        match written {
+            Ok(()) => Ok(plain),
+            Err(e) => {
+                let whole = ends[..records]
+                    .iter()
+                    .take_while(|(end, _)| *end <= sent)
+                    .last()
+                    .map_or(0, |&(_, plain)| plain);
+                if whole == 0 {
+                    return Err(e);
+                }
+                state.broken = Some(e.kind());
+                Ok(whole)
+            }
+        }
+    }
+
+    /// Reads the socket once into the inbox, with the lock released; 0 is the end
+    /// of the stream. Only the reading thread calls it, so the inbox it takes out
+    /// is the one it puts back.
+    fn receive(&self, tcp: &TcpStream) -> io::Result<usize> {
+        let mut inbox = std::mem::take(&mut self.state.lock().inbox);
+        let read = inbox.read_from(tcp);
+        self.state.lock().inbox = inbox;
+        read
     }
 
     /// Sends a close_notify, best effort.
@@ -219,32 +362,234 @@ impl Session {
                 tcp.set_write_timeout(Some(wait))?;
             }
             let written = (&*tcp).write_all(&out);
+            let used = out.len();
             out.clear();
-            let mut state = self.state.lock();
-            if state.out.capacity() < out.capacity() && out.capacity() <= 4 * RECORD {
-                state.out = out;
-            }
-            drop(state);
+            keep(&mut self.state.lock().out, out, used);
             written?;
         }
     }
 }
 
+/// Keeps `out` for the next write if it was well used (a busy connection reuses
+/// one buffer) and not oversized; a buffer left over from a burst goes once a small
+/// write shows the connection has calmed down.
+fn keep(slot: &mut Vec<u8>, out: Vec<u8>, used: usize) {
+    let cap = out.capacity();
+    if cap <= 2 * READ_MAX && cap <= 8 * used.max(READ_MIN) && cap >= slot.capacity() {
+        *slot = out;
+    }
+}
+
+/// The slices of a vectored write not yet sent.
+struct Slices<'a, 'b> {
+    bufs: &'b [IoSlice<'a>],
+    /// Bytes of `bufs[0]` already sent.
+    offset: usize,
+}
+
+impl<'a, 'b> Slices<'a, 'b> {
+    fn new(bufs: &'b [IoSlice<'a>]) -> Self {
+        Slices { bufs, offset: 0 }
+    }
+
+    /// Fills `chunk` with up to `max` bytes from the front, without consuming them;
+    /// returns the slices used and their bytes.
+    fn take<'c>(&self, chunk: &mut [IoSlice<'c>], max: usize) -> (usize, usize)
+    where
+        'b: 'c,
+        'a: 'c,
+    {
+        let (mut count, mut len, mut offset) = (0, 0, self.offset);
+        for buf in self.bufs {
+            if count == chunk.len() || len == max {
+                break;
+            }
+            let rest = &buf[offset..];
+            offset = 0;
+            if rest.is_empty() {
+                continue;
+            }
+            let take = rest.len().min(max - len);
+            chunk[count] = IoSlice::new(&rest[..take]);
+            count += 1;
+            len += take;
+        }
+        (count, len)
+    }
+
+    /// Consumes `n` bytes from the front.
+    fn advance(&mut self, mut n: usize) {
+        while let Some(first) = self.bufs.first() {
+            let left = first.len() - self.offset;
+            if n < left {
+                self.offset += n;
+                return;
+            }
+            n -= left;
+            self.bufs = &self.bufs[1..];
+            self.offset = 0;
+        }
+    }
+}
+
 impl State {
-    /// Hands bytes from the socket to the session and decrypts what they complete;
-    /// what it has no room for waits in `pending`.
-    fn feed(&mut self, mut raw: &[u8]) -> Result<(), rustls::Error> {
-        while !raw.is_empty() {
+    /// Hands the inbox's ciphertext to the session and decrypts what it completes,
+    /// until the inbox is empty or the session's plaintext buffer is full. Returns
+    /// whether it handed anything over.
+    fn feed(&mut self) -> Result<bool, rustls::Error> {
+        let mut fed = false;
+        while self.inbox.start < self.inbox.end {
+            let mut raw = self.inbox.data();
             match self.conn.read_tls(&mut raw) {
+                // A close_notify was received: nothing more is read.
                 Ok(0) => break,
-                Ok(_) => {
+                Ok(n) => {
+                    self.inbox.start += n;
+                    fed = true;
                     self.conn.process_new_packets()?;
                 }
                 // Its plaintext buffer is full: the rest waits for the reader.
                 Err(_) => break,
             }
         }
-        self.pending.extend_from_slice(raw);
-        Ok(())
+        Ok(fed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::thread;
+    use std::time::Duration;
+
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    use super::*;
+    use crate::tls::{peer_uri, TlsConfig};
+
+    /// Settings for nodes 1 and 2, signed by one fresh CA.
+    fn configs() -> (TlsConfig, TlsConfig) {
+        let ca_key = KeyPair::generate().expect("a CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key).expect("a CA");
+        let issuer = Issuer::new(params, ca_key);
+        let node = |id| {
+            let key = KeyPair::generate().expect("a key");
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.subject_alt_names = vec![SanType::URI(
+                peer_uri(PeerId(id)).try_into().expect("a uri"),
+            )];
+            let cert = params.signed_by(&key, &issuer).expect("a cert");
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+            TlsConfig::new(vec![cert.der().clone()], key, vec![ca.der().clone()])
+                .expect("tls settings")
+        };
+        (node(1), node(2))
+    }
+
+    /// A TCP pair with a finished TLS handshake: (dialler, acceptor).
+    fn pair() -> ((TcpStream, Session), (TcpStream, Session)) {
+        let (client, server) = configs();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let dialled = TcpStream::connect(listener.local_addr().expect("addr")).expect("dial");
+        let (accepted, _) = listener.accept().expect("accept");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let acceptor = thread::spawn(move || {
+            let session = server.session(true);
+            let certified = session.handshake(&accepted, deadline).expect("handshake");
+            assert_eq!(certified.peer, Some(PeerId(1)));
+            (accepted, session)
+        });
+        let session = client.session(false);
+        let certified = session.handshake(&dialled, deadline).expect("handshake");
+        assert_eq!(certified.peer, Some(PeerId(2)));
+        let acceptor = acceptor.join().expect("the acceptor's handshake");
+        for tcp in [&dialled, &acceptor.0] {
+            tcp.set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+        }
+        ((dialled, session), acceptor)
+    }
+
+    /// Bytes that differ from one position to the next, so that a byte out of place
+    /// shows.
+    fn pattern(len: usize, seed: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| ((i * 31 + seed * 7) % 251) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn slices_are_cut_into_records_without_losing_or_repeating_a_byte() {
+        let parts: Vec<Vec<u8>> = [0, 5, 70_000, 1, 0, 16_384, 3]
+            .iter()
+            .map(|&n| pattern(n, n))
+            .collect();
+        let bufs: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let mut rest = Slices::new(&bufs);
+        let mut seen = Vec::new();
+        loop {
+            let mut chunk = [IoSlice::new(&[]); 4];
+            let (count, len) = rest.take(&mut chunk, RECORD);
+            if len == 0 {
+                break;
+            }
+            assert!(len <= RECORD && count <= 4);
+            assert_eq!(chunk[..count].iter().map(|c| c.len()).sum::<usize>(), len);
+            // Take a little less than offered, as a full session would.
+            let n = if len > 10 { len - 3 } else { len };
+            let mut left = n;
+            for c in &chunk[..count] {
+                let take = c.len().min(left);
+                seen.extend_from_slice(&c[..take]);
+                left -= take;
+            }
+            rest.advance(n);
+        }
+        assert_eq!(seen, parts.concat());
+    }
+
+    #[test]
+    fn what_is_written_in_many_slices_is_read_back_whole_through_small_reads() {
+        let ((dialled, writer), (accepted, reader)) = pair();
+        let sizes = [1, 6, 64, 1024, 16_383, 16_384, 16_385, 65_536, 200_000, 7];
+        let parts: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| pattern(n, i))
+            .collect();
+        let total: usize = sizes.iter().sum();
+        let expected = parts.concat();
+        let receiving = thread::spawn(move || {
+            let mut got = Vec::with_capacity(total);
+            // Reads of every size, the frame reader's few-byte header reads included.
+            let mut small = [3usize, 6, 100, 70_000, 1].into_iter().cycle();
+            while got.len() < total {
+                let mut buf = vec![0; small.next().expect("a cycle never ends")];
+                match reader.read(&accepted, &mut buf).expect("a read") {
+                    0 => break,
+                    n => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            got
+        });
+        let mut bufs: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let mut slices = &mut bufs[..];
+        let mut sent = 0;
+        while sent < total {
+            let n = writer.write(&dialled, slices).expect("a write");
+            assert!(
+                n > 0 && n <= WRITE_MAX,
+                "a write sends at most {WRITE_MAX}: {n}"
+            );
+            sent += n;
+            IoSlice::advance_slices(&mut slices, n);
+        }
+        writer.close_notify(&dialled);
+        let got = receiving.join().expect("the reader");
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "the bytes came back altered");
     }
 }
