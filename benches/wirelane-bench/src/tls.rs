@@ -197,6 +197,22 @@ mod tests {
     }
 
     #[test]
+    fn the_three_files_come_together_and_certs_needs_ids() {
+        use clap::Parser;
+        let parse = |line: &str| crate::cli::Cli::try_parse_from(line.split_whitespace());
+        assert!(parse("b serve --listen 127.0.0.1:0 --id 1 --cert c.pem").is_err());
+        assert!(parse("b load --connect x:1 --id 1 --cert c.pem --key k.pem").is_err());
+        assert!(parse("b mesh --ca ca.pem").is_err());
+        assert!(parse("b mesh --cert n-{id}.pem --key n-{id}.key --ca ca.pem").is_ok());
+        assert!(parse("b throughput --tls").is_ok());
+        assert!(parse("b latency --tls --cert c --key k --ca a").is_ok());
+        assert!(parse("b connect --count 0").is_err());
+        assert!(parse("b certs --out d").is_err());
+        assert!(parse("b certs --out d --ids 1,2,x").is_err());
+        assert!(parse("b certs --out d --ids 0,1,2").is_ok());
+    }
+
+    #[test]
     fn files_are_read_before_any_node_binds() {
         let Err(e) = files("/nonexistent/node-{id}.pem", "/nonexistent/node-{id}.key")
             .security(&[PeerId(3)])
