@@ -51,11 +51,19 @@ fn a_blocked_sender_stops_nothing_else() {
     let (seq, err) = finishes("the blocked sender returns", PROMPT, move || {
         sender.thread.join().unwrap()
     });
-    assert_eq!(seq, blocked_on);
-    assert!(matches!(err, SendError::Disconnected(_)), "{err:?}");
+    // Refused as the connection closes; or, if the writer's final drain freed a
+    // slot that the woken sender took before it saw the close (the message is then
+    // handed back in `Undelivered`), its next send is refused with no connection.
+    assert!(
+        matches!(
+            (seq - blocked_on, &err),
+            (0, SendError::Disconnected(_)) | (1, SendError::NotConnected(_))
+        ),
+        "{seq}: {err:?}"
+    );
     assert_eq!(
         util::untag(&err.into_inner()),
-        (1, blocked_on),
+        (1, seq),
         "the message comes back"
     );
 }

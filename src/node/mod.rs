@@ -423,6 +423,7 @@ impl Node {
             blocked_senders: counters.waiting.load(Relaxed),
             reader_waiting: counters.reader_waiting.load(Relaxed) > 0,
             window_closed: conn.outbox.is_blocked(),
+            written_by_senders: counters.out.by_senders.load(Relaxed),
             window_wait: conn.outbox.waited(),
         })
     }

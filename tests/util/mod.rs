@@ -7,6 +7,7 @@
 #[cfg(feature = "tls")]
 pub mod certs;
 pub mod chain;
+pub mod idle;
 pub mod raw;
 pub mod relay;
 
