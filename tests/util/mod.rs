@@ -7,7 +7,12 @@
 #[cfg(feature = "tls")]
 pub mod certs;
 pub mod chain;
+// Only the TLS refusal tests count log lines; the bench crate, which shares these
+// helpers, has no `log` dependency and never enables the feature.
+#[cfg(feature = "tls")]
+pub mod logs;
 pub mod raw;
+pub mod refusal;
 pub mod relay;
 
 use std::sync::atomic::{AtomicU32, Ordering};
