@@ -14,6 +14,7 @@ pub mod logs;
 pub mod raw;
 pub mod refusal;
 pub mod relay;
+pub mod wire;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
@@ -241,4 +242,11 @@ pub fn count_node_panics() -> Arc<AtomicU32> {
         previous(info);
     }));
     count
+}
+
+/// Shuts `node` down, so that every event it will ever report is queued, and
+/// returns them all, oldest first.
+pub fn events_after_shutdown(node: &Node) -> Vec<Event> {
+    node.shutdown();
+    node.events().try_iter().collect()
 }
