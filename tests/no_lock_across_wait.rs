@@ -63,11 +63,19 @@ fn a_blocked_sender_beside(wire: Wire) {
     let (seq, err) = finishes("the blocked sender returns", PROMPT, move || {
         sender.thread.join().unwrap()
     });
-    assert_eq!(seq, blocked_on);
-    assert!(matches!(err, SendError::Disconnected(_)), "{err:?}");
+    // Refused as the connection closes; or, if it took a slot the writer's final
+    // drain freed before it saw the close (the race `ways_out.rs` names), its next
+    // message is refused with the connection gone.
+    assert!(
+        matches!(
+            (seq.checked_sub(blocked_on), &err),
+            (Some(0), SendError::Disconnected(_)) | (Some(1), SendError::NotConnected(_))
+        ),
+        "{seq} (blocked on {blocked_on}): {err:?}"
+    );
     assert_eq!(
         util::untag(&err.into_inner()),
-        (1, blocked_on),
+        (1, seq),
         "the message comes back"
     );
 }

@@ -14,6 +14,8 @@ use wirelane::PeerId;
 #[derive(Debug, Clone)]
 pub struct Line {
     pub level: Level,
+    /// The module that logged it (`wirelane::...`, or a dependency's).
+    pub target: String,
     pub text: String,
 }
 
@@ -58,10 +60,24 @@ impl Captured {
             .collect()
     }
 
+    /// Warnings and errors logged by anything but the crate (its TLS library, say).
+    pub fn foreign_warnings(&self) -> Vec<Line> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.level <= Level::Warn && !line.target.starts_with("wirelane"))
+            .cloned()
+            .collect()
+    }
+
     /// Checks that `node` has logged exactly one refusal, and no other warning or
-    /// error: a refusal is one line, whatever part of the node saw it.
+    /// error, and that no dependency has warned of anything: a refusal is one line,
+    /// whatever part of the node saw it.
     #[track_caller]
     pub fn assert_one_refusal(&self, node: PeerId) -> Line {
+        let foreign = self.foreign_warnings();
+        assert!(foreign.is_empty(), "{foreign:#?}");
         let refusals = self.refusals(node);
         let loud: Vec<Line> = self
             .of(node)
@@ -86,6 +102,7 @@ impl Log for Captured {
         if self.enabled(record.metadata()) {
             self.lines.lock().unwrap().push(Line {
                 level: record.level(),
+                target: record.target().to_string(),
                 text: record.args().to_string(),
             });
         }
