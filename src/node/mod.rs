@@ -4,6 +4,7 @@
 
 pub(crate) mod acceptor;
 pub(crate) mod admission;
+mod probe;
 pub(crate) mod redial;
 pub(crate) mod requests;
 pub(crate) mod session;
