@@ -315,6 +315,8 @@ impl fmt::Display for HandshakeError {
             HandshakeError::TlsMismatch { ours: false } => {
                 f.write_str("the peer speaks TLS and this node does not")
             }
+            // It says "tls" itself.
+            HandshakeError::Tls(e @ TlsError::Failed(_)) => e.fmt(f),
             HandshakeError::Tls(e) => write!(f, "tls: {e}"),
         }
     }
@@ -324,6 +326,7 @@ impl std::error::Error for HandshakeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             HandshakeError::Protocol(e) => Some(e),
+            HandshakeError::Tls(e) => Some(e),
             _ => None,
         }
     }

@@ -73,6 +73,39 @@ impl Stream {
         let _ = self.tcp.shutdown(Shutdown::Both);
     }
 
+    /// Whether a thread other than the writer may write a frame with
+    /// [`Stream::send_now`]: on a plaintext stream, where the kernel can take part of
+    /// a frame and the writer finish it. A TLS record cannot be split that way.
+    pub(crate) fn can_send_now(&self) -> bool {
+        cfg!(unix) && !self.is_tls()
+    }
+
+    /// Writes what the kernel takes at once without waiting for room: the bytes
+    /// written, `Ok(0)` if the socket's buffer is full. Only the thread that has the
+    /// connection's turn to write calls it (see `crate::conn::turn`).
+    #[cfg(unix)]
+    pub(crate) fn send_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // No SIGPIPE on a peer that has gone: the error comes back instead, as std's
+        // own writes do.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        const FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        const FLAGS: libc::c_int = libc::MSG_DONTWAIT;
+        loop {
+            match socket2::SockRef::from(&self.tcp).send_vectored_with_flags(bufs, FLAGS) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                other => return other,
+            }
+        }
+    }
+
+    /// Never called: [`Stream::can_send_now`] is `false` off Unix.
+    #[cfg(not(unix))]
+    pub(crate) fn send_now(&self, _bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Ok(0)
+    }
+
     /// Ends our direction after a goodbye: a TLS `close_notify`, then a TCP FIN. Only
     /// the thread that writes may call it.
     pub(crate) fn finish_writing(&self) {
