@@ -74,17 +74,30 @@ impl Stream {
     }
 
     /// Whether a thread other than the writer may write a frame with
-    /// [`Stream::send_now`]: on a plaintext stream, where the kernel can take part of
-    /// a frame and the writer finish it. A TLS record cannot be split that way.
+    /// [`Stream::send_now`]: on Unix, where the kernel can take part of a frame and
+    /// the writer finish it. Over TLS the records the kernel did not take stay in
+    /// the session, and the writer's next write sends them before anything else.
     pub(crate) fn can_send_now(&self) -> bool {
-        cfg!(unix) && !self.is_tls()
+        cfg!(unix)
     }
 
     /// Writes what the kernel takes at once without waiting for room: the bytes
-    /// written, `Ok(0)` if the socket's buffer is full. Only the thread that has the
-    /// connection's turn to write calls it (see `crate::conn::turn`).
+    /// written, `Ok(0)` if the socket's buffer is full. Over TLS, the plaintext of
+    /// the whole records the kernel took (see `crate::tls::session`). Only the
+    /// thread that has the connection's turn to write calls it (see
+    /// `crate::conn::turn`).
     #[cfg(unix)]
     pub(crate) fn send_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.send_now(bufs, |records| self.send_raw(&[IoSlice::new(records)]));
+        }
+        self.send_raw(bufs)
+    }
+
+    /// A send that never waits: the bytes the kernel took, `Ok(0)` if none.
+    #[cfg(unix)]
+    fn send_raw(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         // No SIGPIPE on a peer that has gone: the error comes back instead, as std's
         // own writes do.
         #[cfg(any(target_os = "linux", target_os = "android"))]

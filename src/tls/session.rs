@@ -3,9 +3,11 @@
 //! The rustls state sits behind a mutex that is held only while records are
 //! decrypted or encrypted in memory: socket reads and writes happen with it
 //! released. Only one thread writes to the socket at a time (the connection
-//! thread during the handshake, the writer after it), and only that thread takes
-//! records out of the session, so records leave in the order they were made.
-//! Only the connection thread reads.
+//! thread during the handshake; after it the writer, or a sender it has lent its
+//! turn to, `crate::conn::turn`), and only that thread takes records out of the
+//! session, so records leave in the order they were made. Records a sender made
+//! and the socket did not take stay in the session and go out first with the
+//! writer's next write. Only the connection thread reads.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
@@ -64,6 +66,39 @@ struct State {
     /// Why a write failed after some of its records had gone out: the next write
     /// fails with it (the rest of those records is lost, so the stream cannot go on).
     broken: Option<io::ErrorKind>,
+    /// Records a sender's `send_now` made but the socket did not take,
+    /// `unsent[unsent_at..]`, and a copy of the plaintext they carry that no write
+    /// has reported yet: the next bytes the writer must be given.
+    unsent: Vec<u8>,
+    unsent_at: usize,
+    covered: Vec<u8>,
+}
+
+/// Records made by one write, not yet sent.
+struct Sealed {
+    out: Vec<u8>,
+    /// Where each record ends in `out`, and the plaintext made into records up to
+    /// its end.
+    ends: [(usize, usize); WRITE_RECORDS],
+    records: usize,
+    plain: usize,
+}
+
+impl Sealed {
+    /// The plaintext of the whole records among the first `sent` bytes of `out`.
+    fn whole(&self, sent: usize) -> usize {
+        self.ends[..self.records]
+            .iter()
+            .take_while(|(end, _)| *end <= sent)
+            .last()
+            .map_or(0, |&(_, plain)| plain)
+    }
+
+    /// Hands the buffer back to the session for the next write.
+    fn give_back(self, state: &mut State) {
+        let used = self.out.len();
+        keep(&mut state.out, self.out, used);
+    }
 }
 
 /// Ciphertext from the socket, `buf[start..end]` not yet handed to the session.
@@ -157,6 +192,9 @@ impl Session {
                 inbox: Inbox::default(),
                 out: Vec::new(),
                 broken: None,
+                unsent: Vec::new(),
+                unsent_at: 0,
+                covered: Vec::new(),
             }),
             identify,
         }
@@ -253,45 +291,18 @@ impl Session {
     /// returns the plaintext bytes sent. If the socket fails after some whole
     /// records went out, returns what they carried, and the next write fails: what
     /// this returns is always what reached the socket in whole records.
+    ///
+    /// If a sender's [`Session::send_now`] left records unsent, they go first, and
+    /// this returns the plaintext they carry: the caller's next bytes, which are
+    /// not encrypted again.
     pub(crate) fn write(&self, tcp: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let mut out = Vec::new();
-        // Where each record ends in `out`, and the plaintext sent up to its end.
-        let mut ends = [(0usize, 0usize); WRITE_RECORDS];
-        let (mut records, mut plain) = (0, 0);
-        let mut rest = Slices::new(bufs);
-        while records < WRITE_RECORDS && plain < WRITE_MAX {
-            let mut chunk = [IoSlice::new(&[]); RECORD_SLICES];
-            let (count, len) = rest.take(&mut chunk, RECORD.min(WRITE_MAX - plain));
-            if len == 0 {
-                break;
-            }
-            let mut state = self.state.lock();
-            if let Some(kind) = state.broken {
-                return Err(kind.into());
-            }
-            if records == 0 {
-                out = std::mem::take(&mut state.out);
-                out.clear();
-            }
-            let n = state.conn.writer().write_vectored(&chunk[..count])?;
-            // This record, and whatever the session queued before it (a key update
-            // answered by the reader): every record leaves in the order it was made.
-            while state.conn.wants_write() {
-                state.conn.write_tls(&mut out)?;
-            }
-            drop(state);
-            plain += n;
-            ends[records] = (out.len(), plain);
-            records += 1;
-            rest.advance(n);
-            if n < len {
-                // The session's own buffer is full: send what it made.
-                break;
-            }
+        if let Some(n) = self.finish_unsent(tcp, bufs)? {
+            return Ok(n);
         }
-        if records == 0 {
+        let Some(sealed) = self.seal(bufs)? else {
             return Ok(0);
-        }
+        };
+        let out = &sealed.out;
         let mut sent = 0;
         let written = loop {
             if sent == out.len() {
@@ -304,25 +315,169 @@ impl Session {
                 Err(e) => break Err(e),
             }
         };
-        let used = out.len();
-        out.clear();
+        let (plain, whole) = (sealed.plain, sealed.whole(sent));
         let mut state = self.state.lock();
-        keep(&mut state.out, out, used);
+        sealed.give_back(&mut state);
         match written {
             Ok(()) => Ok(plain),
+            Err(e) if whole == 0 => Err(e),
             Err(e) => {
-                let whole = ends[..records]
-                    .iter()
-                    .take_while(|(end, _)| *end <= sent)
-                    .last()
-                    .map_or(0, |&(_, plain)| plain);
-                if whole == 0 {
-                    return Err(e);
-                }
                 state.broken = Some(e.kind());
                 Ok(whole)
             }
         }
+    }
+
+    /// A sender's write while the writer is parked: encrypts up to `WRITE_MAX` of
+    /// `bufs` (one frame) and hands the records to `send`, a send that never waits
+    /// (`Ok(0)`: the socket's buffer is full). Returns the plaintext of the whole
+    /// records the socket took. Records it did not take stay in the session, and
+    /// the writer's next [`Session::write`], given the rest of the frame, sends them
+    /// first: records are never made twice, and leave in the order they were made.
+    /// Returns `Ok(0)` without encrypting anything while such records wait.
+    ///
+    /// # Errors
+    ///
+    /// The session failed, or `send` failed before a whole record went out; then
+    /// the next write fails too.
+    pub(crate) fn send_now(
+        &self,
+        bufs: &[IoSlice<'_>],
+        mut send: impl FnMut(&[u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        {
+            let state = self.state.lock();
+            if let Some(kind) = state.broken {
+                return Err(kind.into());
+            }
+            if !state.covered.is_empty() {
+                return Ok(0);
+            }
+        }
+        let Some(sealed) = self.seal(bufs)? else {
+            return Ok(0);
+        };
+        let out = &sealed.out;
+        let (mut sent, mut failed) = (0, None);
+        while sent < out.len() {
+            match send(&out[sent..]) {
+                Ok(0) => break,
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let (plain, whole) = (sealed.plain, sealed.whole(sent));
+        let mut state = self.state.lock();
+        if let Some(e) = failed {
+            state.broken = Some(e.kind());
+            sealed.give_back(&mut state);
+            return if whole == 0 { Err(e) } else { Ok(whole) };
+        }
+        if sent == out.len() {
+            sealed.give_back(&mut state);
+            return Ok(plain);
+        }
+        let mut covered = Slices::new(bufs);
+        covered.advance(whole);
+        state.covered = covered.copy(plain - whole);
+        state.unsent_at = sent;
+        state.unsent = sealed.out;
+        Ok(whole)
+    }
+
+    /// Sends the records a sender left unsent, if any, and returns the plaintext
+    /// they carry (at most what `bufs` holds). `bufs` must begin with that
+    /// plaintext, the rest of the sender's frame; if it does not, the frame was
+    /// abandoned in the middle of a record, the stream cannot go on, and this
+    /// fails (and every write after it).
+    fn finish_unsent(&self, tcp: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<Option<usize>> {
+        let (unsent, at) = {
+            let mut state = self.state.lock();
+            if let Some(kind) = state.broken {
+                return Err(kind.into());
+            }
+            if state.covered.is_empty() {
+                return Ok(None);
+            }
+            let offered = Slices::new(bufs).copy(state.covered.len());
+            if offered.is_empty() {
+                return Ok(Some(0));
+            }
+            if !state.covered.starts_with(&offered) {
+                state.broken = Some(io::ErrorKind::InvalidData);
+                state.unsent = Vec::new();
+                state.covered = Vec::new();
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a frame begun by a sender was not finished",
+                ));
+            }
+            if state.unsent.is_empty() {
+                // Sent with an earlier part of the same frame.
+                state.covered.drain(..offered.len());
+                return Ok(Some(offered.len()));
+            }
+            (std::mem::take(&mut state.unsent), state.unsent_at)
+        };
+        let written = (&*tcp).write_all(&unsent[at..]);
+        let mut state = self.state.lock();
+        let used = unsent.len();
+        keep(&mut state.out, unsent, used);
+        if let Err(e) = written {
+            state.broken = Some(e.kind());
+            return Err(e);
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let n = state.covered.len().min(total);
+        state.covered.drain(..n);
+        Ok(Some(n))
+    }
+
+    /// Encrypts up to `WRITE_MAX` of `bufs`, a record per lock, into a buffer of
+    /// records taken out of the session; `None` if `bufs` is empty.
+    fn seal(&self, bufs: &[IoSlice<'_>]) -> io::Result<Option<Sealed>> {
+        let mut sealed = Sealed {
+            out: Vec::new(),
+            ends: [(0, 0); WRITE_RECORDS],
+            records: 0,
+            plain: 0,
+        };
+        let mut rest = Slices::new(bufs);
+        while sealed.records < WRITE_RECORDS && sealed.plain < WRITE_MAX {
+            let mut chunk = [IoSlice::new(&[]); RECORD_SLICES];
+            let (count, len) = rest.take(&mut chunk, RECORD.min(WRITE_MAX - sealed.plain));
+            if len == 0 {
+                break;
+            }
+            let mut state = self.state.lock();
+            if let Some(kind) = state.broken {
+                return Err(kind.into());
+            }
+            if sealed.records == 0 {
+                sealed.out = std::mem::take(&mut state.out);
+                sealed.out.clear();
+            }
+            let n = state.conn.writer().write_vectored(&chunk[..count])?;
+            // This record, and whatever the session queued before it (a key update
+            // answered by the reader): every record leaves in the order it was made.
+            while state.conn.wants_write() {
+                state.conn.write_tls(&mut sealed.out)?;
+            }
+            drop(state);
+            sealed.plain += n;
+            sealed.ends[sealed.records] = (sealed.out.len(), sealed.plain);
+            sealed.records += 1;
+            rest.advance(n);
+            if n < len {
+                // The session's own buffer is full: send what it made.
+                break;
+            }
+        }
+        Ok((sealed.records > 0).then_some(sealed))
     }
 
     /// Reads the socket once into the inbox, with the lock released; 0 is the end
@@ -337,7 +492,14 @@ impl Session {
 
     /// Sends a close_notify, best effort.
     pub(crate) fn close_notify(&self, tcp: &TcpStream) {
-        self.state.lock().conn.send_close_notify();
+        {
+            let mut state = self.state.lock();
+            // After a failed write the peer could not decrypt it.
+            if state.broken.is_some() {
+                return;
+            }
+            state.conn.send_close_notify();
+        }
         let _ = self.flush(tcp, None);
     }
 
@@ -348,6 +510,15 @@ impl Session {
             let mut out = {
                 let mut state = self.state.lock();
                 if !state.conn.wants_write() {
+                    return Ok(());
+                }
+                // Records a sender left unsent carry a frame that was handed back
+                // when the writer gave it up: sending them now could deliver it as
+                // well. Nothing after them would decrypt, so nothing more is sent.
+                if !state.unsent.is_empty() {
+                    state.unsent = Vec::new();
+                    state.covered = Vec::new();
+                    state.broken = Some(io::ErrorKind::InvalidData);
                     return Ok(());
                 }
                 let mut out = std::mem::take(&mut state.out);
@@ -373,7 +544,8 @@ impl Session {
 /// Keeps `out` for the next write if it was well used (a busy connection reuses
 /// one buffer) and not oversized; a buffer left over from a burst goes once a small
 /// write shows the connection has calmed down.
-fn keep(slot: &mut Vec<u8>, out: Vec<u8>, used: usize) {
+fn keep(slot: &mut Vec<u8>, mut out: Vec<u8>, used: usize) {
+    out.clear();
     let cap = out.capacity();
     if cap <= 2 * READ_MAX && cap <= 8 * used.max(READ_MIN) && cap >= slot.capacity() {
         *slot = out;
@@ -415,6 +587,22 @@ impl<'a, 'b> Slices<'a, 'b> {
             len += take;
         }
         (count, len)
+    }
+
+    /// A copy of up to `n` bytes from the front, without consuming them.
+    fn copy(&self, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n);
+        let mut offset = self.offset;
+        for buf in self.bufs {
+            let rest = &buf[offset..];
+            offset = 0;
+            let take = rest.len().min(n - out.len());
+            out.extend_from_slice(&rest[..take]);
+            if out.len() == n {
+                break;
+            }
+        }
+        out
     }
 
     /// Consumes `n` bytes from the front.
@@ -591,5 +779,104 @@ mod tests {
         let got = receiving.join().expect("the reader");
         assert_eq!(got.len(), expected.len());
         assert!(got == expected, "the bytes came back altered");
+    }
+
+    /// Reads everything until the end of the stream or an error.
+    fn read_to_end(tcp: TcpStream, session: Session) -> thread::JoinHandle<(Vec<u8>, bool)> {
+        thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = vec![0; 100_000];
+            loop {
+                match session.read(&tcp, &mut buf) {
+                    Ok(0) => return (got, true),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(_) => return (got, false),
+                }
+            }
+        })
+    }
+
+    /// A `send_now` whose socket takes `budget` bytes, then no more.
+    fn sending<'a>(
+        tcp: &'a TcpStream,
+        budget: &'a mut usize,
+    ) -> impl FnMut(&[u8]) -> io::Result<usize> + 'a {
+        move |records: &[u8]| {
+            let n = records.len().min(*budget);
+            (&*tcp).write_all(&records[..n])?;
+            *budget -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn records_a_sender_could_not_send_go_first_with_the_rest_of_its_frame() {
+        let ((dialled, writer), (accepted, reader)) = pair();
+        let receiving = read_to_end(accepted, reader);
+        let mut expected = Vec::new();
+        // What the socket takes of each frame's records: nothing, part of the
+        // first record's header, part of a record, exactly one record, all of them.
+        for (i, budget) in [0, 3, 20_000, RECORD + 22, usize::MAX]
+            .into_iter()
+            .enumerate()
+        {
+            let (head, payload) = (pattern(6, i), pattern(50_000 + i, i + 1));
+            let frame = [head.clone(), payload.clone()].concat();
+            let mut budget = budget;
+            let bufs = [IoSlice::new(&head), IoSlice::new(&payload)];
+            let n = writer
+                .send_now(&bufs, sending(&dialled, &mut budget))
+                .expect("a send that never waits");
+            assert!(
+                n == 0 || n == frame.len().min(WRITE_MAX) || n % RECORD == 0,
+                "{n}"
+            );
+            // The writer finishes the frame, as the turn hands it over.
+            let mut sent = n;
+            while sent < frame.len() {
+                let rest = [IoSlice::new(&frame[sent..])];
+                sent += writer.write(&dialled, &rest).expect("a write");
+            }
+            expected.extend_from_slice(&frame);
+        }
+        writer.close_notify(&dialled);
+        let _ = dialled.shutdown(std::net::Shutdown::Write);
+        let (got, clean) = receiving.join().expect("the reader");
+        assert!(clean, "the stream ended with a close_notify");
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "a record was sent twice, or out of order");
+    }
+
+    #[test]
+    fn a_frame_given_up_after_a_sender_began_it_is_never_finished() {
+        let ((dialled, writer), (accepted, reader)) = pair();
+        let receiving = read_to_end(accepted, reader);
+        let first = pattern(1000, 1);
+        let sent = writer
+            .write(&dialled, &[IoSlice::new(&first)])
+            .expect("a write");
+        assert_eq!(sent, first.len());
+        // A sender's frame of which the socket takes a few bytes.
+        let frame = pattern(30_000, 2);
+        let mut budget = 10;
+        let n = writer
+            .send_now(&[IoSlice::new(&frame)], sending(&dialled, &mut budget))
+            .expect("a send that never waits");
+        assert_eq!(n, 0, "no whole record went out");
+        // The writer gives the frame up and says goodbye instead.
+        let goodbye = pattern(7, 3);
+        let refused = writer.write(&dialled, &[IoSlice::new(&goodbye)]);
+        assert_eq!(
+            refused.map_err(|e| e.kind()).err(),
+            Some(io::ErrorKind::InvalidData)
+        );
+        assert!(writer.write(&dialled, &[IoSlice::new(&goodbye)]).is_err());
+        writer.close_notify(&dialled);
+        let _ = dialled.shutdown(std::net::Shutdown::Write);
+        let (got, _) = receiving.join().expect("the reader");
+        assert_eq!(
+            got, first,
+            "nothing of the frame given up, nor the goodbye, arrived"
+        );
     }
 }
