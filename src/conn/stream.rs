@@ -3,8 +3,9 @@
 //!
 //! `&Stream` reads and writes like `&TcpStream`. Which thread does what is unchanged
 //! by TLS: the connection thread reads (the handshake, then the reader loop), the
-//! connection thread writes during the handshake and the writer thread after it,
-//! and any thread may cut the socket. With TLS the session's state is behind a
+//! connection thread writes during the handshake and after it the writer thread, or
+//! a sender the parked writer lent its turn to (`crate::conn::turn`), one at a
+//! time, and any thread may cut the socket. With TLS the session's state is behind a
 //! mutex that is held only while records are encrypted or decrypted in memory,
 //! never across a socket read or write (see `crate::tls::session`).
 

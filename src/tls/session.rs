@@ -258,30 +258,43 @@ impl Session {
     }
 
     /// Reads plaintext: what the session holds, or else what the socket has.
+    ///
+    /// One lock before each socket read and one after: the reader's lock is what a
+    /// sender writing its own frame (`send_now`) may find held, right after the
+    /// reader has delivered the message it answers.
     pub(crate) fn read(&self, tcp: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
+        // The inbox, while it is out of the session for a socket read.
+        let mut read_into: Option<Inbox> = None;
         loop {
-            {
-                let mut state = self.state.lock();
-                loop {
-                    match state.conn.reader().read(buf) {
-                        Ok(n) => return Ok(n),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        // The peer ended the stream without a close_notify: an end of
-                        // stream, as on a plaintext connection.
-                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                        Err(e) => return Err(e),
-                    }
-                    // No plaintext yet: decrypt what the inbox holds, if anything.
-                    if !state.feed().map_err(failure)? {
-                        break;
-                    }
+            let mut state = self.state.lock();
+            if let Some(inbox) = read_into.take() {
+                state.inbox = inbox;
+            }
+            loop {
+                match state.conn.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // The peer ended the stream without a close_notify: an end of
+                    // stream, as on a plaintext connection.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                    Err(e) => return Err(e),
+                }
+                // No plaintext yet: decrypt what the inbox holds, if anything.
+                if !state.feed().map_err(failure)? {
+                    break;
                 }
             }
-            if self.receive(tcp)? == 0 {
-                return Ok(0);
+            let mut inbox = std::mem::take(&mut state.inbox);
+            drop(state);
+            match inbox.read_from(tcp) {
+                Ok(n) if n > 0 => read_into = Some(inbox),
+                ended => {
+                    self.state.lock().inbox = inbox;
+                    return ended;
+                }
             }
         }
     }
@@ -299,7 +312,7 @@ impl Session {
         if let Some(n) = self.finish_unsent(tcp, bufs)? {
             return Ok(n);
         }
-        let Some(sealed) = self.seal(bufs)? else {
+        let Some(sealed) = self.seal(bufs, true)? else {
             return Ok(0);
         };
         let out = &sealed.out;
@@ -346,7 +359,11 @@ impl Session {
         mut send: impl FnMut(&[u8]) -> io::Result<usize>,
     ) -> io::Result<usize> {
         {
-            let state = self.state.lock();
+            // A sender holding the turn never waits, not even for the reader's
+            // few microseconds: the writer takes the frame instead.
+            let Some(state) = self.state.try_lock() else {
+                return Ok(0);
+            };
             if let Some(kind) = state.broken {
                 return Err(kind.into());
             }
@@ -354,7 +371,7 @@ impl Session {
                 return Ok(0);
             }
         }
-        let Some(sealed) = self.seal(bufs)? else {
+        let Some(sealed) = self.seal(bufs, false)? else {
             return Ok(0);
         };
         let out = &sealed.out;
@@ -438,8 +455,9 @@ impl Session {
     }
 
     /// Encrypts up to `WRITE_MAX` of `bufs`, a record per lock, into a buffer of
-    /// records taken out of the session; `None` if `bufs` is empty.
-    fn seal(&self, bufs: &[IoSlice<'_>]) -> io::Result<Option<Sealed>> {
+    /// records taken out of the session; `None` if `bufs` is empty. Without `wait`
+    /// it stops at the first record whose lock is taken.
+    fn seal(&self, bufs: &[IoSlice<'_>], wait: bool) -> io::Result<Option<Sealed>> {
         let mut sealed = Sealed {
             out: Vec::new(),
             ends: [(0, 0); WRITE_RECORDS],
@@ -453,7 +471,13 @@ impl Session {
             if len == 0 {
                 break;
             }
-            let mut state = self.state.lock();
+            let mut state = match wait {
+                true => self.state.lock(),
+                false => match self.state.try_lock() {
+                    Some(state) => state,
+                    None => break,
+                },
+            };
             if let Some(kind) = state.broken {
                 return Err(kind.into());
             }
