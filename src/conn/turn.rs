@@ -59,7 +59,8 @@ const MAX_HEAD: usize = HEADER_LEN + REPLY_PREFIX;
 pub(crate) struct Turn {
     state: AtomicU8,
     /// Whether the writer ever lends the turn: only where a frame can be written in
-    /// part and finished by another thread (plaintext, Unix).
+    /// part and finished by another thread (on Unix; over TLS the session keeps the
+    /// records a sender made and the socket did not take).
     lends: bool,
     /// The private-lane frames and payload bytes sent to the peer so far, published
     /// by the writer when it lends the turn and read back when it takes it again.

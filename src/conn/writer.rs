@@ -130,9 +130,20 @@ impl Writer {
         // sender writing its own frame saves a wake-up (see `crate::conn::turn`).
         let mut last_frames = 0;
         let busy = Busy::start();
+        // Whether the bytes written so far end on a frame boundary, so that a goodbye
+        // can follow them.
+        let mut aligned = true;
         let unsent = loop {
             if self.conn.is_closing() {
-                break self.settle(batch.discard());
+                // A batch is discarded unwritten at a close, except one that begins
+                // with the rest of a frame a sender began: the peer has the start of
+                // it, and a goodbye in the middle of a payload would break the stream.
+                if !batch.begins_mid_frame() {
+                    break self.settle(batch.discard());
+                }
+                let (written, result) = batch.write(&*self.stream, &mut || self.conn.progress());
+                aligned = result.is_ok();
+                break self.settle(written);
             }
             self.gather(&mut batch);
             if should_yield(&batch) {
@@ -168,7 +179,7 @@ impl Writer {
             }
         };
         drop(busy);
-        self.finish(unsent)
+        self.finish(unsent, aligned)
     }
 
     /// Takes ready messages until the batch is full: replies first (each frees a
@@ -331,7 +342,7 @@ impl Writer {
     /// It does not wait for the peer's end: the reader lingers for that. Handing the
     /// messages back is left to the connection thread, so that the writer never
     /// waits for room in the event queue: its thread ends with the connection.
-    fn finish(mut self, mut unsent: Vec<Bytes>) -> Vec<Bytes> {
+    fn finish(mut self, mut unsent: Vec<Bytes>, aligned: bool) -> Vec<Bytes> {
         // The frame held for the window is older than anything still in the lane.
         if let Some(Outbound::Private(msg)) = self.flow.held.take() {
             unsent.push(msg);
@@ -340,7 +351,7 @@ impl Writer {
         // Replies never written: their requesters are told by the close.
         self.owed.taken(self.replies.try_iter().count());
         let reason = self.conn.reason();
-        if reason.as_ref().is_some_and(DisconnectReason::is_graceful) {
+        if aligned && reason.as_ref().is_some_and(DisconnectReason::is_graceful) {
             let code = match reason {
                 Some(DisconnectReason::Shutdown) => CloseCode::Shutdown,
                 _ => CloseCode::Normal,

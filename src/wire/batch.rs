@@ -55,9 +55,18 @@ pub struct Batch {
     /// The unwritten end of a payload another thread began to write (see
     /// [`Batch::push_rest`]), when it is too large to copy.
     rest: Bytes,
+    /// Whether the batch begins with such a rest.
+    mid_frame: bool,
 }
 
 impl Batch {
+    /// Whether the batch begins with the rest of a frame another thread began to
+    /// write ([`Batch::push_rest`]): the stream is in the middle of a frame until
+    /// it is written.
+    pub(crate) fn begins_mid_frame(&self) -> bool {
+        self.mid_frame
+    }
+
     /// Whether nothing is gathered.
     pub fn is_empty(&self) -> bool {
         self.total == 0
@@ -140,6 +149,7 @@ impl Batch {
     /// are already on the wire.
     pub(crate) fn push_rest(&mut self, kind: FrameKind, head: &[u8], body: Bytes, payload: Bytes) {
         debug_assert!(self.is_empty(), "the rest of a frame goes first");
+        self.mid_frame = true;
         let start = self.buf.len();
         self.buf.extend_from_slice(head);
         if body.len() <= INLINE_MAX {
@@ -271,6 +281,7 @@ impl Batch {
         self.pieces.clear();
         self.total = 0;
         self.rest = Bytes::new();
+        self.mid_frame = false;
         out
     }
 
