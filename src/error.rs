@@ -145,12 +145,15 @@ impl fmt::Display for Error {
     }
 }
 
+/// The message of an error that wraps another already includes the inner one's, so
+/// `source` skips a level, as `io::Error` does for its inner error: a chain printed
+/// by the application names each cause once.
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io(e) => Some(e),
-            Error::Handshake(e) => Some(e),
-            Error::Config(e) => Some(e),
+            Error::Io(e) => e.source(),
+            Error::Handshake(e) => e.source(),
+            Error::Config(e) => e.source(),
             _ => None,
         }
     }
@@ -315,15 +318,19 @@ impl fmt::Display for HandshakeError {
             HandshakeError::TlsMismatch { ours: false } => {
                 f.write_str("the peer speaks TLS and this node does not")
             }
+            // It says "tls" itself.
+            HandshakeError::Tls(e @ TlsError::Failed(_)) => e.fmt(f),
             HandshakeError::Tls(e) => write!(f, "tls: {e}"),
         }
     }
 }
 
+/// As for [`Error`]: the message includes the inner error's, so `source` skips it.
 impl std::error::Error for HandshakeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            HandshakeError::Protocol(e) => Some(e),
+            HandshakeError::Protocol(e) => e.source(),
+            HandshakeError::Tls(e) => e.source(),
             _ => None,
         }
     }
@@ -572,6 +579,33 @@ mod tests {
     use super::*;
 
     struct NotDebug;
+
+    /// Every message of an error's chain, outermost first.
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(inner) = next {
+            out.push(inner.to_string());
+            next = inner.source();
+        }
+        out
+    }
+
+    #[test]
+    fn a_printed_chain_names_each_cause_once() {
+        let e = Error::Handshake(HandshakeError::Tls(TlsError::UnknownIssuer));
+        let messages = chain(&e);
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(
+            messages[0].contains("handshake failed: tls:"),
+            "{messages:?}"
+        );
+
+        // An I/O error carrying an error of its own: its cause follows, once.
+        let inner = io::Error::other(Error::Handshake(HandshakeError::Timeout));
+        let messages = chain(&Error::Io(inner));
+        assert_eq!(messages.len(), 1, "{messages:?}");
+    }
 
     #[test]
     fn send_errors_hand_the_message_back_and_debug_without_t_debug() {

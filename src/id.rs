@@ -53,8 +53,8 @@ impl fmt::Display for ConnId {
 }
 
 /// The SHA-256 digest of a peer's TLS certificate (DER), as
-/// [`Event::Connected`](crate::Event::Connected)
-/// reports it. Displays as lowercase hex.
+/// [`Event::Connected`](crate::Event::Connected) reports it and
+/// [`Node::probe`](crate::Node::probe) returns it. Displays as lowercase hex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
 

@@ -17,6 +17,7 @@ pub mod __bench {
             incarnation,
             max_frame_len,
             authenticates: false,
+            probe: false,
             nonce: [0x5C; 32],
         };
         let mut frame = Vec::new();

@@ -339,6 +339,13 @@ impl Collector for NodeCollector {
             Counter,
             &per_peer(&|p| p.window_wait.as_micros() as u64),
         )?;
+        family(
+            &mut e,
+            "wirelane_peer_frames_written_by_senders",
+            "Frames to this peer that the sending thread wrote itself, the writer being idle.",
+            Counter,
+            &per_peer(&|p| p.written_by_senders),
+        )?;
         Ok(())
     }
 }

@@ -133,6 +133,9 @@ pub(crate) struct DirCounters {
     pub(crate) gossip: LaneCounters,
     pub(crate) private: LaneCounters,
     pub(crate) wire_bytes: AtomicU64,
+    /// Outbound: data frames a sending thread began writing itself while the
+    /// writer was parked (`crate::conn::turn`).
+    pub(crate) by_senders: AtomicU64,
 }
 
 impl DirCounters {
@@ -148,6 +151,8 @@ impl DirCounters {
         self.private.absorb(&other.private);
         self.wire_bytes
             .fetch_add(other.wire_bytes.load(Relaxed), Relaxed);
+        self.by_senders
+            .fetch_add(other.by_senders.load(Relaxed), Relaxed);
     }
 }
 
@@ -380,6 +385,10 @@ pub struct PeerStats {
     /// How long in all our writer has held a private message for want of room in
     /// the peer's window, waits that ended only.
     pub window_wait: std::time::Duration,
+    /// Data frames (messages, requests, replies) that the sending thread wrote to
+    /// the socket itself, because the connection's writer thread was idle: one
+    /// thread wake-up fewer for each. The rest went through the writer.
+    pub written_by_senders: u64,
 }
 
 /// A snapshot of a node's counters, from [`Node::stats`](crate::Node::stats): live
@@ -492,7 +501,7 @@ impl fmt::Display for PeerStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} over {} ({} -> {}, {}); {} B in, {} B out; {} senders waiting; waited {:?} for the peer's window{}{}",
+            "{} over {} ({} -> {}, {}); {} B in, {} B out ({} frames written by senders); {} senders waiting; waited {:?} for the peer's window{}{}",
             self.peer,
             self.conn,
             self.local_addr,
@@ -500,6 +509,7 @@ impl fmt::Display for PeerStats {
             if self.inbound { "inbound" } else { "outbound" },
             self.bytes_in,
             self.bytes_out,
+            self.written_by_senders,
             self.blocked_senders,
             self.window_wait,
             if self.window_closed {

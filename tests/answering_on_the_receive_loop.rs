@@ -7,7 +7,7 @@
 //! (on a lane the peer drains only by reading, while the peer's reader waits for
 //! our responder to read) the cycle through the two applications would freeze both
 //! nodes. `respond` must never wait: room for every reply owed is reserved before a
-//! request is delivered.
+//! request is delivered. In plaintext and over TLS.
 
 mod util;
 
@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use util::{config, connect, finishes, node_with, tagged, untag};
+use util::wire::Wire;
+use util::{config, connect, finishes, tagged, untag};
 use wirelane::{Lane, Node, PeerId};
 
 const SENDERS: u8 = 2;
@@ -86,9 +87,19 @@ fn run_side(node: Arc<Node>, peer: PeerId) -> thread::JoinHandle<Served> {
 
 #[test]
 fn requests_answered_on_the_receive_loop_through_capacity_one_queues_finish() {
+    requests_answered_on_the_receive_loop(Wire::Plain);
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn requests_answered_on_the_receive_loop_through_capacity_one_queues_finish_over_tls() {
+    requests_answered_on_the_receive_loop(Wire::tls());
+}
+
+fn requests_answered_on_the_receive_loop(wire: Wire) {
     let cfg = config().inbound_capacity(1).private_capacity(1);
-    let a = Arc::new(node_with(1, cfg.clone()));
-    let b = Arc::new(node_with(2, cfg));
+    let a = Arc::new(wire.node(1, cfg.clone()));
+    let b = Arc::new(wire.node(2, cfg));
     connect(&a, &b);
 
     let started = Instant::now();

@@ -33,6 +33,11 @@ fn connect_right_after_disconnect_succeeds_while_the_peer_is_still_delivering() 
     wait_until("B's reader waits for its application", || {
         b.peer_stats(PeerId(2)).is_some_and(|s| s.reader_waiting)
     });
+    // All three written (the kernel holds what B has not read): gossip still in
+    // A's lane when it disconnects would be dropped, as gossip is at a close.
+    wait_until("A has written the three payloads", || {
+        a.peer_stats(PeerId(1)).is_some_and(|s| s.gossip.sent == 3)
+    });
 
     assert!(a.disconnect(PeerId(1)));
     let started = Instant::now();

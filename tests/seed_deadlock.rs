@@ -1,7 +1,8 @@
 //! The scenario that froze Fabric (FAB-10469): two peers, each flooding the other with
 //! private messages through a full buffer. With capacity-1 queues everywhere, every
 //! send waits; because no lock is held while waiting, the writers keep draining and
-//! the run finishes with every message delivered exactly once, in order.
+//! the run finishes with every message delivered exactly once, in order — in
+//! plaintext and over TLS, whose session state the reader and writer share.
 
 mod util;
 
@@ -9,7 +10,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use util::{config, connect, finishes, node_with, tagged, untag};
+use util::wire::Wire;
+use util::{config, connect, finishes, tagged, untag};
 use wirelane::{Lane, Node, PeerId};
 
 const SENDERS: u8 = 4;
@@ -46,9 +48,19 @@ fn flood_and_drain(node: Arc<Node>, to: PeerId) -> thread::JoinHandle<Vec<Vec<u3
 
 #[test]
 fn mutual_private_floods_through_capacity_one_queues_finish() {
+    mutual_private_floods(Wire::Plain);
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn mutual_private_floods_through_capacity_one_queues_finish_over_tls() {
+    mutual_private_floods(Wire::tls());
+}
+
+fn mutual_private_floods(wire: Wire) {
     let cfg = config().private_capacity(1).inbound_capacity(1);
-    let a = Arc::new(node_with(1, cfg.clone()));
-    let b = Arc::new(node_with(2, cfg));
+    let a = Arc::new(wire.node(1, cfg.clone()));
+    let b = Arc::new(wire.node(2, cfg));
     connect(&a, &b);
 
     let (seen_at_a, seen_at_b) = finishes("mutual private floods", Duration::from_secs(300), {

@@ -1,15 +1,16 @@
 //! Guarantee 5: a blocked sender always has a way out — room, the connection
 //! closing, the node shutting down, or its own deadline — and guarantee 3: whatever
-//! was queued and never written comes back in `Event::Undelivered`.
+//! was queued and never written comes back in `Event::Undelivered`. Each in
+//! plaintext and over TLS.
 
 mod util;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use util::wire::Wire;
 use util::{
-    config, connect, event, finishes, node_with, silent_receiver, stuck_sender, tagged, untag,
-    StuckSender,
+    config, connect, event, finishes, silent_receiver, stuck_sender, tagged, untag, StuckSender,
 };
 use wirelane::crossbeam_channel::RecvTimeoutError;
 use wirelane::{DisconnectReason, Event, Node, PeerId, SendError, SendTimeoutError};
@@ -18,9 +19,9 @@ const PROMPT: Duration = Duration::from_secs(20);
 
 /// A connected to B, where B never reads, with a sender stuck on A's private lane
 /// (capacity 4) behind a write that cannot finish.
-fn blocked_sender() -> (Arc<Node>, Node, StuckSender) {
-    let a = Arc::new(node_with(1, config().private_capacity(4)));
-    let b = node_with(2, silent_receiver());
+fn blocked_sender(wire: &Wire) -> (Arc<Node>, Node, StuckSender) {
+    let a = Arc::new(wire.node(1, config().private_capacity(4)));
+    let b = wire.node(2, silent_receiver());
     connect(&a, &b);
     let stuck = stuck_sender(&a, PeerId(2), 4);
     assert_eq!(stuck.blocked_on, 7);
@@ -49,7 +50,17 @@ fn check_accounting(a: &Node, returned: u32, undelivered: &[wirelane::Bytes]) {
 
 #[test]
 fn disconnect_wakes_the_blocked_sender_and_hands_back_the_queue() {
-    let (a, _b, sender) = blocked_sender();
+    disconnect_wakes_the_blocked_sender_and_hands_back_the_queue_on(Wire::Plain);
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn disconnect_wakes_the_blocked_sender_and_hands_back_the_queue_over_tls() {
+    disconnect_wakes_the_blocked_sender_and_hands_back_the_queue_on(Wire::tls());
+}
+
+fn disconnect_wakes_the_blocked_sender_and_hands_back_the_queue_on(wire: Wire) {
+    let (a, _b, sender) = blocked_sender(&wire);
     assert!(a.disconnect(PeerId(2)));
     let (returned, err) = finishes("sender wakes on disconnect", PROMPT, move || {
         sender.thread.join().unwrap()
@@ -91,7 +102,17 @@ fn disconnect_wakes_the_blocked_sender_and_hands_back_the_queue() {
 
 #[test]
 fn shutdown_wakes_the_blocked_sender_and_hands_back_the_queue() {
-    let (a, _b, sender) = blocked_sender();
+    shutdown_wakes_the_blocked_sender_and_hands_back_the_queue_on(Wire::Plain);
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn shutdown_wakes_the_blocked_sender_and_hands_back_the_queue_over_tls() {
+    shutdown_wakes_the_blocked_sender_and_hands_back_the_queue_on(Wire::tls());
+}
+
+fn shutdown_wakes_the_blocked_sender_and_hands_back_the_queue_on(wire: Wire) {
+    let (a, _b, sender) = blocked_sender(&wire);
     let a2 = a.clone();
     finishes("shutdown with a blocked sender", PROMPT, move || {
         a2.shutdown()
@@ -134,7 +155,17 @@ fn shutdown_wakes_the_blocked_sender_and_hands_back_the_queue() {
 
 #[test]
 fn send_timeout_gives_the_message_back_when_the_lane_stays_full() {
-    let (a, _b, sender) = blocked_sender();
+    send_timeout_gives_the_message_back_when_the_lane_stays_full_on(Wire::Plain);
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn send_timeout_gives_the_message_back_when_the_lane_stays_full_over_tls() {
+    send_timeout_gives_the_message_back_when_the_lane_stays_full_on(Wire::tls());
+}
+
+fn send_timeout_gives_the_message_back_when_the_lane_stays_full_on(wire: Wire) {
+    let (a, _b, sender) = blocked_sender(&wire);
     let timeout = Duration::from_millis(200);
     let started = Instant::now();
     let err = a
@@ -153,8 +184,18 @@ fn send_timeout_gives_the_message_back_when_the_lane_stays_full() {
 
 #[test]
 fn send_timeout_succeeds_when_room_appears() {
-    let a = node_with(1, config().private_capacity(1));
-    let b = node_with(2, config());
+    send_timeout_succeeds_when_room_appears_on(Wire::Plain);
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn send_timeout_succeeds_when_room_appears_over_tls() {
+    send_timeout_succeeds_when_room_appears_on(Wire::tls());
+}
+
+fn send_timeout_succeeds_when_room_appears_on(wire: Wire) {
+    let a = wire.node(1, config().private_capacity(1));
+    let b = wire.node(2, config());
     connect(&a, &b);
     for seq in 0..1000 {
         match a.send_timeout(PeerId(2), tagged(1, seq, 8), PROMPT) {

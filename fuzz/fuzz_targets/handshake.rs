@@ -1,7 +1,7 @@
 //! A peer's hello payload through the hello decoder.
 //!
 //! The input is tried as it is, which mostly exercises the length and magic checks,
-//! and then with a valid-looking 28-byte prefix spliced in ("WRLN", version 4, then
+//! and then with a valid-looking 28-byte prefix spliced in ("WRLN", version 5, then
 //! 22 bytes of the input as capability flags, peer id, incarnation and frame limit),
 //! so that the checks behind magic and version are reached too.
 
@@ -12,8 +12,8 @@ use wirelane::__fuzz::hello;
 
 /// Bytes in a hello payload (docs/wire-format.md).
 const HELLO_LEN: usize = 60;
-/// Magic and protocol version 4.
-const VALID_START: [u8; 6] = [b'W', b'R', b'L', b'N', 0, 4];
+/// Magic and protocol version 5.
+const VALID_START: [u8; 6] = [b'W', b'R', b'L', b'N', 0, 5];
 /// Bytes of the prefix after magic and version: flags, peer id, incarnation, limit.
 const FIELDS: usize = 22;
 

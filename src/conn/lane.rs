@@ -16,7 +16,7 @@ use bytes::Bytes;
 use crossbeam_channel::TrySendError as ChanTrySend;
 
 use crate::config::Config;
-use crate::conn::request::{request_closed, Outbound, Ticket};
+use crate::conn::request::{request_closed, Outbound, Pending, Ticket};
 use crate::conn::shared::ConnShared;
 use crate::error::{RequestError, SendTimeoutError, TrySendError};
 use crate::event::{DisconnectReason, Lane};
@@ -25,6 +25,7 @@ use crate::sync::Gauge;
 use crate::sync::{queue, QueueRx, QueueTx};
 use crate::sync::{Budget, Interrupted, WaitBudget};
 use crate::timing::WaitTimer;
+use crate::wire::frame::FrameKind;
 
 /// The byte budgets of a connection's lanes, shared by its senders and its writer.
 /// A full gossip budget drops; a full private budget makes senders wait.
@@ -199,6 +200,10 @@ impl Link {
         if self.conn.is_closing() {
             return Err(self.closed_try(msg));
         }
+        let msg = match self.write_now(Lane::Gossip, msg) {
+            Ok(()) => return Ok(()),
+            Err(msg) => msg,
+        };
         let len = msg.len();
         if !self.budgets.gossip.reserve(len) {
             return Err(self.dropped(msg));
@@ -214,6 +219,26 @@ impl Link {
                 Err(self.closed_try(msg))
             }
         }
+    }
+
+    /// Writes a data message from the calling thread, if the writer is parked and
+    /// nothing is queued ahead of it (`crate::conn::turn`): private data when the
+    /// private lane is empty and the peer's window has room, gossip when both lanes
+    /// are empty. Returns the message when it must be queued instead.
+    fn write_now(&self, lane: Lane, msg: Bytes) -> Result<(), Bytes> {
+        let Some(turn) = self.conn.turn.take() else {
+            return Err(msg);
+        };
+        let kind = match lane {
+            Lane::Gossip if self.private.is_empty() && self.gossip.is_empty() => FrameKind::Gossip,
+            Lane::Private if self.private.is_empty() && turn.has_room(&self.conn.outbox) => {
+                turn.spend(msg.len() as u64);
+                FrameKind::Private
+            }
+            _ => return Err(msg),
+        };
+        turn.write(&self.conn, kind, &[], msg);
+        Ok(())
     }
 
     /// Counts and reports a gossip message refused because its lane was full.
@@ -248,6 +273,10 @@ impl Link {
         if self.conn.is_closing() {
             return Err(self.closed(msg));
         }
+        let msg = match self.write_now(Lane::Private, msg) {
+            Ok(()) => return Ok(()),
+            Err(msg) => msg,
+        };
         let mut deadline = Deadline::new(patience);
         self.enqueue(Outbound::Private(msg), &mut deadline)
             .map_err(|(why, item)| match item {
@@ -354,10 +383,12 @@ impl Link {
             }
         }
         let (pending, answer) = requests.register(body.clone());
-        let mut patience = Deadline::fixed(deadline);
-        if let Err((why, _)) = self.enqueue(Outbound::Request(pending.clone()), &mut patience) {
-            requests.unregister(pending.id);
-            return Err(self.request_interrupted(why, body));
+        if !self.write_request_now(&pending) {
+            let mut patience = Deadline::fixed(deadline);
+            if let Err((why, _)) = self.enqueue(Outbound::Request(pending.clone()), &mut patience) {
+                requests.unregister(pending.id);
+                return Err(self.request_interrupted(why, body));
+            }
         }
         Ok(Ticket {
             conn: self.conn.clone(),
@@ -365,6 +396,28 @@ impl Link {
             answer,
             started,
         })
+    }
+
+    /// Writes a request from the calling thread, as [`Link::write_now`] does a
+    /// private message. Returns whether it did (or handed its rest to the writer).
+    fn write_request_now(&self, pending: &Pending) -> bool {
+        let Some(turn) = self.conn.turn.take() else {
+            return false;
+        };
+        if !self.private.is_empty() || !turn.has_room(&self.conn.outbox) || !pending.take() {
+            return false;
+        }
+        // Counted before it is written: the reply can come back before the write
+        // returns.
+        self.conn.count_request(|c| &c.sent, 1);
+        turn.spend(pending.body.len() as u64);
+        turn.write(
+            &self.conn,
+            FrameKind::Request,
+            &pending.id.to_be_bytes(),
+            pending.body.clone(),
+        );
+        true
     }
 
     fn request_interrupted(&self, why: Interrupted, body: Bytes) -> RequestError<Bytes> {

@@ -16,5 +16,6 @@ pub(crate) mod shared;
 pub(crate) mod sink;
 pub(crate) mod stream;
 pub(crate) mod timers;
+pub(crate) mod turn;
 pub(crate) mod window;
 pub(crate) mod writer;

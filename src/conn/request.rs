@@ -26,7 +26,9 @@ use super::shared::ConnShared;
 use crate::error::{RequestError, RespondError};
 use crate::event::DisconnectReason;
 use crate::sync::{Never, WaitBudget};
-use crate::wire::frame::{REPLY_ANSWERED, REPLY_UNANSWERED, REQUESTS_IN_FLIGHT};
+use crate::wire::frame::{
+    FrameKind, REPLY_ANSWERED, REPLY_PREFIX, REPLY_UNANSWERED, REQUESTS_IN_FLIGHT,
+};
 
 /// What travels on a connection's private lane, in one order.
 pub(crate) enum Outbound {
@@ -277,6 +279,17 @@ impl Inquiry {
         let Some(conn) = inner.conn.upgrade().filter(|c| !c.is_closing()) else {
             return Err(self.closed(inner.conn.upgrade().as_deref(), body));
         };
+        // Written from this thread if the writer is parked and no reply is queued
+        // (`crate::conn::turn`); the reply lane has room for it either way.
+        if let Some(turn) = conn.turn.take().filter(|_| inner.replies.tx.is_empty()) {
+            let mut prefix = [0u8; REPLY_PREFIX];
+            prefix[..8].copy_from_slice(&inner.id.to_be_bytes());
+            prefix[8] = REPLY_ANSWERED;
+            turn.write(&conn, FrameKind::Reply, &prefix, body);
+            inner.replies.taken(1);
+            conn.count_request(|c| &c.responded, 1);
+            return Ok(());
+        }
         let reply = ReplyOut {
             id: inner.id,
             status: REPLY_ANSWERED,

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use super::lane::Link;
 use super::request::Requests;
 use super::timers::Linger;
+use super::turn::Turn;
 use super::window::{Inbox, Outbox};
 use crate::config::Config;
 use crate::event::DisconnectReason;
@@ -72,6 +73,8 @@ pub(crate) struct ConnShared {
     /// The node's histograms of waits and round trips.
     pub(crate) timings: Arc<Timings>,
     stream: Arc<Stream>,
+    /// Whose turn it is to write: the writer's, or a sender's while it is parked.
+    pub(crate) turn: Turn,
     epoch: Instant,
     close: Mutex<CloseState>,
     closing: AtomicBool,
@@ -130,6 +133,7 @@ impl ConnShared {
             flow_rx,
             node_requests,
             timings,
+            turn: Turn::new(stream.can_send_now()),
             stream,
             epoch,
             close: Mutex::new(CloseState {
@@ -207,6 +211,11 @@ impl ConnShared {
     pub(crate) fn count_request(&self, which: fn(&RequestCounters) -> &AtomicU64, n: u64) {
         which(&self.counters.requests).fetch_add(n, Ordering::Relaxed);
         which(&self.node_requests).fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The connection's byte stream.
+    pub(crate) fn stream(&self) -> &Stream {
+        &self.stream
     }
 
     pub(crate) fn is_closing(&self) -> bool {

@@ -3,8 +3,9 @@
 //!
 //! `&Stream` reads and writes like `&TcpStream`. Which thread does what is unchanged
 //! by TLS: the connection thread reads (the handshake, then the reader loop), the
-//! connection thread writes during the handshake and the writer thread after it,
-//! and any thread may cut the socket. With TLS the session's state is behind a
+//! connection thread writes during the handshake and after it the writer thread, or
+//! a sender the parked writer lent its turn to (`crate::conn::turn`), one at a
+//! time, and any thread may cut the socket. With TLS the session's state is behind a
 //! mutex that is held only while records are encrypted or decrypted in memory,
 //! never across a socket read or write (see `crate::tls::session`).
 
@@ -71,6 +72,52 @@ impl Stream {
     /// Cuts the socket; safe from any thread (it writes nothing).
     pub(crate) fn cut(&self) {
         let _ = self.tcp.shutdown(Shutdown::Both);
+    }
+
+    /// Whether a thread other than the writer may write a frame with
+    /// [`Stream::send_now`]: on Unix, where the kernel can take part of a frame and
+    /// the writer finish it. Over TLS the records the kernel did not take stay in
+    /// the session, and the writer's next write sends them before anything else.
+    pub(crate) fn can_send_now(&self) -> bool {
+        cfg!(unix)
+    }
+
+    /// Writes what the kernel takes at once without waiting for room: the bytes
+    /// written, `Ok(0)` if the socket's buffer is full. Over TLS, the plaintext of
+    /// the whole records the kernel took (see `crate::tls::session`). Only the
+    /// thread that has the connection's turn to write calls it (see
+    /// `crate::conn::turn`).
+    #[cfg(unix)]
+    pub(crate) fn send_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.send_now(bufs, |records| self.send_raw(&[IoSlice::new(records)]));
+        }
+        self.send_raw(bufs)
+    }
+
+    /// A send that never waits: the bytes the kernel took, `Ok(0)` if none.
+    #[cfg(unix)]
+    fn send_raw(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // No SIGPIPE on a peer that has gone: the error comes back instead, as std's
+        // own writes do.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        const FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        const FLAGS: libc::c_int = libc::MSG_DONTWAIT;
+        loop {
+            match socket2::SockRef::from(&self.tcp).send_vectored_with_flags(bufs, FLAGS) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                other => return other,
+            }
+        }
+    }
+
+    /// Never called: [`Stream::can_send_now`] is `false` off Unix.
+    #[cfg(not(unix))]
+    pub(crate) fn send_now(&self, _bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Ok(0)
     }
 
     /// Ends our direction after a goodbye: a TLS `close_notify`, then a TCP FIN. Only

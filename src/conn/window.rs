@@ -309,6 +309,11 @@ impl Outbox {
         }
     }
 
+    /// Whether, having sent `sent`, one more frame fits the window.
+    pub(crate) fn fits(&self, sent: Room) -> bool {
+        sent.leaves_room(self.limit.load())
+    }
+
     /// The peer granted room up to `room` in all. Returns `false` for totals that
     /// shrink, which no conforming peer sends.
     pub(crate) fn grant(&self, room: Room) -> bool {
@@ -372,6 +377,17 @@ impl Spender {
     pub(crate) fn spend(&mut self, bytes: u64) {
         self.sent.frames += 1;
         self.sent.bytes += bytes;
+    }
+
+    /// What was sent so far: handed to the senders that write while the writer is
+    /// parked (`crate::conn::turn`).
+    pub(crate) fn sent(&self) -> Room {
+        self.sent
+    }
+
+    /// Takes back the totals sent, the senders' frames included.
+    pub(crate) fn resume(&mut self, sent: Room) {
+        self.sent = sent;
     }
 }
 

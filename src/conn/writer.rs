@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{never, select, Receiver};
+use crossbeam_channel::{never, Receiver, Select};
 
 use crate::conn::lane::LaneRx;
 use crate::conn::request::{Outbound, Replies, ReplyOut};
@@ -26,6 +26,11 @@ use crate::wire::frame::{self, CloseCode, FrameKind};
 /// A batch of fewer data frames than this is "small": written at once, its system
 /// call is shared by few messages.
 const SMALL_BATCH: usize = 16;
+
+/// A writer lends its turn to write only after a batch of fewer data frames than
+/// this: when traffic is sparse, a sender writing its own frame saves a wake-up; in a
+/// flood, one system call per message would cost more than the batching saves.
+const LEND_BELOW: usize = 4;
 
 /// Writers in this process that have work, that is, are not parked waiting for it.
 static BUSY_WRITERS: AtomicUsize = AtomicUsize::new(0);
@@ -121,10 +126,24 @@ impl Writer {
     pub(crate) fn run(mut self) -> Vec<Bytes> {
         let mut batch = Batch::default();
         let mut last_write = Instant::now();
+        // Data frames in the last batch written: few means sparse traffic, where a
+        // sender writing its own frame saves a wake-up (see `crate::conn::turn`).
+        let mut last_frames = 0;
         let busy = Busy::start();
+        // Whether the bytes written so far end on a frame boundary, so that a goodbye
+        // can follow them.
+        let mut aligned = true;
         let unsent = loop {
             if self.conn.is_closing() {
-                break self.settle(batch.discard());
+                // A batch is discarded unwritten at a close, except one that begins
+                // with the rest of a frame a sender began: the peer has the start of
+                // it, and a goodbye in the middle of a payload would break the stream.
+                if !batch.begins_mid_frame() {
+                    break self.settle(batch.discard());
+                }
+                let (written, result) = batch.write(&*self.stream, &mut || self.conn.progress());
+                aligned = result.is_ok();
+                break self.settle(written);
             }
             self.gather(&mut batch);
             if should_yield(&batch) {
@@ -137,11 +156,18 @@ impl Writer {
             if batch.is_empty() {
                 let idle = last_write.elapsed();
                 if idle < self.ping_interval {
-                    busy.parked(|| self.wait(&mut batch, self.ping_interval - idle));
+                    let lend = last_frames < LEND_BELOW;
+                    let wrote = busy.parked(|| {
+                        self.wait(&mut batch, self.ping_interval - idle, lend, last_write)
+                    });
+                    if wrote {
+                        last_write = Instant::now();
+                    }
                     continue;
                 }
                 batch.control(FrameKind::Ping);
             }
+            last_frames = batch.frames();
             let (written, result) = batch.write(&*self.stream, &mut || self.conn.progress());
             let unsent = self.settle(written);
             match result {
@@ -153,7 +179,7 @@ impl Writer {
             }
         };
         drop(busy);
-        self.finish(unsent)
+        self.finish(unsent, aligned)
     }
 
     /// Takes ready messages until the batch is full: replies first (each frees a
@@ -231,23 +257,6 @@ impl Writer {
         true
     }
 
-    /// Adds a message the writer took from a lane itself, outside
-    /// [`Writer::gather`].
-    fn take(&self, batch: &mut Batch, lane: Lane, msg: Bytes) {
-        let len = msg.len();
-        batch.push(lane, msg);
-        self.lanes.budgets.release(len, 0);
-        self.publish(batch);
-    }
-
-    /// Adds an item of the private lane the writer took itself.
-    fn take_private(&mut self, batch: &mut Batch, item: Outbound) {
-        let len = item.len();
-        self.offer(batch, item);
-        self.lanes.budgets.release(0, len);
-        self.publish(batch);
-    }
-
     /// Makes the messages held in the batch, and the one held for the peer's window,
     /// visible in the lanes' `queued` figures.
     fn publish(&self, batch: &Batch) {
@@ -280,41 +289,63 @@ impl Writer {
     /// Sleeps until there is something to write, the connection closes, or a ping is
     /// due. While it holds a frame the peer's window has no room for, the private
     /// lane is left alone: the writer waits for the window instead.
-    fn wait(&mut self, batch: &mut Batch, timeout: Duration) {
+    ///
+    /// With `lend`, and nothing held, it lends its turn to write while it sleeps, so
+    /// that a sender may write its frame itself; it takes the turn back before it
+    /// looks at a lane, and puts the rest of a frame a sender could not finish
+    /// first in the batch. Returns whether a sender wrote meanwhile.
+    fn wait(
+        &mut self,
+        batch: &mut Batch,
+        timeout: Duration,
+        lend: bool,
+        last_write: Instant,
+    ) -> bool {
         let no_private = never();
         let private = match self.flow.held {
             Some(_) => &no_private,
             None => self.lanes.private.channel(),
         };
-        // A disconnected lane or pong channel means the connection is closing; the
-        // loop sees that at its top.
-        select! {
-            recv(self.replies) -> reply => if let Ok(reply) = reply {
-                self.owed.taken(1);
-                batch.push_reply(reply.id, reply.status, reply.body);
-            },
-            recv(private) -> item => if let Ok(item) = item {
-                self.lanes.private.took();
-                self.take_private(batch, item);
-            },
-            recv(self.lanes.gossip.channel()) -> msg => if let Ok(msg) = msg {
-                self.lanes.gossip.took();
-                self.take(batch, Lane::Gossip, msg);
-            },
-            recv(self.pong) -> req => if req.is_ok() { batch.control(FrameKind::Pong) },
-            // A grant to announce, or room from the peer: the loop's next gather.
-            recv(self.flow.wake) -> _ => {},
-            recv(self.flow.nudged) -> _ => {},
-            recv(self.conn.closed_rx) -> _ => {},
-            default(timeout) => {},
+        let lent = lend && self.flow.held.is_none();
+        if lent {
+            self.conn.turn.lend(self.flow.spender.sent(), last_write);
         }
+        // Only readiness: what is ready is taken by the next gather, with the turn
+        // back in hand. A disconnected lane or pong channel means the connection is
+        // closing; the loop sees that at its top.
+        let mut sel = Select::new();
+        sel.recv(&self.replies);
+        sel.recv(private);
+        sel.recv(self.lanes.gossip.channel());
+        sel.recv(&self.pong);
+        // A grant to announce, or room from the peer.
+        sel.recv(&self.flow.wake);
+        sel.recv(&self.flow.nudged);
+        sel.recv(&self.conn.closed_rx);
+        sel.recv(&self.conn.turn.handed);
+        let _ = sel.ready_timeout(timeout);
+        // Wake-ups with nothing to take: what they signal, the next gather sees.
+        let _ = self.flow.wake.try_recv();
+        let _ = self.flow.nudged.try_recv();
+        if !lent {
+            return false;
+        }
+        let Some(back) = self.conn.turn.reclaim() else {
+            return false;
+        };
+        self.flow.spender.resume(back.sent);
+        if let Some(rest) = back.rest {
+            batch.push_rest(rest.kind, &rest.head, rest.body, rest.payload);
+            self.publish(batch);
+        }
+        back.wrote
     }
 
     /// Collects what was never written, then says goodbye (on a graceful close).
     /// It does not wait for the peer's end: the reader lingers for that. Handing the
     /// messages back is left to the connection thread, so that the writer never
     /// waits for room in the event queue: its thread ends with the connection.
-    fn finish(mut self, mut unsent: Vec<Bytes>) -> Vec<Bytes> {
+    fn finish(mut self, mut unsent: Vec<Bytes>, aligned: bool) -> Vec<Bytes> {
         // The frame held for the window is older than anything still in the lane.
         if let Some(Outbound::Private(msg)) = self.flow.held.take() {
             unsent.push(msg);
@@ -323,7 +354,7 @@ impl Writer {
         // Replies never written: their requesters are told by the close.
         self.owed.taken(self.replies.try_iter().count());
         let reason = self.conn.reason();
-        if reason.as_ref().is_some_and(DisconnectReason::is_graceful) {
+        if aligned && reason.as_ref().is_some_and(DisconnectReason::is_graceful) {
             let code = match reason {
                 Some(DisconnectReason::Shutdown) => CloseCode::Shutdown,
                 _ => CloseCode::Normal,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::session::Report;
+use super::session::Waiter;
 use super::state::NodeShared;
 use super::table::{Policy, Refusal};
 use crate::conn::handshake;
@@ -21,31 +21,62 @@ use crate::error::HandshakeError;
 use crate::event::{DisconnectReason, Event};
 use crate::id::{Fingerprint, PeerId};
 use crate::sync::{until, Never};
-use crate::wire::frame::{CloseCode, FrameKind};
+use crate::wire::frame::{CloseCode, FrameError, FrameKind};
 use crate::wire::hello::{self, Hello};
 use crate::wire::readbuf::ReadBuf;
 use crate::wire::reader::FrameReader;
 
+/// What this side wants of a connection it shakes hands on.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Purpose {
+    /// An ordinary connection: accepted, or dialled by `connect`.
+    Connect,
+    /// A redial of a lost peer.
+    Redial,
+    /// `Node::probe`: learn who the peer is, register nothing, be done by the
+    /// deadline.
+    Probe(Instant),
+}
+
+/// How a handshake ended well.
+pub(super) enum Admitted {
+    /// The connection is open: the peer's link on this side.
+    Open(Shaken),
+    /// This side probed the peer, which checked it and answered.
+    Probe {
+        peer: PeerId,
+        fingerprint: Option<Fingerprint>,
+    },
+    /// The peer probed this side, and was answered.
+    Probed(PeerId),
+}
+
 /// Exchanges hellos, arbitrates, registers, and opens the connection once both sides
 /// have accepted it. On success the connection is the peer's open link on this side,
 /// and its lanes are returned for the writer, with the signals of the peer's earlier
-/// readers.
+/// readers. A probe, either way, ends after the checks of both sides, with nothing
+/// registered.
 pub(super) fn shake_hands(
     node: &NodeShared,
     conn: &Arc<ConnShared>,
     stream: &Stream,
     rb: &mut ReadBuf,
     reader_done: Receiver<Never>,
-    redialled: bool,
+    purpose: Purpose,
     peer_opened: &Cell<bool>,
-) -> Result<Shaken, HandshakeError> {
+) -> Result<Admitted, HandshakeError> {
     let config = &node.config;
-    let deadline = Instant::now() + config.handshake_timeout;
+    let (deadline, probing) = match purpose {
+        Purpose::Probe(deadline) => (deadline, true),
+        Purpose::Connect | Purpose::Redial => (Instant::now() + config.handshake_timeout, false),
+    };
+    let redialled = matches!(purpose, Purpose::Redial);
     let ours = Hello {
         peer: node.id,
         incarnation: node.incarnation,
         max_frame_len: config.max_frame_len,
         authenticates: config.authenticator.is_some(),
+        probe: probing,
         nonce: handshake::nonce()?,
     };
     let our_bytes = hello::encode_hello(&ours);
@@ -60,6 +91,29 @@ pub(super) fn shake_hands(
         (&theirs, &their_bytes),
         deadline,
     )?;
+    if theirs.probe && !conn.inbound {
+        // Only a dialler probes; an acceptor that says it does breaks the protocol.
+        return Err(FrameError::Unexpected(FrameKind::Hello).into());
+    }
+    if probing {
+        // Each side has checked the other; the peer's last word says whether it
+        // accepted us.
+        handshake::read_accept(stream, rb, theirs.peer, deadline)?;
+        return Ok(Admitted::Probe {
+            peer: theirs.peer,
+            fingerprint: certified.map(|c| c.fingerprint),
+        });
+    }
+    if theirs.probe {
+        // No arbitration and no registration: an existing connection to the
+        // prober, or one it is opening, is not touched.
+        if node.is_shut() {
+            handshake::send_refusal(stream, CloseCode::Shutdown, deadline);
+            return Err(HandshakeError::Shutdown);
+        }
+        handshake::send_accept(stream, deadline)?;
+        return Ok(Admitted::Probed(theirs.peer));
+    }
     // The lower id arbitrates; the other side waits for its verdict before it
     // registers anything.
     let arbiter = node.id < theirs.peer;
@@ -131,14 +185,14 @@ pub(super) fn shake_hands(
             error.to_string(),
         ))));
     }
-    Ok(Shaken {
+    Ok(Admitted::Open(Shaken {
         peer: theirs.peer,
         peer_max_frame: theirs.max_frame_len,
         lanes,
         after: opened.after,
         ready: (!arbiter).then_some(deadline),
         fingerprint: certified.map(|c| c.fingerprint),
-    })
+    }))
 }
 
 /// Reads, for at most a linger, what the peer sent on a connection it had opened and
@@ -191,15 +245,18 @@ pub(super) struct Shaken {
 }
 
 /// Reports a refused connection: one log line, a counter, and the error to whoever
-/// asked (the `connect` caller, or an `Event::Refused` for inbound connections).
+/// asked (the `connect` or `probe` caller, or an `Event::Refused` for inbound
+/// connections).
 pub(super) fn refused(
     node: &NodeShared,
     conn: &ConnShared,
     outlets: &Outlets,
-    report: Option<Report>,
+    waiter: Waiter,
     error: HandshakeError,
 ) {
-    if let Some(redial) = node.redial.as_ref().filter(|_| !conn.inbound) {
+    // A probe is no dial of the redial's: its failure says nothing of one.
+    let probe = matches!(waiter, Waiter::Probe(_));
+    if let Some(redial) = node.redial.as_ref().filter(|_| !conn.inbound && !probe) {
         redial.refused(node.id, conn.peer_addr);
     }
     let direction = if conn.inbound { "from" } else { "to" };
@@ -239,14 +296,17 @@ pub(super) fn refused(
     // A connection that failed after it was established closed gracefully, which
     // leaves the socket open; nothing more will be said on it.
     conn.cut();
-    match report {
-        Some(report) => {
+    match waiter {
+        Waiter::Connect(report) => {
             let _ = report.send(Err(error));
         }
-        None if !routine => outlets.events.emit(Event::Refused {
+        Waiter::Probe(report) => {
+            let _ = report.send(Err(error));
+        }
+        Waiter::Nobody if !routine => outlets.events.emit(Event::Refused {
             addr: conn.peer_addr,
             error,
         }),
-        None => {}
+        Waiter::Nobody => {}
     }
 }

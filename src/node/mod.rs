@@ -4,6 +4,7 @@
 
 pub(crate) mod acceptor;
 pub(crate) mod admission;
+mod probe;
 pub(crate) mod redial;
 pub(crate) mod requests;
 pub(crate) mod session;
@@ -423,6 +424,7 @@ impl Node {
             blocked_senders: counters.waiting.load(Relaxed),
             reader_waiting: counters.reader_waiting.load(Relaxed) > 0,
             window_closed: conn.outbox.is_blocked(),
+            written_by_senders: counters.out.by_senders.load(Relaxed),
             window_wait: conn.outbox.waited(),
         })
     }

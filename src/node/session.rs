@@ -9,11 +9,12 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use bytes::Bytes;
 use crossbeam_channel::{bounded, Sender};
 
-use super::admission::{count_what_was_sent, refused, shake_hands, Shaken};
+use super::admission::{count_what_was_sent, refused, shake_hands, Admitted, Purpose, Shaken};
 use super::redial;
 use super::state::NodeShared;
 use crate::conn::deliver::Delivery;
@@ -27,12 +28,15 @@ use crate::conn::window::Inbox;
 use crate::conn::writer::{Flow, Writer};
 use crate::error::{HandshakeError, Limit};
 use crate::event::{DisconnectReason, Event};
-use crate::id::PeerId;
+use crate::id::{Fingerprint, PeerId};
 use crate::sync::Never;
 use crate::wire::reader::FrameReader;
 
 /// How `connect` learns the outcome of the handshake it started.
 pub(crate) type Report = Sender<Result<PeerId, HandshakeError>>;
+
+/// How `probe` learns who answered its probe, or why it was refused.
+pub(crate) type ProbeReport = Sender<Result<(PeerId, Option<Fingerprint>), HandshakeError>>;
 
 /// Who started a connection.
 pub(crate) enum Origin {
@@ -42,6 +46,16 @@ pub(crate) enum Origin {
     Connect(Report),
     /// The redial thread, dialling a lost peer again.
     Redial,
+    /// `Node::probe`, waiting for the outcome until the deadline.
+    Probe(ProbeReport, Instant),
+}
+
+/// Who waits for the outcome of a handshake.
+pub(crate) enum Waiter {
+    /// Nobody: a refusal is reported in an `Event::Refused`.
+    Nobody,
+    Connect(Report),
+    Probe(ProbeReport),
 }
 
 /// Runs a connection from its first byte to its last. Never panics on peer input.
@@ -61,9 +75,11 @@ pub(crate) fn run(
     // connections that replace this one, that nothing more will be delivered.
     let (done_tx, done_rx) = bounded::<Never>(0);
     let redialled = matches!(origin, Origin::Redial);
-    let report = match origin {
-        Origin::Connect(report) => Some(report),
-        Origin::Inbound | Origin::Redial => None,
+    let (purpose, waiter) = match origin {
+        Origin::Inbound => (Purpose::Connect, Waiter::Nobody),
+        Origin::Connect(report) => (Purpose::Connect, Waiter::Connect(report)),
+        Origin::Redial => (Purpose::Redial, Waiter::Nobody),
+        Origin::Probe(report, deadline) => (Purpose::Probe(deadline), Waiter::Probe(report)),
     };
     // Set once the peer has opened the connection on its side, and may be sending.
     let peer_opened = Cell::new(false);
@@ -75,7 +91,7 @@ pub(crate) fn run(
             &stream,
             buffer,
             done_rx,
-            redialled,
+            purpose,
             &peer_opened,
         )
     })
@@ -89,7 +105,26 @@ pub(crate) fn run(
         ready,
         fingerprint,
     } = match shaken {
-        Ok(shaken) => shaken,
+        Ok(Admitted::Open(shaken)) => shaken,
+        Ok(Admitted::Probe { peer, fingerprint }) => {
+            log::debug!("{}: probed {peer} at {}", node.id, conn.peer_addr);
+            hang_up(&conn, &stream);
+            if let Waiter::Probe(report) = waiter {
+                let _ = report.send(Ok((peer, fingerprint)));
+            }
+            node.retire(&conn);
+            return;
+        }
+        Ok(Admitted::Probed(peer)) => {
+            log::debug!(
+                "{}: answered a probe from {peer} at {}",
+                node.id,
+                conn.peer_addr
+            );
+            hang_up(&conn, &stream);
+            node.retire(&conn);
+            return;
+        }
         Err(error) => {
             let error = if conn.was_evicted() {
                 HandshakeError::Limit(Limit::Handshakes)
@@ -103,10 +138,14 @@ pub(crate) fn run(
             if peer_opened.get() {
                 count_what_was_sent(&conn, &stream, &mut frames, node.config.linger);
             }
-            refused(&node, &conn, &outlets, report, error);
+            refused(&node, &conn, &outlets, waiter, error);
             node.retire(&conn);
             return;
         }
+    };
+    let report = match waiter {
+        Waiter::Connect(report) => Some(report),
+        Waiter::Nobody | Waiter::Probe(_) => None,
     };
     // The writer blocks in writes for as long as the peer makes it; only closing the
     // connection (which cuts the socket when needed) ends such a write.
@@ -246,6 +285,15 @@ pub(crate) fn run(
         reason,
     });
     node.retire(&conn);
+}
+
+/// Ends a probe's connection, either side, once its last frame is written: a TLS
+/// `close_notify` and a FIN after that frame, so that the peer reads it before the
+/// end of the stream, then the socket cut.
+fn hang_up(conn: &ConnShared, stream: &Stream) {
+    stream.finish_writing();
+    // Cuts the socket: the connection never got past its handshake.
+    conn.close(DisconnectReason::ClosedByUs);
 }
 
 /// Hands private messages that never reached the socket back to the application,

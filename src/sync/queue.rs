@@ -101,6 +101,13 @@ impl<T> QueueTx<T> {
         self.tx.len()
     }
 
+    /// Whether no message is in the queue now. A message whose sender has taken a
+    /// slot but not yet put it in is not there yet: as with a channel, a send that
+    /// has not returned is not ordered before anything.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tx.is_empty()
+    }
+
     /// Puts a message in whose slot is reserved; gives the slot back if the
     /// consumer is gone. The channel is unbounded, so this never waits.
     fn put(&self, msg: T) -> Result<(), T> {

@@ -38,6 +38,8 @@ enum Piece {
     Copied { start: usize, end: usize },
     /// The payload of `frames[index]`.
     Referenced { index: usize },
+    /// What is left of the payload of a frame another thread began to write.
+    Rest,
 }
 
 /// Frames gathered for one write.
@@ -50,9 +52,21 @@ pub struct Batch {
     frames: Vec<(usize, FrameKind, Bytes)>,
     /// Bytes in the batch's stream.
     total: usize,
+    /// The unwritten end of a payload another thread began to write (see
+    /// [`Batch::push_rest`]), when it is too large to copy.
+    rest: Bytes,
+    /// Whether the batch begins with such a rest.
+    mid_frame: bool,
 }
 
 impl Batch {
+    /// Whether the batch begins with the rest of a frame another thread began to
+    /// write ([`Batch::push_rest`]): the stream is in the middle of a frame until
+    /// it is written.
+    pub(crate) fn begins_mid_frame(&self) -> bool {
+        self.mid_frame
+    }
+
     /// Whether nothing is gathered.
     pub fn is_empty(&self) -> bool {
         self.total == 0
@@ -128,6 +142,30 @@ impl Batch {
         self.frames.push((self.total, kind, payload));
     }
 
+    /// Adds the end of a data frame whose first bytes another thread has written:
+    /// `head` is what is left of its header and prefix, `body` what is left of its
+    /// payload, `payload` the whole payload (what comes back if the frame never
+    /// reaches the socket). It must be the batch's first frame: the bytes before it
+    /// are already on the wire.
+    pub(crate) fn push_rest(&mut self, kind: FrameKind, head: &[u8], body: Bytes, payload: Bytes) {
+        debug_assert!(self.is_empty(), "the rest of a frame goes first");
+        self.mid_frame = true;
+        let start = self.buf.len();
+        self.buf.extend_from_slice(head);
+        if body.len() <= INLINE_MAX {
+            self.buf.extend_from_slice(&body);
+            self.copied(start);
+        } else {
+            if !head.is_empty() {
+                self.copied(start);
+            }
+            self.pieces.push(Piece::Rest);
+            self.total += body.len();
+            self.rest = body;
+        }
+        self.frames.push((self.total, kind, payload));
+    }
+
     /// Adds a control frame (no payload).
     pub fn control(&mut self, kind: FrameKind) {
         let start = self.buf.len();
@@ -199,6 +237,7 @@ impl Batch {
             *slice = match *piece {
                 Piece::Copied { start, end } => IoSlice::new(&self.buf[start..end]),
                 Piece::Referenced { index } => IoSlice::new(&self.frames[index].2),
+                Piece::Rest => IoSlice::new(&self.rest),
             };
         }
         let mut slices = &mut array[..self.pieces.len()];
@@ -248,6 +287,8 @@ impl Batch {
         self.buf.clear();
         self.pieces.clear();
         self.total = 0;
+        self.rest = Bytes::new();
+        self.mid_frame = false;
         out
     }
 
@@ -370,6 +411,52 @@ mod tests {
             let lens: Vec<usize> = unsent.iter().map(Bytes::len).collect();
             let all = [10, 5000, 0];
             assert_eq!(lens, all[all.len() - unsent.len()..], "at byte {fail_at}");
+        }
+    }
+
+    #[test]
+    fn the_rest_of_a_begun_frame_goes_first_and_comes_back_whole() {
+        const HEADER: usize = frame::HEADER_LEN;
+        for (len, cut) in [(100, 0), (100, 3), (100, 50), (5000, 2), (5000, 4000)] {
+            let payload = Bytes::from(vec![9u8; len]);
+            let mut frame_bytes = Vec::new();
+            frame::encode(&mut frame_bytes, FrameKind::Private, &payload);
+            let rest = |batch: &mut Batch| {
+                let head = &frame_bytes[cut.min(HEADER)..HEADER];
+                let body = payload.slice(cut.saturating_sub(HEADER)..);
+                batch.push_rest(FrameKind::Private, head, body, payload.clone());
+                batch.push(Lane::Private, Bytes::from_static(b"next"));
+            };
+            let mut expected = frame_bytes[cut..].to_vec();
+            frame::encode(&mut expected, FrameKind::Private, b"next");
+
+            let mut batch = Batch::default();
+            rest(&mut batch);
+            let mut out = Trickle {
+                out: Vec::new(),
+                limit: 7,
+                fail_at: usize::MAX,
+            };
+            let (written, result) = batch.write(&mut out, &mut || {});
+            result.unwrap();
+            assert_eq!(out.out, expected, "{len} bytes cut at {cut}");
+            assert_eq!(written.private.0, 2);
+
+            // Failing before its last byte: the whole payload comes back, first.
+            let mut batch = Batch::default();
+            rest(&mut batch);
+            let mut out = Trickle {
+                out: Vec::new(),
+                limit: 7,
+                fail_at: expected.len() - 12,
+            };
+            let (written, result) = batch.write(&mut out, &mut || {});
+            assert!(result.is_err());
+            assert_eq!(written.private.0, 0);
+            assert_eq!(
+                written.unsent,
+                vec![payload.clone(), Bytes::from_static(b"next")]
+            );
         }
     }
 }

@@ -286,10 +286,15 @@ pub fn decode_header(buf: &[u8], max_payload: u32) -> Result<Option<Header>, Fra
 
 /// Appends a header for a payload of `len` bytes.
 pub fn encode_header(out: &mut Vec<u8>, kind: FrameKind, len: u32) {
+    out.extend_from_slice(&header(kind, len));
+}
+
+/// The header of a frame of `kind` with a payload of `len` bytes.
+pub(crate) fn header(kind: FrameKind, len: u32) -> [u8; HEADER_LEN] {
     let mut header = [0u8; HEADER_LEN];
     BigEndian::write_u32(&mut header[0..4], len);
     header[4] = kind.to_u8();
-    out.extend_from_slice(&header);
+    header
 }
 
 /// Appends a whole frame.

@@ -11,10 +11,14 @@ use crate::id::PeerId;
 pub(crate) const MAGIC: [u8; 4] = *b"WRLN";
 /// The protocol version this crate speaks.
 /// Version 3 added requests and replies; version 4, flow control of the private
-/// lane (window frames).
-pub(crate) const VERSION: u16 = 4;
+/// lane (window frames); version 5, the probe (a flag that changes what follows
+/// the hello, which a version 4 peer could not ignore).
+pub(crate) const VERSION: u16 = 5;
 /// Capability flag: the sender authenticates its peers, and will send a proof.
 const FLAG_AUTH: u16 = 1;
+/// Flag: the sender (always the dialler) only probes: once the peer has checked it,
+/// the peer answers `Accept` and both hang up, with nothing registered.
+const FLAG_PROBE: u16 = 2;
 
 /// What a node says about itself when a connection opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +30,9 @@ pub(crate) struct Hello {
     pub(crate) max_frame_len: u32,
     /// Whether the sender authenticates its peers.
     pub(crate) authenticates: bool,
+    /// Whether the sender only probes: it wants to learn who the receiver is, and
+    /// nothing is to be registered.
+    pub(crate) probe: bool,
     /// Random per connection: makes every handshake's transcript unique.
     pub(crate) nonce: [u8; 32],
 }
@@ -40,7 +47,13 @@ pub(crate) fn encode_hello(hello: &Hello) -> HelloBytes {
     BigEndian::write_u16(&mut payload[4..6], VERSION);
     // Capability flags: version 1 ignores the bits it does not know, so a later
     // version can offer an optional feature without breaking this one.
-    let flags = if hello.authenticates { FLAG_AUTH } else { 0 };
+    let mut flags = 0;
+    if hello.authenticates {
+        flags |= FLAG_AUTH;
+    }
+    if hello.probe {
+        flags |= FLAG_PROBE;
+    }
     BigEndian::write_u16(&mut payload[6..8], flags);
     BigEndian::write_u64(&mut payload[8..16], hello.peer.0);
     BigEndian::write_u64(&mut payload[16..24], hello.incarnation);
@@ -78,11 +91,13 @@ pub(crate) fn decode_hello(payload: &[u8]) -> Result<Hello, HandshakeError> {
     }
     let mut nonce = [0u8; 32];
     nonce.copy_from_slice(&payload[28..60]);
+    let flags = BigEndian::read_u16(&payload[6..8]);
     Ok(Hello {
         peer: PeerId(BigEndian::read_u64(&payload[8..16])),
         incarnation: BigEndian::read_u64(&payload[16..24]),
         max_frame_len,
-        authenticates: BigEndian::read_u16(&payload[6..8]) & FLAG_AUTH != 0,
+        authenticates: flags & FLAG_AUTH != 0,
+        probe: flags & FLAG_PROBE != 0,
         nonce,
     })
 }
@@ -98,6 +113,7 @@ mod tests {
             incarnation: 0xDEAD_BEEF,
             max_frame_len: 1 << 20,
             authenticates: true,
+            probe: false,
             nonce: [5; 32],
         }
     }
@@ -111,6 +127,11 @@ mod tests {
             ..hello()
         };
         assert_eq!(decode_hello(&encode_hello(&plain)), Ok(plain));
+        let probe = Hello {
+            probe: true,
+            ..hello()
+        };
+        assert_eq!(decode_hello(&encode_hello(&probe)), Ok(probe));
     }
 
     #[test]
@@ -120,10 +141,19 @@ mod tests {
         assert_eq!(out.len(), HEADER_LEN + HELLO_LEN);
         assert_eq!(&out[..6], &[0, 0, 0, HELLO_LEN as u8, 1, 0]);
         assert_eq!(&out[6..10], b"WRLN");
-        assert_eq!(&out[10..12], &[0, 4], "the protocol version");
+        assert_eq!(&out[10..12], &[0, 5], "the protocol version");
         assert_eq!(&out[12..14], &[0, 1], "the authentication flag");
         assert_eq!(&out[14..22], &42u64.to_be_bytes());
         assert_eq!(&out[34..66], &[5; 32], "the nonce");
+
+        let mut out = Vec::new();
+        let probe = Hello {
+            authenticates: false,
+            probe: true,
+            ..hello()
+        };
+        frame::encode(&mut out, FrameKind::Hello, &encode_hello(&probe));
+        assert_eq!(&out[12..14], &[0, 2], "the probe flag");
     }
 
     #[test]
@@ -155,6 +185,7 @@ mod tests {
         p[7] = 0xFE;
         let decoded = decode_hello(&p).unwrap();
         assert!(!decoded.authenticates);
+        assert!(decoded.probe, "bit 1 is the probe flag");
         assert_eq!(decoded.peer, PeerId(42));
     }
 }

@@ -66,7 +66,14 @@ impl Ca {
     }
 
     pub fn tls_as(&self, id: u64, expired: bool) -> TlsConfig {
+        self.tls_trusting(id, expired, self)
+    }
+
+    /// TLS settings for node `id` with a certificate of this CA, trusting `trusted`
+    /// (a node whose certificate comes from a CA its peers do not trust, but which
+    /// trusts theirs).
+    pub fn tls_trusting(&self, id: u64, expired: bool, trusted: &Ca) -> TlsConfig {
         let (cert, key) = self.node(id, expired);
-        TlsConfig::new(vec![cert], key, vec![self.der.clone()]).expect("tls config")
+        TlsConfig::new(vec![cert], key, vec![trusted.der.clone()]).expect("tls config")
     }
 }

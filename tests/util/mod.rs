@@ -7,8 +7,15 @@
 #[cfg(feature = "tls")]
 pub mod certs;
 pub mod chain;
+pub mod idle;
+// Only the TLS refusal tests count log lines; the bench crate, which shares these
+// helpers, has no `log` dependency and never enables the feature.
+#[cfg(feature = "tls")]
+pub mod logs;
 pub mod raw;
+pub mod refusal;
 pub mod relay;
+pub mod wire;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
@@ -236,4 +243,11 @@ pub fn count_node_panics() -> Arc<AtomicU32> {
         previous(info);
     }));
     count
+}
+
+/// Shuts `node` down, so that every event it will ever report is queued, and
+/// returns them all, oldest first.
+pub fn events_after_shutdown(node: &Node) -> Vec<Event> {
+    node.shutdown();
+    node.events().try_iter().collect()
 }

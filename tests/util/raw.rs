@@ -10,7 +10,7 @@ use super::GUARD;
 pub const HELLO: u8 = 1;
 pub const ACCEPT: u8 = 2;
 /// The protocol version the crate speaks.
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 pub const CLOSE: u8 = 3;
 pub const PING: u8 = 4;
 pub const PONG: u8 = 5;

@@ -12,8 +12,8 @@ use clap::{Parser, Subcommand};
 use wirelane::Config;
 
 use crate::{
-    baseline, deadlock, idle, latency, linkq, load, mesh, meshnode, netmesh, peer, rpc, scale,
-    serve, soak, throughput,
+    baseline, certs, connect, deadlock, idle, latency, linkq, load, mesh, meshnode, netmesh, peer,
+    rpc, scale, serve, soak, throughput,
 };
 
 /// wirelane's benchmarks and load checks.
@@ -49,6 +49,8 @@ pub enum Command {
     Load(load::Args),
     Peer(peer::Args),
     Baseline(baseline::Args),
+    Connect(connect::Args),
+    Certs(certs::Args),
     Netmesh(netmesh::Args),
     /// The idle peers of `scale`, in a process of their own.
     #[command(hide = true)]

@@ -1,5 +1,5 @@
 //! `latency`: ping-pong round trips over one connection, wirelane against the naive
-//! baseline in the same run. Round trips go into an HDR histogram, which keeps
+//! baseline in the same run, and with `--tls` over mutual TLS against plaintext. Round trips go into an HDR histogram, which keeps
 //! three significant digits from a microsecond to a minute in a few KiB whatever
 //! the count.
 
@@ -15,12 +15,14 @@ use wirelane::{Config, Node, PeerId};
 use crate::naive;
 use crate::oneway::FILL;
 use crate::report::{progress, Output, Record};
+use crate::tls::{Compare, Security};
 
 /// Round trips before measuring, to warm caches, allocators and the scheduler.
 pub const WARMUP: u64 = 2_000;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Ping-pong round trips over one connection: p50, p99, p99.9.
+/// Ping-pong round trips over one connection: p50, p99, p99.9. The client is node
+/// 1, the echoing server node 2 (for --cert with {id}).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Bytes per payload.
@@ -31,6 +33,8 @@ pub struct Args {
     count: u64,
     #[arg(long = "impl", value_enum, default_value_t = Which::Both)]
     which: Which,
+    #[command(flatten)]
+    security: Compare,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -42,6 +46,7 @@ enum Which {
 
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let (size, count) = (args.size, args.count);
+    let securities = args.security.securities(&[PeerId(1), PeerId(2)])?;
     let bar = progress("latency", None, quiet);
     let mut records = Vec::new();
     if args.which != Which::Wirelane {
@@ -64,16 +69,48 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
         records.push(record("naive", size, &samples?));
     }
     if args.which != Which::Naive {
-        records.push(wirelane_latency(size, count)?);
+        for security in &securities {
+            records.push(wirelane_latency(size, count, security)?);
+        }
     }
     bar.finish_and_clear();
+    let p50 = |r: &Record| r.number("p50_us").unwrap_or(f64::NAN);
+    let mut notes = Vec::new();
+    if let (Some(naive), Some(ours)) = (
+        records
+            .iter()
+            .find(|r| r.get("impl").is_some_and(|i| i == "naive")),
+        records
+            .iter()
+            .find(|r| r.get("impl").is_some_and(|i| i == "wirelane")),
+    ) {
+        let ratio = p50(ours) / p50(naive);
+        notes.push(format!("wirelane p50 is {ratio:.2}x the naive baseline's"));
+    }
+    if let ([.., plain, tls], true, 2) = (
+        &mut records[..],
+        args.which != Which::Naive,
+        securities.len(),
+    ) {
+        let at = |r: &Record, key| r.number(key).unwrap_or(f64::NAN);
+        let (p50_ratio, p999_ratio) = (
+            at(tls, "p50_us") / at(plain, "p50_us"),
+            at(tls, "p999_us") / at(plain, "p999_us"),
+        );
+        *tls = tls
+            .clone()
+            .set("p50_vs_plain", p50_ratio)
+            .set("p999_vs_plain", p999_ratio);
+        notes.push(format!(
+            "over TLS the p50 is {p50_ratio:.2}x plaintext's, the p99.9 {p999_ratio:.2}x"
+        ));
+    }
     out.records(
         &format!("latency: {size}-byte ping-pong, {count} round trips"),
         &records,
     );
-    if let [naive, ours] = &records[..] {
-        let ratio = ours.number("p50_us").unwrap_or(0.0) / naive.number("p50_us").unwrap_or(1.0);
-        out.note(&format!("wirelane p50 is {ratio:.2}x the naive baseline's"));
+    for note in notes {
+        out.note(&note);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -115,9 +152,18 @@ pub fn record(implementation: &str, size: usize, samples: &Histogram<u64>) -> Re
 
 /// Round trips through two wirelane nodes: the client sends on the private lane and
 /// waits for the echo; the server's thread echoes every message back.
-fn wirelane_latency(size: usize, count: u64) -> anyhow::Result<Record> {
-    let client = Node::bind(PeerId(1), "127.0.0.1:0", Config::default())?;
-    let server = Node::bind(PeerId(2), "127.0.0.1:0", Config::default())?;
+fn wirelane_latency(size: usize, count: u64, security: &Security) -> anyhow::Result<Record> {
+    let (client, server) = (PeerId(1), PeerId(2));
+    let client = Node::bind(
+        client,
+        "127.0.0.1:0",
+        security.config(Config::default(), client)?,
+    )?;
+    let server = Node::bind(
+        server,
+        "127.0.0.1:0",
+        security.config(Config::default(), server)?,
+    )?;
     let peer = client.connect(server.local_addr())?;
     let samples = thread::scope(|s| -> anyhow::Result<Histogram<u64>> {
         let echo = thread::Builder::new()
@@ -139,5 +185,5 @@ fn wirelane_latency(size: usize, count: u64) -> anyhow::Result<Record> {
         echo.join().ok().context("the echo thread panicked")?;
         samples
     })?;
-    Ok(record("wirelane", size, &samples))
+    Ok(record(security.name(), size, &samples))
 }

@@ -35,7 +35,8 @@ pub struct Args {
     /// The `serve` process's address.
     #[arg(long)]
     connect: String,
-    /// This node's peer id (default: from the process id and the clock).
+    /// This node's peer id (default: from the process id and the clock; with
+    /// --cert, the id its certificate names must be given).
     #[arg(long)]
     id: Option<u64>,
     #[arg(long, value_enum, default_value_t = Workload::Throughput)]
@@ -46,6 +47,8 @@ pub struct Args {
     /// Messages, or round trips (default: as `throughput` and `latency`).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
+    #[command(flatten)]
+    tls: crate::tls::Files,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -56,10 +59,14 @@ enum Workload {
 
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let connect = &args.connect;
+    if args.tls.given() && args.id.is_none() {
+        bail!("--cert needs --id: the id its certificate names");
+    }
     let id = PeerId(args.id.unwrap_or_else(default_id));
     let (size, count) = (args.size as usize, args.count);
+    let config = args.tls.security(&[id])?.config(Config::default(), id)?;
     // `load` only dials out, so its own listener is never used and stays on loopback.
-    let node = Node::bind(id, "127.0.0.1:0", Config::default())?;
+    let node = Node::bind(id, "127.0.0.1:0", config)?;
     let peer = node
         .connect(connect.as_str())
         .with_context(|| format!("cannot connect to {connect}"))?;

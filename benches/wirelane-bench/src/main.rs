@@ -5,8 +5,10 @@
 //! so that its tooling never reaches the library's users.
 
 mod baseline;
+mod certs;
 mod child;
 mod cli;
+mod connect;
 mod deadlock;
 mod idle;
 mod latency;
@@ -32,6 +34,7 @@ mod stamp;
 mod storm;
 mod threads;
 mod throughput;
+mod tls;
 mod traffic;
 
 use std::process::ExitCode;
@@ -59,6 +62,8 @@ fn main() -> ExitCode {
         Some(Command::Load(args)) => load::run(&args, quiet, out),
         Some(Command::Peer(args)) => peer::run(&args),
         Some(Command::Baseline(args)) => baseline::run(&args, out),
+        Some(Command::Connect(args)) => connect::run(&args, quiet, out),
+        Some(Command::Certs(args)) => certs::run(&args, out),
         Some(Command::Netmesh(args)) => netmesh::run(&args, quiet, out),
         Some(Command::IdlePeers(args)) => idle::run(&args),
         Some(Command::MeshNode(args)) => meshnode::run(&args),

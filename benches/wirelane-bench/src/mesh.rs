@@ -14,6 +14,7 @@ use wirelane::LaneStats;
 
 use crate::report::{progress, Output, Record};
 use crate::stamp::Stamp;
+use crate::tls::Security;
 use crate::traffic::verdict::{self, Streams, Totals};
 use crate::traffic::{self, workers, Outcome, Plan, DRAIN_DEADLINE};
 
@@ -31,6 +32,9 @@ pub struct Args {
     /// Seconds of load.
     #[arg(long, default_value = "5", value_parser = crate::cli::seconds)]
     secs: Duration,
+    /// Nodes are 1 to N: --cert and --key need {id}.
+    #[command(flatten)]
+    tls: crate::tls::Files,
 }
 
 /// The main job, and the defaults of `mesh`. One sender of each kind per node
@@ -48,7 +52,7 @@ const DEFAULT: Plan = Plan {
 };
 
 pub fn main_job(quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
-    report(&DEFAULT, quiet, out)
+    report(&DEFAULT, &Security::Plain, quiet, out)
 }
 
 pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
@@ -58,19 +62,25 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
         load: args.secs,
         ..DEFAULT
     };
-    report(&plan, quiet, out)
+    let security = args.tls.security(&traffic::ids(&plan))?;
+    report(&plan, &security, quiet, out)
 }
 
 /// Runs the plan, prints the records and the verdict, and returns the exit status:
 /// success only if every private message was accounted for, once and in order.
-fn report(plan: &Plan, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
+fn report(plan: &Plan, security: &Security, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let bar = progress("mesh", None, quiet);
-    let outcome = traffic::execute(plan, &bar);
+    let outcome = traffic::execute(plan, security, &bar);
     bar.finish_and_clear();
     let o = outcome?;
     let title = format!(
-        "wirelane-bench: {}-node full mesh on loopback, {}-byte payloads, {:.1} s",
+        "wirelane-bench: {}-node full mesh on loopback{}, {}-byte payloads, {:.1} s",
         plan.nodes,
+        if security.is_tls() {
+            " over mutual TLS"
+        } else {
+            ""
+        },
         plan.size,
         o.load.as_secs_f64()
     );

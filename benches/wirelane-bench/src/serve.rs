@@ -54,13 +54,21 @@ pub struct Args {
     /// Seconds to run, then print what was served (default: until killed).
     #[arg(long, value_parser = crate::cli::seconds)]
     secs: Option<Duration>,
+    #[command(flatten)]
+    tls: crate::tls::Files,
 }
 
 pub fn run(args: &Args, out: Output) -> anyhow::Result<ExitCode> {
     let (listen, id, run_for) = (&args.node.listen, PeerId(args.node.id), args.secs);
-    let node = Node::bind(id, listen.as_str(), Config::default())
+    let config = args.tls.security(&[id])?.config(Config::default(), id)?;
+    let tls = if args.tls.given() {
+        " (mutual TLS)"
+    } else {
+        ""
+    };
+    let node = Node::bind(id, listen.as_str(), config)
         .with_context(|| format!("cannot listen on {listen}"))?;
-    eprintln!("serve: {id} listening on {}", node.local_addr());
+    eprintln!("serve: {id} listening on {}{tls}", node.local_addr());
 
     let began = Instant::now();
     let until = run_for.map(|d| began + d);

@@ -71,7 +71,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
         slow_consumer: Some(args.slow_consumer).filter(|&r| r > 0),
     };
     let bar = progress("soak", Some(args.secs.as_secs().max(1)), quiet);
-    let outcome = traffic::execute(&plan, &bar);
+    let outcome = traffic::execute(&plan, &crate::tls::Security::Plain, &bar);
     bar.finish_and_clear();
     let judged = judge(&plan, &outcome?);
     let slow = match plan.slow_consumer {

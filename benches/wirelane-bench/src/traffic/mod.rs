@@ -27,6 +27,7 @@ use self::chaos::ChaosLog;
 use self::workers::{EventLog, Inbox, Live, Oddities, Sent};
 use crate::procfs;
 use crate::threads::{join_all, start, wait_until, Named};
+use crate::tls::Security;
 
 /// Longest wait for the first full mesh, and for its connection threads to start.
 const SETUP_DEADLINE: Duration = Duration::from_secs(10);
@@ -115,14 +116,24 @@ impl Outcome {
     }
 }
 
-/// Binds the nodes, runs the load, and always shuts everything down and joins it,
-/// whether or not the run got through. `progress` counts seconds of load.
-pub fn execute(plan: &Plan, progress: &ProgressBar) -> anyhow::Result<Outcome> {
+/// The ids of a plan's nodes.
+pub fn ids(plan: &Plan) -> Vec<PeerId> {
+    (1..=plan.nodes as u64).map(PeerId).collect()
+}
+
+/// Binds the nodes (plaintext, or TLS as `security` says), runs the load, and
+/// always shuts everything down and joins it, whether or not the run got through.
+/// `progress` counts seconds of load.
+pub fn execute(
+    plan: &Plan,
+    security: &Security,
+    progress: &ProgressBar,
+) -> anyhow::Result<Outcome> {
     let began = Instant::now();
     let mut nodes = Vec::with_capacity(plan.nodes);
-    for i in 1..=plan.nodes {
-        let id = PeerId(i as u64);
-        let node = Node::bind(id, "127.0.0.1:0", Config::default())
+    for id in ids(plan) {
+        let config = security.config(Config::default(), id)?;
+        let node = Node::bind(id, "127.0.0.1:0", config)
             .with_context(|| format!("{id} could not bind 127.0.0.1:0"))?;
         nodes.push(Arc::new(node));
     }
