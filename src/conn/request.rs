@@ -285,8 +285,11 @@ impl Inquiry {
             let mut prefix = [0u8; REPLY_PREFIX];
             prefix[..8].copy_from_slice(&inner.id.to_be_bytes());
             prefix[8] = REPLY_ANSWERED;
-            turn.write(&conn, FrameKind::Reply, &prefix, body);
+            // The debt is settled before the first byte leaves: once the reply is on
+            // the wire the peer may reuse its request slot at once, and the reader
+            // must find room for that request (the writer does the same in `gather`).
             inner.replies.taken(1);
+            turn.write(&conn, FrameKind::Reply, &prefix, body);
             conn.count_request(|c| &c.responded, 1);
             return Ok(());
         }

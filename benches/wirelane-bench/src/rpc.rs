@@ -13,7 +13,7 @@ use anyhow::{bail, ensure, Context};
 use hdrhistogram::Histogram;
 use wirelane::{Bytes, Config, Lane, Node, PeerId};
 
-use crate::latency::WARMUP;
+use crate::latency::{self, WARMUP};
 use crate::report::{progress, Output, Record};
 use crate::threads::abandon;
 
@@ -106,7 +106,7 @@ fn wirelane_rpc(size: usize, count: u64, threads: u64) -> anyhow::Result<Record>
         );
         Ok(measured)
     })?;
-    let at = |q: f64| samples.value_at_quantile(q) as f64;
+    let at = |q: f64| latency::quantile_us(&samples, q);
     Ok(Record::new("rpc", "wirelane")
         .set("size", size as u64)
         .set("threads", threads)
@@ -116,7 +116,7 @@ fn wirelane_rpc(size: usize, count: u64, threads: u64) -> anyhow::Result<Record>
         .set("p50_us", at(0.5))
         .set("p99_us", at(0.99))
         .set("p999_us", at(0.999))
-        .set("max_us", samples.max() as f64))
+        .set("max_us", samples.max() as f64 / 1e3))
 }
 
 /// The warm-up, then the timed requests: the round trips of every thread, and the
@@ -139,12 +139,12 @@ fn measure<'s>(
                 .name(format!("rpc-request-{thread}"))
                 .spawn_scoped(s, move || -> anyhow::Result<Histogram<u64>> {
                     // One microsecond to a minute, three significant digits.
-                    let mut samples = Histogram::new_with_bounds(1, 60_000_000, 3)?;
+                    let mut samples = latency::histogram()?;
                     start.wait();
                     for seq in 0..share(count, threads, thread) {
                         let started = Instant::now();
                         call(client, peer, thread, seq, size)?;
-                        samples.saturating_record(started.elapsed().as_micros() as u64);
+                        samples.saturating_record(started.elapsed().as_nanos() as u64);
                     }
                     Ok(samples)
                 })
@@ -154,7 +154,7 @@ fn measure<'s>(
         .collect::<Vec<_>>();
     start.wait();
     let started = Instant::now();
-    let mut all = Histogram::new_with_bounds(1, 60_000_000, 3)?;
+    let mut all = latency::histogram()?;
     let mut first_error = None;
     for worker in workers {
         match worker.join().ok().context("a requesting thread panicked")? {
