@@ -32,6 +32,22 @@ const SMALL_BATCH: usize = 16;
 /// flood, one system call per message would cost more than the batching saves.
 const LEND_BELOW: usize = 4;
 
+/// Parks without lending the turn after a lent park found a stream: a sender that
+/// found the turn free queued its message anyway, because the connection had
+/// written within [`crate::conn::turn`]'s quiet gap. A stream is batched best by
+/// the writer taking messages as they come; a ping-pong, whose senders find the
+/// connection quiet, seldom shows this and lends again after these many parks.
+const STREAM_PARKS: u32 = 1024;
+
+/// What happened while the writer was parked with its turn lent.
+#[derive(Default)]
+struct Parked {
+    /// A sender wrote a frame of its own.
+    wrote: bool,
+    /// A sender queued a message although the turn was free.
+    stream: bool,
+}
+
 /// Writers in this process that have work, that is, are not parked waiting for it.
 static BUSY_WRITERS: AtomicUsize = AtomicUsize::new(0);
 
@@ -129,6 +145,8 @@ impl Writer {
         // Data frames in the last batch written: few means sparse traffic, where a
         // sender writing its own frame saves a wake-up (see `crate::conn::turn`).
         let mut last_frames = 0;
+        // Parks left without lending, after a stream was seen.
+        let mut streaming = 0u32;
         let busy = Busy::start();
         // Whether the bytes written so far end on a frame boundary, so that a goodbye
         // can follow them.
@@ -156,12 +174,18 @@ impl Writer {
             if batch.is_empty() {
                 let idle = last_write.elapsed();
                 if idle < self.ping_interval {
-                    let lend = last_frames < LEND_BELOW;
-                    let wrote = busy.parked(|| {
-                        self.wait(&mut batch, self.ping_interval - idle, lend, last_write)
-                    });
-                    if wrote {
+                    let timeout = self.ping_interval - idle;
+                    if last_frames >= LEND_BELOW || streaming > 0 || self.flow.held.is_some() {
+                        streaming = streaming.saturating_sub(1);
+                        busy.parked(|| self.wait_taking(&mut batch, timeout));
+                        continue;
+                    }
+                    let parked = busy.parked(|| self.wait_lent(&mut batch, timeout, last_write));
+                    if parked.wrote {
                         last_write = Instant::now();
+                    }
+                    if parked.stream {
+                        streaming = STREAM_PARKS;
                     }
                     continue;
                 }
@@ -287,38 +311,93 @@ impl Writer {
     }
 
     /// Sleeps until there is something to write, the connection closes, or a ping is
-    /// due. While it holds a frame the peer's window has no room for, the private
-    /// lane is left alone: the writer waits for the window instead.
-    ///
-    /// With `lend`, and nothing held, it lends its turn to write while it sleeps, so
-    /// that a sender may write its frame itself; it takes the turn back before it
-    /// looks at a lane, and puts the rest of a frame a sender could not finish
-    /// first in the batch. Returns whether a sender wrote meanwhile.
-    fn wait(
-        &mut self,
-        batch: &mut Batch,
-        timeout: Duration,
-        lend: bool,
-        last_write: Instant,
-    ) -> bool {
-        let no_private = never();
-        let private = match self.flow.held {
-            Some(_) => &no_private,
-            None => self.lanes.private.channel(),
-        };
-        let lent = lend && self.flow.held.is_none();
-        if lent {
-            self.conn.turn.lend(self.flow.spender.sent(), last_write);
+    /// due, taking what woke it in the same step, as a channel receive does. While
+    /// it holds a frame the peer's window has no room for, the private lane is left
+    /// alone: the writer waits for the window instead.
+    fn wait_taking(&mut self, batch: &mut Batch, timeout: Duration) {
+        enum Got {
+            Reply(ReplyOut),
+            Private(Outbound),
+            Gossip(Bytes),
+            Pong,
+            Nothing,
         }
-        // Only readiness: what is ready is taken by the next gather, with the turn
-        // back in hand. A disconnected lane or pong channel means the connection is
-        // closing; the loop sees that at its top.
+        let got = {
+            let no_private = never();
+            let private = match self.flow.held {
+                Some(_) => &no_private,
+                None => self.lanes.private.channel(),
+            };
+            let gossip = self.lanes.gossip.channel();
+            // A disconnected lane or pong channel means the connection is closing;
+            // the loop sees that at its top. A grant to announce, or room from the
+            // peer, is seen by the next gather.
+            let mut sel = Select::new();
+            let replies = sel.recv(&self.replies);
+            let privates = sel.recv(private);
+            let gossips = sel.recv(gossip);
+            let pong = sel.recv(&self.pong);
+            let wake = sel.recv(&self.flow.wake);
+            let nudged = sel.recv(&self.flow.nudged);
+            sel.recv(&self.conn.closed_rx);
+            let got = match sel.select_timeout(timeout) {
+                Err(_) => Got::Nothing,
+                Ok(op) => match op.index() {
+                    i if i == replies => op.recv(&self.replies).map_or(Got::Nothing, Got::Reply),
+                    i if i == privates => op.recv(private).map_or(Got::Nothing, Got::Private),
+                    i if i == gossips => op.recv(gossip).map_or(Got::Nothing, Got::Gossip),
+                    i if i == pong => op.recv(&self.pong).map_or(Got::Nothing, |()| Got::Pong),
+                    i if i == wake => {
+                        let _ = op.recv(&self.flow.wake);
+                        Got::Nothing
+                    }
+                    i if i == nudged => {
+                        let _ = op.recv(&self.flow.nudged);
+                        Got::Nothing
+                    }
+                    _ => {
+                        let _ = op.recv(&self.conn.closed_rx);
+                        Got::Nothing
+                    }
+                },
+            };
+            got
+        };
+        match got {
+            Got::Reply(reply) => {
+                self.owed.taken(1);
+                batch.push_reply(reply.id, reply.status, reply.body);
+            }
+            Got::Private(item) => {
+                self.lanes.private.took();
+                let len = item.len();
+                self.offer(batch, item);
+                self.lanes.budgets.release(0, len);
+                self.publish(batch);
+            }
+            Got::Gossip(msg) => {
+                self.lanes.gossip.took();
+                let len = msg.len();
+                batch.push(Lane::Gossip, msg);
+                self.lanes.budgets.release(len, 0);
+                self.publish(batch);
+            }
+            Got::Pong => batch.control(FrameKind::Pong),
+            Got::Nothing => {}
+        }
+    }
+
+    /// Sleeps as [`Writer::wait_taking`] does, nothing held, but lends its turn to
+    /// write meanwhile, so that a sender may write its frame itself. It only watches
+    /// for readiness, and takes the turn back before it looks at a lane; the rest of
+    /// a frame a sender could not finish goes first in the batch.
+    fn wait_lent(&mut self, batch: &mut Batch, timeout: Duration, last_write: Instant) -> Parked {
+        self.conn.turn.lend(self.flow.spender.sent(), last_write);
         let mut sel = Select::new();
         sel.recv(&self.replies);
-        sel.recv(private);
+        sel.recv(self.lanes.private.channel());
         sel.recv(self.lanes.gossip.channel());
         sel.recv(&self.pong);
-        // A grant to announce, or room from the peer.
         sel.recv(&self.flow.wake);
         sel.recv(&self.flow.nudged);
         sel.recv(&self.conn.closed_rx);
@@ -327,18 +406,21 @@ impl Writer {
         // Wake-ups with nothing to take: what they signal, the next gather sees.
         let _ = self.flow.wake.try_recv();
         let _ = self.flow.nudged.try_recv();
-        if !lent {
-            return false;
-        }
         let Some(back) = self.conn.turn.reclaim() else {
-            return false;
+            return Parked::default();
         };
         self.flow.spender.resume(back.sent);
         if let Some(rest) = back.rest {
             batch.push_rest(rest.kind, &rest.head, rest.body, rest.payload);
             self.publish(batch);
         }
-        back.wrote
+        Parked {
+            wrote: back.wrote,
+            // A message queued while the turn was free: its sender found the
+            // connection busy, which is a stream.
+            stream: !self.lanes.private.channel().is_empty()
+                || !self.lanes.gossip.channel().is_empty(),
+        }
     }
 
     /// Collects what was never written, then says goodbye (on a graceful close).
