@@ -32,15 +32,25 @@ pub struct Config {
     /// Most messages the gossip lane of one connection holds before
     /// [`try_send`](crate::Node::try_send) drops. Default 256: enough to absorb a
     /// burst while the writer is busy, small enough that stale gossip is shed early.
-    /// A lane's memory (40 bytes a message, in blocks of 31) grows with what it
-    /// holds: an idle lane keeps at most one block.
+    /// A lane's memory is 40 bytes a message, allocated when the connection opens
+    /// unless [`lanes_grow`](Config::lanes_grow) is set.
     pub gossip_capacity: usize,
     /// Most messages the private lane of one connection holds before
     /// [`send`](crate::Node::send) waits. Default 384: deep enough that the writer
     /// gathers large batches from a fast sender (at 256, 64-byte throughput drops by a
-    /// third; above 384 it hardly grows). As for gossip, the lane's memory follows
-    /// what it holds.
+    /// third; above 384 it hardly grows). Its memory is allocated as for gossip.
     pub private_capacity: usize,
+    /// Whether a connection's lanes allocate their memory as messages arrive and
+    /// free it once the writer has taken them (`true`), instead of all at once when
+    /// the connection opens (`false`, the default).
+    ///
+    /// Growing lanes cost an idle connection about 25 KiB less with the default
+    /// capacities (38 instead of 63 KiB resident, `docs/performance.md`): worth it for
+    /// a node that holds thousands of mostly idle peers. They cost a stream of small
+    /// messages about a third of its rate on one connection (64-byte messages), for
+    /// the allocation of a block every 31 messages by the sending thread and its
+    /// release by the writer. The bounds are the same either way.
+    pub lanes_grow: bool,
     /// Most bytes of payload the gossip lane holds; beyond, `try_send` drops as when
     /// the lane is full. A count alone does not bound memory: 256 messages of a
     /// megabyte each are not "bounded". An empty lane always takes one message, so a
@@ -196,6 +206,7 @@ impl Default for Config {
         Config {
             gossip_capacity: 256,
             private_capacity: 384,
+            lanes_grow: false,
             gossip_lane_bytes: 8 << 20,
             private_lane_bytes: 32 << 20,
             inbound_capacity: 4096,
@@ -244,6 +255,8 @@ impl Config {
         gossip_capacity: usize;
         /// Sets [`private_capacity`](Config::private_capacity).
         private_capacity: usize;
+        /// Sets [`lanes_grow`](Config::lanes_grow).
+        lanes_grow: bool;
         /// Sets [`gossip_lane_bytes`](Config::gossip_lane_bytes).
         gossip_lane_bytes: usize;
         /// Sets [`private_lane_bytes`](Config::private_lane_bytes).

@@ -87,11 +87,11 @@ pub(crate) struct LaneTx {
     pub(crate) budgets: Arc<Budgets>,
 }
 
-/// Creates the two bounded lanes of a connection. Their memory grows with what they
-/// hold ([`crate::sync::queue`]): an idle connection's lanes cost next to nothing.
+/// Creates the two bounded lanes of a connection, allocated at once or growing with
+/// what they hold ([`Config::lanes_grow`], [`crate::sync::queue`]).
 pub(crate) fn lanes(config: &Config) -> (LaneTx, LaneRx) {
-    let (gossip_tx, gossip) = queue(config.gossip_capacity);
-    let (private_tx, private) = queue(config.private_capacity);
+    let (gossip_tx, gossip) = queue(config.gossip_capacity, config.lanes_grow);
+    let (private_tx, private) = queue(config.private_capacity, config.lanes_grow);
     let budgets = Arc::new(Budgets::new(config));
     (
         LaneTx {

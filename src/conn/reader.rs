@@ -22,7 +22,7 @@ use super::sink::EventSink;
 use super::timers::{Silence, SlowWatch};
 use super::window;
 use crate::config::Config;
-use crate::conn::request::{Answer, Inquiry, Replies, UnknownReply};
+use crate::conn::request::{Answer, Inquiry, Outbound, Replies, UnknownReply};
 use crate::event::{DisconnectReason, Event, Lane};
 use crate::id::PeerId;
 use crate::stats::RequestCounters;
@@ -42,7 +42,7 @@ pub(crate) struct Reader<'a> {
     /// delivered before, so the peer's messages keep their order.
     pub(crate) after: Vec<Receiver<Never>>,
     /// The private lane, watched for a peer that stops draining it.
-    pub(crate) private: &'a QueueWatch,
+    pub(crate) private: &'a QueueWatch<Outbound>,
     pub(crate) budgets: &'a Budgets,
     /// For reporting a slow peer.
     pub(crate) events: &'a EventSink,

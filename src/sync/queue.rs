@@ -1,19 +1,23 @@
-//! A bounded multi-producer, single-consumer queue whose memory follows what it
-//! holds: the lanes of a connection.
+//! A bounded multi-producer, single-consumer queue: the lanes of a connection. Its
+//! memory is either allocated when it is made or follows what it holds
+//! ([`Config::lanes_grow`](crate::Config::lanes_grow)).
 //!
-//! crossbeam's `bounded(n)` allocates its `n` slots when it is created and writes
-//! each one's stamp, so every page of the buffer is resident from the start. A
-//! connection's lanes held 256 gossip and 384 private slots of 40 bytes each, 25 KiB
-//! per connection before it carried a single message: a third of what an idle
-//! connection cost (`wirelane-bench scale`, 10,000 idle connections, 78 KiB each).
-//! Here the messages travel in crossbeam's `unbounded` channel, which allocates
-//! blocks of 31 slots as they fill and frees each block once it has been read, and
-//! the bound is a count of slots, taken before a message goes in and given back
-//! after the consumer took it out: a lane that never carried a message costs
-//! nothing, and one that is idle again keeps at most one block (about 1.3 KiB).
+//! The fixed store is crossbeam's `bounded(n)`, which allocates its `n` slots when it
+//! is created and writes each one's stamp, so every page of the buffer is resident
+//! from the start: with the default capacities, 256 gossip and 384 private slots of
+//! 40 bytes each, 25 KiB per connection before it carried a single message.
 //!
-//! The consumer gives slots back in small batches (a sixteenth of the capacity, at
-//! once when it finds the queue empty, or when it says so with
+//! The growing store carries the messages in crossbeam's `unbounded` channel, which
+//! allocates blocks of 31 slots as they fill and frees each block once it has been
+//! read, and the bound is a count of slots, taken before a message goes in and given
+//! back after the consumer took it out: a lane that never carried a message costs
+//! nothing, and one that is idle again keeps at most one block (about 1.3 KiB). The
+//! price is a block allocated by the sending thread and freed by the writer every 31
+//! messages, and the count: about a third of the rate of a stream of 64-byte
+//! messages on one connection (`docs/performance.md`).
+//!
+//! The consumer of a growing queue gives slots back in small batches (a sixteenth of
+//! the capacity, at once when it finds the queue empty, or when it says so with
 //! [`QueueRx::give_back`], as the writer does after each batch it gathers): one
 //! shared counter updated per message would add a cache line bouncing between the
 //! sending and the writing cores for every message. So while the consumer is taking
@@ -24,15 +28,21 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{bounded, unbounded, Receiver, Select, Sender, TryRecvError, TrySendError};
 
 use super::{Interrupted, Never, WaitBudget};
 
-/// Creates a queue that holds at most `capacity` messages (at least 1).
-pub(crate) fn queue<T>(capacity: usize) -> (QueueTx<T>, QueueRx<T>) {
+/// Creates a queue that holds at most `capacity` messages (at least 1), its memory
+/// growing with what it holds if `grows`, else allocated now.
+pub(crate) fn queue<T>(capacity: usize, grows: bool) -> (QueueTx<T>, QueueRx<T>) {
     let capacity = capacity.max(1);
-    let slots = Arc::new(WaitBudget::new(capacity));
-    let (tx, rx) = unbounded();
+    let (tx, rx, slots) = if grows {
+        let (tx, rx) = unbounded();
+        (tx, rx, Some(Arc::new(WaitBudget::new(capacity))))
+    } else {
+        let (tx, rx) = bounded(capacity);
+        (tx, rx, None)
+    };
     (
         QueueTx {
             tx,
@@ -51,7 +61,8 @@ pub(crate) fn queue<T>(capacity: usize) -> (QueueTx<T>, QueueRx<T>) {
 /// clone is dropped.
 pub(crate) struct QueueTx<T> {
     tx: Sender<T>,
-    slots: Arc<WaitBudget>,
+    /// The count of free slots of a growing queue; a fixed one's channel is bounded.
+    slots: Option<Arc<WaitBudget>>,
 }
 
 impl<T> Clone for QueueTx<T> {
@@ -71,10 +82,13 @@ impl<T> QueueTx<T> {
     /// `Full` with the message if every slot is taken, `Disconnected` if the
     /// consumer is gone.
     pub(crate) fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
-        if !self.slots.reserve(1) {
+        let Some(slots) = &self.slots else {
+            return self.tx.try_send(msg);
+        };
+        if !slots.reserve(1) {
             return Err(TrySendError::Full(msg));
         }
-        self.put(msg).map_err(TrySendError::Disconnected)
+        self.put(slots, msg).map_err(TrySendError::Disconnected)
     }
 
     /// Queues `msg`, waiting for a free slot until `deadline` (if any) or until
@@ -90,10 +104,41 @@ impl<T> QueueTx<T> {
         deadline: Option<Instant>,
         closed: &Receiver<Never>,
     ) -> Result<(), (Interrupted, T)> {
-        if let Err(why) = self.slots.wait(1, deadline, Some(closed)) {
+        let Some(slots) = &self.slots else {
+            return self.send_bounded(msg, deadline, closed);
+        };
+        if let Err(why) = slots.wait(1, deadline, Some(closed)) {
             return Err((why, msg));
         }
-        self.put(msg).map_err(|msg| (Interrupted::Closed, msg))
+        self.put(slots, msg)
+            .map_err(|msg| (Interrupted::Closed, msg))
+    }
+
+    /// [`QueueTx::send_deadline`] on a fixed queue: a select of the channel's send
+    /// and the close.
+    fn send_bounded(
+        &self,
+        msg: T,
+        deadline: Option<Instant>,
+        closed: &Receiver<Never>,
+    ) -> Result<(), (Interrupted, T)> {
+        let mut sel = Select::new();
+        let lane = sel.send(&self.tx);
+        sel.recv(closed);
+        let oper = match deadline {
+            None => sel.select(),
+            Some(deadline) => match sel.select_deadline(deadline) {
+                Ok(oper) => oper,
+                Err(_) => return Err((Interrupted::Timeout, msg)),
+            },
+        };
+        if oper.index() == lane {
+            oper.send(&self.tx, msg)
+                .map_err(|e| (Interrupted::Closed, e.into_inner()))
+        } else {
+            let _ = oper.recv(closed);
+            Err((Interrupted::Closed, msg))
+        }
     }
 
     /// Messages in the queue now.
@@ -110,9 +155,9 @@ impl<T> QueueTx<T> {
 
     /// Puts a message in whose slot is reserved; gives the slot back if the
     /// consumer is gone. The channel is unbounded, so this never waits.
-    fn put(&self, msg: T) -> Result<(), T> {
+    fn put(&self, slots: &WaitBudget, msg: T) -> Result<(), T> {
         self.tx.send(msg).map_err(|e| {
-            self.slots.release(1);
+            slots.release(1);
             e.into_inner()
         })
     }
@@ -122,7 +167,7 @@ impl<T> QueueTx<T> {
 /// count of slots it has not given back yet.
 pub(crate) struct QueueRx<T> {
     rx: Receiver<T>,
-    slots: Arc<WaitBudget>,
+    slots: Option<Arc<WaitBudget>>,
     /// Messages taken whose slots are not given back yet.
     taken: Cell<usize>,
     /// Slots given back at once.
@@ -154,6 +199,9 @@ impl<T> QueueRx<T> {
     /// Counts a message taken out (through [`QueueRx::channel`] or by this type),
     /// giving slots back once a batch of them is due.
     pub(crate) fn took(&self) {
+        if self.slots.is_none() {
+            return;
+        }
         self.taken.set(self.taken.get() + 1);
         if self.taken.get() >= self.batch {
             self.give_back();
@@ -163,8 +211,8 @@ impl<T> QueueRx<T> {
     /// Gives back the slots of every message taken so far.
     pub(crate) fn give_back(&self) {
         let taken = self.taken.replace(0);
-        if taken > 0 {
-            self.slots.release(taken);
+        if let (Some(slots), true) = (&self.slots, taken > 0) {
+            slots.release(taken);
         }
     }
 
@@ -179,19 +227,29 @@ impl<T> QueueRx<T> {
     }
 
     /// A handle that tells whether the queue is full, for another thread.
-    pub(crate) fn watch(&self) -> QueueWatch {
-        QueueWatch(self.slots.clone())
+    pub(crate) fn watch(&self) -> QueueWatch<T> {
+        match &self.slots {
+            Some(slots) => QueueWatch::Slots(slots.clone()),
+            None => QueueWatch::Channel(self.rx.clone()),
+        }
     }
 }
 
 /// Whether a queue is full, from any thread.
-#[derive(Clone)]
-pub(crate) struct QueueWatch(Arc<WaitBudget>);
+pub(crate) enum QueueWatch<T> {
+    Slots(Arc<WaitBudget>),
+    /// A fixed queue's channel (a receiver that never receives).
+    Channel(Receiver<T>),
+}
 
-impl QueueWatch {
-    /// Whether every slot is taken (or not yet given back by the consumer).
+impl<T> QueueWatch<T> {
+    /// Whether every slot is taken (or, in a growing queue, not yet given back by
+    /// the consumer).
     pub(crate) fn is_full(&self) -> bool {
-        self.0.is_full()
+        match self {
+            QueueWatch::Slots(slots) => slots.is_full(),
+            QueueWatch::Channel(rx) => rx.is_full(),
+        }
     }
 }
 
@@ -206,20 +264,22 @@ mod tests {
 
     #[test]
     fn a_queue_takes_its_capacity_and_no_more() {
-        let (tx, rx) = queue::<u32>(3);
-        for i in 0..3 {
-            tx.try_send(i).unwrap();
+        for grows in [true, false] {
+            let (tx, rx) = queue::<u32>(3, grows);
+            for i in 0..3 {
+                tx.try_send(i).unwrap();
+            }
+            assert!(matches!(tx.try_send(9), Err(TrySendError::Full(9))));
+            assert!(rx.watch().is_full());
+            assert_eq!(rx.try_recv(), Ok(0));
+            assert!(matches!(tx.try_send(3), Ok(())), "a slot came back");
+            assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![1, 2, 3]);
         }
-        assert!(matches!(tx.try_send(9), Err(TrySendError::Full(9))));
-        assert!(rx.watch().is_full());
-        assert_eq!(rx.try_recv(), Ok(0));
-        assert!(matches!(tx.try_send(3), Ok(())), "a slot came back");
-        assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![1, 2, 3]);
     }
 
     #[test]
     fn slots_come_back_in_batches_and_when_the_queue_is_found_empty() {
-        let (tx, rx) = queue::<u32>(64);
+        let (tx, rx) = queue::<u32>(64, true);
         let watch = rx.watch();
         for i in 0..64 {
             tx.try_send(i).unwrap();
@@ -243,19 +303,21 @@ mod tests {
 
     #[test]
     fn a_waiting_sender_gets_the_slot_the_consumer_frees() {
-        let (tx, rx) = queue::<u32>(1);
-        let (_open, closed) = bounded::<Never>(0);
-        tx.try_send(1).unwrap();
-        let sender = thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            tx.send_deadline(2, Some(deadline), &closed)
-                .map_err(|e| e.0)
-        });
-        let first = rx.channel().recv_timeout(Duration::from_secs(10));
-        assert_eq!(first, Ok(1));
-        rx.took();
-        assert_eq!(sender.join().unwrap(), Ok(()));
-        assert_eq!(rx.try_recv(), Ok(2));
+        for grows in [true, false] {
+            let (tx, rx) = queue::<u32>(1, grows);
+            let (_open, closed) = bounded::<Never>(0);
+            tx.try_send(1).unwrap();
+            let sender = thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                tx.send_deadline(2, Some(deadline), &closed)
+                    .map_err(|e| e.0)
+            });
+            let first = rx.channel().recv_timeout(Duration::from_secs(10));
+            assert_eq!(first, Ok(1));
+            rx.took();
+            assert_eq!(sender.join().unwrap(), Ok(()));
+            assert_eq!(rx.try_recv(), Ok(2));
+        }
     }
 
     #[test]
@@ -266,14 +328,15 @@ mod tests {
         // message arrives, each sender's in order, and no sender is left waiting for
         // a slot that was given back.
         for capacity in [3, 48] {
-            exchange(capacity);
+            exchange(capacity, true);
+            exchange(capacity, false);
         }
     }
 
-    fn exchange(capacity: usize) {
+    fn exchange(capacity: usize, grows: bool) {
         const SENDERS: u32 = 4;
         const EACH: u32 = 5_000;
-        let (tx, rx) = queue::<(u32, u32)>(capacity);
+        let (tx, rx) = queue::<(u32, u32)>(capacity, grows);
         let (_open, closed) = bounded::<Never>(0);
         let senders: Vec<_> = (0..SENDERS)
             .map(|s| {
@@ -320,31 +383,35 @@ mod tests {
 
     #[test]
     fn a_waiting_sender_leaves_with_its_message_at_the_deadline_or_the_close() {
-        let (tx, _rx) = queue::<u32>(1);
-        tx.try_send(1).unwrap();
-        let (open, closed) = bounded::<Never>(0);
-        let soon = Instant::now() + Duration::from_millis(20);
-        assert_eq!(
-            tx.send_deadline(2, Some(soon), &closed),
-            Err((Interrupted::Timeout, 2))
-        );
-        drop(open);
-        assert_eq!(
-            tx.send_deadline(3, None, &closed),
-            Err((Interrupted::Closed, 3))
-        );
+        for grows in [true, false] {
+            let (tx, _rx) = queue::<u32>(1, grows);
+            tx.try_send(1).unwrap();
+            let (open, closed) = bounded::<Never>(0);
+            let soon = Instant::now() + Duration::from_millis(20);
+            assert_eq!(
+                tx.send_deadline(2, Some(soon), &closed),
+                Err((Interrupted::Timeout, 2))
+            );
+            drop(open);
+            assert_eq!(
+                tx.send_deadline(3, None, &closed),
+                Err((Interrupted::Closed, 3))
+            );
+        }
     }
 
     #[test]
     fn a_queue_without_its_consumer_refuses_and_keeps_no_slot() {
-        let (tx, rx) = queue::<u32>(1);
-        drop(rx);
-        assert!(matches!(tx.try_send(1), Err(TrySendError::Disconnected(1))));
-        assert!(matches!(tx.try_send(2), Err(TrySendError::Disconnected(2))));
-        let (_open, closed) = bounded::<Never>(0);
-        assert_eq!(
-            tx.send_deadline(3, None, &closed),
-            Err((Interrupted::Closed, 3))
-        );
+        for grows in [true, false] {
+            let (tx, rx) = queue::<u32>(1, grows);
+            drop(rx);
+            assert!(matches!(tx.try_send(1), Err(TrySendError::Disconnected(1))));
+            assert!(matches!(tx.try_send(2), Err(TrySendError::Disconnected(2))));
+            let (_open, closed) = bounded::<Never>(0);
+            assert_eq!(
+                tx.send_deadline(3, None, &closed),
+                Err((Interrupted::Closed, 3))
+            );
+        }
     }
 }

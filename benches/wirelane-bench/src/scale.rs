@@ -79,6 +79,11 @@ pub struct Args {
     /// node's `max_handshakes` (64), which drops the oldest handshake beyond it.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=64))]
     dialers: u64,
+    /// The hub's lanes allocated when each connection opens (the default `Config`),
+    /// instead of growing with what they hold (`Config::lanes_grow`, the setting
+    /// for a node with many idle peers).
+    #[arg(long)]
+    fixed_lanes: bool,
 }
 
 /// The figures of the node's process, taken with and without the idle peers.
@@ -112,8 +117,11 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     let count = args.count.unwrap_or_else(|| default_count(size));
     let checked = limits::check(args.conns + FD_SLACK, 2 * args.conns + THREAD_SLACK)?;
     // The default Config but for the connection limit, which would refuse peers
-    // beyond 4,096: that is the one setting a node with more peers must change.
-    let config = Config::default().max_connections(conns + 16);
+    // beyond 4,096, and lanes that grow with what they hold: the two settings a
+    // node with many idle peers should change.
+    let config = Config::default()
+        .max_connections(conns + 16)
+        .lanes_grow(!args.fixed_lanes);
     let hub = Node::bind(HUB, "127.0.0.1:0", config.clone())?;
 
     // The client alone first, so that the figure with idle peers has its reference
@@ -320,9 +328,10 @@ fn notes(
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
     let mut notes = vec![
         format!(
-            "the hub: Config::default() but max_connections = {} (the default, 4096, refuses more peers); \
+            "the hub: Config::default() but max_connections = {} (the default, 4096, refuses more peers) and lanes_grow = {}; \
              ping_interval {:?}, silence_timeout {:?}, thread_stack_size {} KiB (reserved address space; only touched pages are resident)",
             config.max_connections,
+            config.lanes_grow,
             config.ping_interval,
             config.silence_timeout,
             config.thread_stack_size / 1024

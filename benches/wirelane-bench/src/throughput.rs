@@ -35,6 +35,9 @@ pub struct Args {
     /// Both lane capacities.
     #[arg(long)]
     capacity: Option<usize>,
+    /// Config::lanes_grow: lanes whose memory follows what they hold.
+    #[arg(long)]
+    lanes_grow: bool,
     /// Runs of each contender, interleaved; the best is kept.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     repeat: u64,
@@ -66,7 +69,7 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     };
     let config = cli::set(Config::default(), args.batch, Config::max_batch_bytes);
     let both = |c: Config, n| c.gossip_capacity(n).private_capacity(n);
-    let config = cli::set(config, args.capacity, both);
+    let config = cli::set(config, args.capacity, both).lanes_grow(args.lanes_grow);
     let ids: Vec<PeerId> = (0..=conns as u64).map(PeerId).collect();
     let securities = args.security.securities(&ids)?;
     let title = format!("throughput: {size}-byte {lane} messages, {conns} connection(s)");
