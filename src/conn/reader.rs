@@ -6,7 +6,7 @@
 //! whose private lane stays full, and a graceful close that outlives its linger.
 
 use crate::conn::stream::Stream;
-use std::io;
+use std::io::{self, Read};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -58,6 +58,12 @@ impl Reader<'_> {
     /// point of view (the first reason recorded on the connection wins).
     pub(crate) fn run(&self, frames: &mut FrameReader) -> DisconnectReason {
         let reason = self.read_until_the_end(frames);
+        if matches!(reason, DisconnectReason::ClosedByPeer) {
+            // Closed first, so that our goodbye goes out: a peer may wait for it
+            // before it ends its stream.
+            self.conn.close(reason.clone());
+            self.read_past_the_goodbye();
+        }
         // Whole data frames read but never handed on (the connection ended while the
         // reader waited with one) were received: count them, so that every message
         // the peer's kernel handed over is delivered or counted.
@@ -69,6 +75,30 @@ impl Reader<'_> {
             }
         }
         reason
+    }
+
+    /// After the peer's goodbye, reads to the end of its stream (a TLS peer's
+    /// `close_notify`, then the end of TCP), within a linger. Nothing follows a
+    /// goodbye but that, and it must not be left unread: a socket closed with unread
+    /// bytes resets the connection, and the reset makes the peer's kernel throw away
+    /// what it had received from us and not yet handed to its reader — the frames
+    /// before our own goodbye, which the peer, lingering, would have read.
+    fn read_past_the_goodbye(&self) {
+        let until = Instant::now() + self.config.linger;
+        let (mut stream, mut rest) = (self.stream, [0u8; 512]);
+        while Instant::now() < until {
+            match stream.read(&mut rest) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
     }
 
     fn read_until_the_end(&self, frames: &mut FrameReader) -> DisconnectReason {

@@ -69,6 +69,27 @@ impl Stream {
         self.tcp.peer_addr()
     }
 
+    /// Reads and throws away, without waiting, what the peer sent that nobody will
+    /// read any more: after its goodbye frame, a TLS peer's `close_notify`. Called
+    /// once the reader has stopped, before the socket is closed: closing a socket
+    /// with unread bytes makes the kernel reset the connection, and a reset makes
+    /// the peer's kernel throw away what it had received from us and not yet
+    /// handed to its reader — the frames before our own goodbye, which the peer's
+    /// reader, lingering, would have read. At most 64 KiB: a peer that goes on
+    /// sending after its goodbye gets its reset.
+    pub(crate) fn discard_unread(&self) {
+        if self.tcp.set_nonblocking(true).is_err() {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        for _ in 0..16 {
+            match (&self.tcp).read(&mut buf) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+    }
+
     /// Cuts the socket; safe from any thread (it writes nothing).
     pub(crate) fn cut(&self) {
         let _ = self.tcp.shutdown(Shutdown::Both);

@@ -274,6 +274,9 @@ pub(crate) fn run(
             redial.lost(node.id, peer, conn.peer_addr);
         }
     }
+    // Nothing reads the socket any more: what the peer sent after its goodbye is
+    // taken out, so that closing it does not reset the connection.
+    conn.stream().discard_unread();
     conn.cut();
     drop(pong_tx);
     if !unsent.is_empty() {
