@@ -6,14 +6,17 @@
 //! The real binary runs as `serve` and `load` in child processes, with certificates
 //! from its `certs` subcommand.
 
+mod bench;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const BENCH: &str = env!("CARGO_BIN_EXE_wirelane-bench");
+use bench::{Ran, BENCH};
+
 /// Only turns a hang into a failure.
 const GUARD: Duration = Duration::from_secs(60);
 
@@ -28,7 +31,7 @@ fn scratch(test: &str) -> PathBuf {
 /// `certs --out DIR --ids IDS`, which must succeed.
 fn certs(dir: &Path, ids: &str) {
     let out = run(&["certs", "--out", &dir.display().to_string(), "--ids", ids]);
-    assert!(out.status.success(), "certs failed: {}", stderr(&out));
+    assert!(out.status.success(), "certs failed: {}", out.stderr);
 }
 
 /// The options that give node `id` its certificate from `dir`.
@@ -42,30 +45,24 @@ fn tls(dir: &Path, id: u64) -> Vec<String> {
 }
 
 /// Runs the binary to its end, within the guard.
-fn run(args: &[&str]) -> Output {
-    let child = Command::new(BENCH)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {BENCH}: {e}"));
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(GUARD) {
-        Ok(out) => out.expect("the child's output"),
-        Err(_) => panic!("wirelane-bench {args:?} did not end within {GUARD:?}"),
-    }
+fn run(args: &[&str]) -> Ran {
+    bench::run(args, GUARD)
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+/// Checks that a `load` was refused: exit code 1, the reason on stderr naming TLS.
+#[track_caller]
+fn assert_refused_over_tls(refused: &Ran) {
+    let why = &refused.stderr;
+    assert_eq!(refused.status.code(), Some(1), "{why}");
+    assert!(why.contains("cannot connect to"), "{why}");
+    assert!(
+        why.to_lowercase().contains("tls"),
+        "the reason names TLS: {why}"
+    );
 }
 
 /// `load --connect ADDR --id 1 --workload latency --count 20` with `extra`.
-fn load(addr: &str, extra: &[String]) -> Output {
+fn load(addr: &str, extra: &[String]) -> Ran {
     let mut args = vec!["--quiet", "load", "--connect", addr, "--id", "1"];
     args.extend(["--workload", "latency", "--count", "20"]);
     args.extend(extra.iter().map(String::as_str));
@@ -137,16 +134,10 @@ fn a_load_whose_certificate_serve_does_not_trust_exits_non_zero_saying_why() {
     let serve = Serve::start(&tls(&ours, 2));
 
     let served = load(&serve.addr, &tls(&ours, 1));
-    assert!(served.status.success(), "{}", stderr(&served));
+    assert!(served.status.success(), "{}", served.stderr);
 
     let refused = load(&serve.addr, &tls(&theirs, 1));
-    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
-    let why = stderr(&refused);
-    assert!(why.contains("cannot connect to"), "{why}");
-    assert!(
-        why.to_lowercase().contains("tls"),
-        "the reason names TLS: {why}"
-    );
+    assert_refused_over_tls(&refused);
     drop(serve);
     let _ = std::fs::remove_dir_all(&ours);
     let _ = std::fs::remove_dir_all(&theirs);
@@ -159,16 +150,10 @@ fn a_tls_load_against_a_plaintext_serve_exits_non_zero_saying_why() {
     let serve = Serve::start(&[]);
 
     let served = load(&serve.addr, &[]);
-    assert!(served.status.success(), "{}", stderr(&served));
+    assert!(served.status.success(), "{}", served.stderr);
 
     let refused = load(&serve.addr, &tls(&dir, 1));
-    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
-    let why = stderr(&refused);
-    assert!(why.contains("cannot connect to"), "{why}");
-    assert!(
-        why.to_lowercase().contains("tls"),
-        "the reason names TLS: {why}"
-    );
+    assert_refused_over_tls(&refused);
     drop(serve);
     let _ = std::fs::remove_dir_all(&dir);
 }
