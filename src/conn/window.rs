@@ -5,9 +5,11 @@
 //! frames (private messages and requests) and of their payload bytes. The room
 //! is granted again as the application takes messages: a [`Hold`] travels inside
 //! each delivered [`Message`](crate::Message), and dropping the message gives its
-//! room back ([`PeerFlow`]). When enough has come back, the receiver's writer sends a
-//! window frame with the new totals, counted from the start of the connection, so
-//! frames may be lost to nothing, reordered by nothing, and repeated harmlessly.
+//! room back ([`PeerFlow`]). Each time half a window has come back, the writers of
+//! all the peer's connections are nudged; each sends a window frame with new totals,
+//! counted from the start of its connection, if they give the peer half a window
+//! more than it was told. Totals, not increments: frames may be lost to nothing,
+//! reordered by nothing, and repeated harmlessly.
 //!
 //! The sender's writer ([`Outbox`]) writes a private-lane frame only while both
 //! totals leave room (one byte of room is enough for a frame of any size, so a
@@ -27,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
+use parking_lot::Mutex;
 
 use crate::stats::Padded;
 use crate::sync::Budget;
@@ -134,35 +137,38 @@ impl Totals {
 }
 
 /// The receiving side of one peer's private data, across its connections: what
-/// its connections have delivered and the application has taken, and the nudge
-/// that wakes the writer of the peer's current connection to grant room again.
+/// its connections have delivered and the application has taken, and the nudges
+/// that wake the writers of the peer's connections to grant room again.
 ///
 /// It is per peer, not per connection, because a connection that replaces another
 /// must not get a fresh window while the old one's messages still sit in the
 /// inbound queue: with a slow application and frequent reconnections, the queue
 /// would grow by a window every time. The node keeps one per peer for as long as a
 /// connection or a message refers to it.
+///
+/// Every connection's writer is nudged, not just one: while a connection ends and
+/// its successor starts, both have writers, and a nudge spent by the ending one
+/// would leave the live one's peer waiting for room that had come back.
 pub(crate) struct PeerFlow {
     size: Room,
     delivered: Padded<Totals>,
     taken: Padded<Totals>,
-    /// `taken` as it was at the last grant: half a window more is worth a new one.
-    taken_at_grant: Padded<Totals>,
-    nudge: Sender<()>,
-    /// Selected on by the writers of the peer's connections.
-    pub(crate) nudged: Receiver<()>,
+    /// `taken` as it was at the last nudge: half a window more is worth another.
+    taken_at_nudge: Padded<Totals>,
+    /// The nudges of the peer's connections' writers, by inbox.
+    writers: Mutex<Vec<(u64, Sender<()>)>>,
+    next_inbox: AtomicU64,
 }
 
 impl PeerFlow {
     pub(crate) fn new(size: Room) -> PeerFlow {
-        let (nudge, nudged) = bounded(1);
         PeerFlow {
             size,
             delivered: Padded::default(),
             taken: Padded::default(),
-            taken_at_grant: Padded::default(),
-            nudge,
-            nudged,
+            taken_at_nudge: Padded::default(),
+            writers: Mutex::new(Vec::new()),
+            next_inbox: AtomicU64::new(0),
         }
     }
 
@@ -170,18 +176,23 @@ impl PeerFlow {
     /// granted again.
     fn taken(&self, frames: u64, bytes: u64) {
         let taken = self.taken.add(frames, bytes);
-        if self.due(taken) {
-            // A nudge already pending covers this one. Every drop nudges while a
-            // grant is due, so a nudge taken by a connection's writer that is just
-            // ending is followed by another.
-            let _ = self.nudge.try_send(());
+        if !self.half_back(taken) {
+            return;
+        }
+        // Two threads dropping at once may both nudge: harmless.
+        self.taken_at_nudge.raise(taken);
+        // Cloned out so that no nudge is sent under the lock. A nudge already
+        // pending covers this one.
+        let nudges: Vec<Sender<()>> = self.writers.lock().iter().map(|(_, n)| n.clone()).collect();
+        for nudge in nudges {
+            let _ = nudge.try_send(());
         }
     }
 
-    /// Whether enough room has come back since the last grant to be worth a window
-    /// frame: half the window, in frames or in bytes.
-    fn due(&self, taken: Room) -> bool {
-        let at = self.taken_at_grant.load();
+    /// Whether half a window, in frames or in bytes, has come back since the last
+    /// nudge.
+    fn half_back(&self, taken: Room) -> bool {
+        let at = self.taken_at_nudge.load();
         taken.frames - at.frames.min(taken.frames) >= self.size.frames.div_ceil(2)
             || taken.bytes - at.bytes.min(taken.bytes) >= self.size.bytes.div_ceil(2)
     }
@@ -210,6 +221,10 @@ impl PeerFlow {
 /// reader) and kept on cache lines of its own.
 pub(crate) struct Inbox {
     flow: Arc<PeerFlow>,
+    /// This inbox's place among the peer's writers' nudges.
+    id: u64,
+    /// Wakes the writer: room has come back.
+    nudged: Receiver<()>,
     /// The totals granted, as the writer last announced them (stored before the
     /// window frame is written, so the reader never checks against less than the
     /// peer was told).
@@ -222,35 +237,53 @@ impl Inbox {
     /// A connection's inbox, granted from the start what its peer's window has free
     /// (the writer announces it in its first frame).
     pub(crate) fn new(flow: Arc<PeerFlow>) -> Inbox {
+        let (nudge, nudged) = bounded(1);
+        let id = flow.next_inbox.fetch_add(1, Relaxed);
+        // Nudged from before the free room is counted, so that no room coming back
+        // after the count goes unannounced.
+        flow.writers.lock().push((id, nudge));
         let free = flow.free();
         Inbox {
             flow,
+            id,
+            nudged,
             granted: Padded::new(Totals::new(free)),
             received: Padded::default(),
         }
     }
 
-    /// The peer's flow, for the messages delivered and for the writer's wake-ups.
+    /// The peer's flow, for the messages delivered.
     pub(crate) fn flow(&self) -> &Arc<PeerFlow> {
         &self.flow
     }
 
+    /// Selected on by this connection's writer: room has come back, a grant may be
+    /// due.
+    pub(crate) fn nudged(&self) -> &Receiver<()> {
+        &self.nudged
+    }
+
     /// The totals to announce, if a window frame is due; called by the writer, the
     /// only one that grants, which records them as granted before writing them.
-    /// The first call always announces the initial window.
+    /// The first call always announces the initial window; later ones, totals that
+    /// give the peer half a window more, in frames or in bytes, than it was told.
+    ///
+    /// Due or not is decided from this connection's totals alone, never from what
+    /// the peer's other connections did: whenever this connection's peer has used
+    /// all its room and the application has taken everything, a whole window more
+    /// can be granted, so a grant is due, and the nudge for the room coming back
+    /// wakes this writer to send it.
     pub(crate) fn grant(&self, first: bool) -> Option<Room> {
-        let taken = self.flow.taken.load();
-        if !first && !self.flow.due(taken) {
-            return None;
-        }
         let (free, received, granted) =
             (self.flow.free(), self.received.load(), self.granted.load());
         let room = Room {
             frames: (received.frames + free.frames).max(granted.frames),
             bytes: (received.bytes + free.bytes).max(granted.bytes),
         };
-        self.flow.taken_at_grant.store(taken);
-        if !first && room == granted {
+        let half = |size: u64| size.div_ceil(2);
+        let due = room.frames - granted.frames >= half(self.flow.size.frames)
+            || room.bytes - granted.bytes >= half(self.flow.size.bytes);
+        if !first && !due {
             return None;
         }
         self.granted.store(room);
@@ -281,6 +314,12 @@ impl Inbox {
     /// not taking what this peer sends.
     pub(crate) fn is_closed(&self) -> bool {
         !self.admits(self.received.load())
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.flow.writers.lock().retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -429,13 +468,13 @@ mod tests {
         assert!(!inbox.receive(1), "no room is left in bytes");
         flow.taken(1, 10);
         assert!(
-            flow.nudged.try_recv().is_err(),
+            inbox.nudged().try_recv().is_err(),
             "a quarter back is not worth a frame"
         );
         assert_eq!(inbox.grant(false), None);
         flow.taken(1, 10);
         assert!(
-            flow.nudged.try_recv().is_ok(),
+            inbox.nudged().try_recv().is_ok(),
             "half the frames back nudges the writer"
         );
         assert_eq!(inbox.grant(false), Some(room(6, 1020)));
@@ -454,10 +493,46 @@ mod tests {
         assert_eq!(new.grant(true), Some(room(1, 970)));
         flow.taken(2, 20);
         assert!(
-            flow.nudged.try_recv().is_ok(),
+            new.nudged().try_recv().is_ok(),
             "the old messages' room comes back"
         );
         assert_eq!(new.grant(false), Some(room(3, 990)));
+    }
+
+    #[test]
+    fn a_grant_due_reaches_the_live_connection_while_another_ends() {
+        let flow = Arc::new(PeerFlow::new(room(8, 1 << 20)));
+        let old = Inbox::new(flow.clone());
+        assert_eq!(old.grant(true), Some(room(8, 1 << 20)));
+        for _ in 0..5 {
+            assert!(old.receive(10));
+        }
+        // The old connection is ending, its writer still running, and five of its
+        // messages wait for the application; the new one gets what is left.
+        let new = Inbox::new(flow.clone());
+        assert_eq!(new.grant(true), Some(room(3, (1 << 20) - 50)));
+        for _ in 0..3 {
+            assert!(new.receive(10));
+        }
+        assert!(new.is_closed());
+        // The application takes everything; the ending writer wakes first each time.
+        for _ in 0..2 {
+            flow.taken(4, 40);
+            assert!(old.nudged().try_recv().is_ok());
+            let _ = old.grant(false);
+        }
+        assert!(
+            new.nudged().try_recv().is_ok(),
+            "the live connection's writer is nudged too"
+        );
+        assert_eq!(
+            new.grant(false),
+            Some(room(11, (1 << 20) + 30)),
+            "the live connection's peer gets the whole window again"
+        );
+        assert!(!new.is_closed());
+        drop(old);
+        assert_eq!(flow.writers.lock().len(), 1, "an inbox gone is not nudged");
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl Flow {
             spender: Spender::new(conn.outbox.clone()),
             held: None,
             wake: conn.flow_rx.clone(),
-            nudged: conn.inbox().flow().nudged.clone(),
+            nudged: conn.inbox().nudged().clone(),
         }
     }
 }
