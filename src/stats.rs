@@ -421,6 +421,10 @@ pub struct NodeStats {
     /// [`Config::inbound_bytes`](crate::Config::inbound_bytes): in the inbound
     /// queue, or received by the application and not yet dropped.
     pub inbound_bytes: u64,
+    /// Connections whose readers rest now: idle plaintext connections whose
+    /// sockets one node-wide thread watches, reading their pings and pongs, until
+    /// something else arrives.
+    pub resting: u64,
     /// Peers this node is waiting to dial again, or dialling
     /// ([`Config::reconnect_interval`](crate::Config::reconnect_interval)).
     pub redials_pending: u64,

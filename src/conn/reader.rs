@@ -25,6 +25,8 @@ use crate::config::Config;
 use crate::conn::request::{Answer, Inquiry, Outbound, Replies, UnknownReply};
 use crate::event::{DisconnectReason, Event, Lane};
 use crate::id::PeerId;
+#[cfg(unix)]
+use crate::node::idle::Idle;
 use crate::stats::RequestCounters;
 use crate::sync::{Never, QueueWatch};
 use crate::wire::frame::{FrameError, FrameKind, REPLY_PREFIX, REQUEST_PREFIX};
@@ -43,7 +45,10 @@ pub(crate) struct Reader<'a> {
     pub(crate) after: Vec<Receiver<Never>>,
     /// The private lane, watched for a peer that stops draining it.
     pub(crate) private: &'a QueueWatch<Outbound>,
-    pub(crate) budgets: &'a Budgets,
+    pub(crate) budgets: &'a Arc<Budgets>,
+    /// Where the reader rests while the connection is idle (plaintext only).
+    #[cfg(unix)]
+    pub(crate) idle: Option<&'a Idle>,
     /// For reporting a slow peer.
     pub(crate) events: &'a EventSink,
     pub(crate) delivery: Delivery<'a>,
@@ -153,19 +158,50 @@ impl Reader<'_> {
                     }
                 }
                 Err(e) => {
-                    if matches!(
+                    let idle = matches!(
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) {
+                    );
+                    if idle {
                         // Idle for a tick: hand the read block back to the pool.
                         frames.release();
                     }
                     if let Some(reason) = self.on_read_error(e, &silence) {
                         return reason;
                     }
+                    #[cfg(unix)]
+                    if idle {
+                        if let Some(heard) = self.rest(frames, &silence) {
+                            silence.heard(heard);
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// Sleeps while the connection is idle, its socket watched by the node's idle
+    /// thread (`crate::node::idle`), which reads pings and pongs and hands the
+    /// socket back for anything else. Returns when the peer was last heard from,
+    /// or `None` if the connection cannot rest: over TLS, in the middle of a frame,
+    /// closing, or with the private lane to the peer full (the reader watches that
+    /// on every tick).
+    #[cfg(unix)]
+    fn rest(&self, frames: &FrameReader, silence: &Silence) -> Option<Instant> {
+        let idle = self.idle?;
+        let full = self.private.is_full() || self.budgets.private.is_full();
+        if full || frames.in_frame() || self.stream.is_tls() || self.conn.is_closing() {
+            return None;
+        }
+        let (private, budgets) = (self.private.clone(), self.budgets.clone());
+        let resting = idle.rest(
+            self.conn,
+            (self.peer, silence.last()),
+            self.pong,
+            (self.config.ping_interval, self.config.silence_timeout),
+            Box::new(move || private.is_full() || budgets.private.is_full()),
+        )?;
+        Some(resting.sleep(&self.conn.closed_rx))
     }
 
     /// Acts on one frame: data to the application, a ping answered, a close.

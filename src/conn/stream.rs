@@ -48,7 +48,6 @@ impl Stream {
         false
     }
 
-    #[cfg(feature = "tls")]
     pub(crate) fn tcp(&self) -> &TcpStream {
         &self.tcp
     }

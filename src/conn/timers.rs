@@ -25,6 +25,11 @@ impl Silence {
         self.last = now;
     }
 
+    /// When the peer was last heard from.
+    pub(crate) fn last(&self) -> Instant {
+        self.last
+    }
+
     /// How long the peer has been silent, if that is past the timeout.
     pub(crate) fn dead(&self, now: Instant) -> Option<Duration> {
         let silent = now.saturating_duration_since(self.last);

@@ -68,6 +68,10 @@ pub(crate) struct Turn {
     sent_bytes: AtomicU64,
     /// Whether a sender wrote while the writer was parked (so no ping is due).
     wrote: AtomicBool,
+    /// Whether the node's idle thread pings while the writer is parked, the
+    /// connection resting (`crate::node::idle`): the writer then sleeps without a
+    /// ping timer.
+    pinged_elsewhere: AtomicBool,
     /// When a frame was last written, in nanoseconds from `base`.
     last_write: AtomicU64,
     base: Instant,
@@ -114,6 +118,7 @@ impl Turn {
             sent_frames: AtomicU64::new(0),
             sent_bytes: AtomicU64::new(0),
             wrote: AtomicBool::new(false),
+            pinged_elsewhere: AtomicBool::new(false),
             last_write: AtomicU64::new(0),
             // A new connection counts as quiet.
             base: Instant::now().checked_sub(GAP).unwrap_or_else(Instant::now),
@@ -165,6 +170,27 @@ impl Turn {
             wrote: self.wrote.swap(false, Relaxed),
             rest: self.rest.lock().take(),
         })
+    }
+
+    /// Says whether the idle thread pings for the parked writer; when it stops, the
+    /// writer is woken to keep its own ping timer again.
+    pub(crate) fn ping_elsewhere(&self, on: bool) {
+        self.pinged_elsewhere.store(on, Release);
+        if !on {
+            let _ = self.handed_tx.try_send(());
+        }
+    }
+
+    /// Whether the idle thread pings while the writer is parked.
+    pub(crate) fn pinged_elsewhere(&self) -> bool {
+        self.pinged_elsewhere.load(Acquire)
+    }
+
+    /// How long nothing has been written, as of the writer's lending or a sender's
+    /// write; meaningful while the turn is lent.
+    pub(crate) fn quiet_for(&self) -> Duration {
+        let now = self.nanos(Instant::now());
+        Duration::from_nanos(now.saturating_sub(self.last_write.load(Relaxed)))
     }
 
     /// Takes the turn if the writer is parked with nothing to write and the

@@ -39,6 +39,10 @@ const LEND_BELOW: usize = 4;
 /// connection quiet, seldom shows this and lends again after these many parks.
 const STREAM_PARKS: u32 = 1024;
 
+/// How long a parked writer sleeps while the idle thread pings for it: until
+/// something wakes it (a message, a close, the rest's end).
+const PINGED_ELSEWHERE: Duration = Duration::from_secs(3600);
+
 /// What happened while the writer was parked with its turn lent.
 #[derive(Default)]
 struct Parked {
@@ -180,6 +184,12 @@ impl Writer {
                         busy.parked(|| self.wait_taking(&mut batch, timeout));
                         continue;
                     }
+                    // While the connection rests, the idle thread pings through the
+                    // lent turn (`crate::node::idle`).
+                    let timeout = match self.conn.turn.pinged_elsewhere() {
+                        true => PINGED_ELSEWHERE,
+                        false => timeout,
+                    };
                     let parked = busy.parked(|| self.wait_lent(&mut batch, timeout, last_write));
                     if parked.wrote {
                         last_write = Instant::now();

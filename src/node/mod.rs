@@ -4,6 +4,8 @@
 
 pub(crate) mod acceptor;
 pub(crate) mod admission;
+#[cfg(unix)]
+pub(crate) mod idle;
 mod probe;
 pub(crate) mod redial;
 pub(crate) mod requests;
@@ -29,7 +31,7 @@ use crate::stats::{LaneStats, NodeStats, PeerStats};
 use crate::sync::Never;
 use acceptor::Acceptor;
 use session::Origin;
-use state::NodeShared;
+use state::{NodeShared, Services};
 use table::Wait;
 
 /// A wirelane node: a listening socket, a connection per peer, and the queues the
@@ -101,6 +103,8 @@ impl Node {
             }
             None => (None, None),
         };
+        #[cfg(unix)]
+        let (idle, idle_loop) = idle::new()?;
         let shared = Arc::new(NodeShared::new(
             id,
             config,
@@ -108,19 +112,28 @@ impl Node {
             (inbound, events_tx),
             alive_tx,
             (shutdown_tx, shutdown_rx),
-            redial,
+            Services {
+                redial,
+                #[cfg(unix)]
+                idle: Some(idle),
+            },
         ));
-        if let (Some(redial), Some(state)) = (&shared.redial, redial_loop) {
-            redial.start(shared.clone(), state)?;
-        }
-        let acceptor = match acceptor::start(shared.clone(), listener, stack) {
+        let started = (|| {
+            if let (Some(redial), Some(state)) = (&shared.redial, redial_loop) {
+                redial.start(shared.clone(), state)?;
+            }
+            #[cfg(unix)]
+            if let Some(idle) = &shared.idle {
+                idle.start(id, stack, idle_loop)?;
+            }
+            acceptor::start(shared.clone(), listener, stack)
+        })();
+        let acceptor = match started {
             Ok(acceptor) => acceptor,
             Err(e) => {
-                // Nothing else has started; the redial thread must not outlive this.
+                // No connection has started; the node's threads must not outlive this.
                 shared.begin_shutdown();
-                if let Some(redial) = &shared.redial {
-                    redial.stop();
-                }
+                shared.stop_services();
                 return Err(e.into());
             }
         };
@@ -467,6 +480,11 @@ impl Node {
             if handle.join().is_err() {
                 log::error!("{id}: a connection thread panicked");
             }
+        }
+        // After the connections: their readers rest with it until they end.
+        #[cfg(unix)]
+        if let Some(idle) = &self.shared.idle {
+            idle.stop();
         }
         log::info!("{id}: shut down");
         drop(done);

@@ -231,6 +231,8 @@ pub(crate) fn run(
             after,
             private: &private_watch,
             budgets: &budgets,
+            #[cfg(unix)]
+            idle: node.idle.as_ref(),
             events: &outlets.events,
             replies,
             peer_max_frame,

@@ -25,6 +25,8 @@ use crate::conn::window::{PeerFlow, Room};
 use crate::error::{Error, HandshakeError, Limit, Result};
 use crate::event::{Event, Lane, Message};
 use crate::id::{ConnId, PeerId};
+#[cfg(unix)]
+use crate::node::idle::Idle;
 use crate::node::redial::Redial;
 use crate::node::table::PeerTable;
 use crate::stats::{Counters, NodeStats, RequestCounters};
@@ -53,6 +55,9 @@ pub(crate) struct NodeShared {
     flows: Mutex<HashMap<PeerId, Weak<PeerFlow>>>,
     /// Dials lost peers again, if `Config::reconnect_interval` is set.
     pub(crate) redial: Option<Redial>,
+    /// Watches idle connections' sockets so that their readers can sleep.
+    #[cfg(unix)]
+    pub(crate) idle: Option<Idle>,
     registry: Mutex<Registry>,
     /// Disconnects when shutdown begins.
     /// What every connection's event sink shares: the drop count, the shutdown
@@ -71,6 +76,13 @@ pub(crate) struct NodeShared {
     pub(crate) refusal_log: LogLimit,
     next_conn: AtomicU64,
     epoch: Instant,
+}
+
+/// The node's own threads besides the acceptor, as far as it runs them.
+pub(crate) struct Services {
+    pub(crate) redial: Option<Redial>,
+    #[cfg(unix)]
+    pub(crate) idle: Option<Idle>,
 }
 
 /// Every connection thread the node has started and not yet joined.
@@ -99,12 +111,14 @@ impl NodeShared {
         (inbound, events): (Sender<Message>, Sender<Event>),
         alive: Sender<Never>,
         (shutdown_tx, shutdown_rx): (Sender<Never>, Receiver<Never>),
-        redial: Option<Redial>,
+        services: Services,
     ) -> NodeShared {
         let epoch = Instant::now();
         let sink = Arc::new(SinkShared::new(id, epoch, shutdown_rx));
         NodeShared {
-            redial,
+            redial: services.redial,
+            #[cfg(unix)]
+            idle: services.idle,
             id,
             incarnation: incarnation(id),
             inbound_bytes: Arc::new(WaitBudget::new(config.inbound_bytes)),
@@ -135,6 +149,17 @@ impl NodeShared {
             refusal_log: LogLimit::new(),
             next_conn: AtomicU64::new(1),
             epoch,
+        }
+    }
+
+    /// Stops the redial and idle threads, for a node that failed to start.
+    pub(crate) fn stop_services(&self) {
+        if let Some(redial) = &self.redial {
+            redial.stop();
+        }
+        #[cfg(unix)]
+        if let Some(idle) = &self.idle {
+            idle.stop();
         }
     }
 
@@ -365,6 +390,10 @@ impl NodeShared {
         stats.send_wait = self.timings.send_wait.snapshot();
         stats.request_time = self.timings.request.snapshot();
         stats.redials_pending = self.redial.as_ref().map_or(0, Redial::pending);
+        #[cfg(unix)]
+        {
+            stats.resting = self.idle.as_ref().map_or(0, Idle::resting);
+        }
         for counters in all {
             stats.readers_waiting += counters.reader_waiting.load(Relaxed);
             stats.gossip += counters.lane(Lane::Gossip, 0);

@@ -242,6 +242,15 @@ pub(crate) enum QueueWatch<T> {
     Channel(Receiver<T>),
 }
 
+impl<T> Clone for QueueWatch<T> {
+    fn clone(&self) -> QueueWatch<T> {
+        match self {
+            QueueWatch::Slots(slots) => QueueWatch::Slots(slots.clone()),
+            QueueWatch::Channel(rx) => QueueWatch::Channel(rx.clone()),
+        }
+    }
+}
+
 impl<T> QueueWatch<T> {
     /// Whether every slot is taken (or, in a growing queue, not yet given back by
     /// the consumer).

@@ -1,0 +1,423 @@
+//! The resting room: one thread per node that watches the sockets of idle
+//! connections, so that their readers can sleep.
+//!
+//! A reader wakes for every read timeout and every frame, and on a quiet
+//! connection almost every frame is a ping or a pong. With thousands of idle
+//! peers those wake-ups are most of a node's work. So a reader whose read timed
+//! out with nothing buffered hands its socket's reading to this thread and sleeps
+//! on a channel. This thread polls all the rested sockets at once (`mio`), reads
+//! the pings and pongs itself, asks the connection's writer for a pong where one
+//! is owed, and wakes the reader for anything else: a data frame, part of a frame,
+//! the end of the stream, an error, a peer silent for the silence timeout, or a
+//! private lane to the peer that has filled (the reader watches for a slow peer).
+//! A close wakes the reader too, through the connection's close signal.
+//!
+//! Who reads is decided by one atomic per rest, never a lock: only the thread that
+//! moved it to [`BUSY`] or holds it as [`READER`] touches the socket. The reader
+//! taking its socket back waits at most for this thread's non-blocking reads of
+//! one socket. A frame is only ever consumed whole by this thread: it peeks first,
+//! and leaves anything but a whole ping or pong in the socket for the reader.
+//!
+//! Only plaintext connections rest: over TLS a ping cannot be told from data
+//! without the session's keys, which the reader owns.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU64, AtomicU8};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Select, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use parking_lot::Mutex;
+
+use crate::conn::shared::ConnShared;
+use crate::id::PeerId;
+use crate::node::acceptor::stop_poll_thread;
+use crate::wire::frame::{decode_header, FrameKind, HEADER_LEN};
+
+const WAKE: Token = Token(usize::MAX);
+
+/// This thread may read the socket.
+const IDLER: u8 = 0;
+/// This thread is reading the socket.
+const BUSY: u8 = 1;
+/// The reader has the socket (back).
+const READER: u8 = 2;
+
+/// Bytes peeked at once: a few pings' and pongs' worth. More is not idle.
+const PEEK: usize = 8 * HEADER_LEN;
+
+/// How often rested connections are checked for silence and for a full lane.
+const SCAN: Duration = Duration::from_millis(250);
+
+/// The node's handle on its resting room.
+pub(crate) struct Idle {
+    shared: Arc<IdleShared>,
+    waker: Waker,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct IdleShared {
+    /// Rests handed over and not yet polled; `None` once the thread has ended.
+    arriving: Mutex<Option<Vec<Arc<Rest>>>>,
+    /// Connections resting now.
+    resting: AtomicU64,
+}
+
+/// The loop's part, moved to its thread.
+pub(crate) struct IdleLoop {
+    poll: Poll,
+}
+
+/// One reader's rest: its connection's socket, watched until it is handed back.
+pub(crate) struct Rest {
+    state: AtomicU8,
+    conn: Arc<ConnShared>,
+    peer: PeerId,
+    /// Asks the writer for a pong.
+    pong: Sender<()>,
+    /// Wakes the reader: the socket is its again.
+    back: Sender<()>,
+    /// When the peer was last heard from, in nanoseconds after `since`.
+    heard: AtomicU64,
+    since: Instant,
+    silence_timeout: Duration,
+    ping_interval: Duration,
+    /// Whether the private lane to the peer is full.
+    lane_full: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// What a resting reader holds: its rest, and the channel it sleeps on.
+pub(crate) struct Resting {
+    rest: Arc<Rest>,
+    back: Receiver<()>,
+}
+
+pub(crate) fn new() -> io::Result<(Idle, IdleLoop)> {
+    let poll = Poll::new()?;
+    let waker = Waker::new(poll.registry(), WAKE)?;
+    Ok((
+        Idle {
+            shared: Arc::new(IdleShared {
+                arriving: Mutex::new(Some(Vec::new())),
+                resting: AtomicU64::new(0),
+            }),
+            waker,
+            handle: Mutex::new(None),
+        },
+        IdleLoop { poll },
+    ))
+}
+
+impl Idle {
+    /// Starts the thread, named after `node`.
+    pub(crate) fn start(&self, node: PeerId, stack: usize, state: IdleLoop) -> io::Result<()> {
+        let shared = self.shared.clone();
+        let handle = thread::Builder::new()
+            .name(format!("wl{}-idle", node.0))
+            .stack_size(stack)
+            .spawn(move || run(state.poll, &shared))?;
+        *self.handle.lock() = Some(handle);
+        Ok(())
+    }
+
+    /// Stops the thread and joins it; every reader still resting gets its socket
+    /// back. Idempotent.
+    pub(crate) fn stop(&self) {
+        let arriving = self.shared.arriving.lock().take();
+        for rest in arriving.into_iter().flatten() {
+            hand_back(&rest);
+        }
+        stop_poll_thread(&self.waker, &self.handle, "idle");
+    }
+
+    /// Connections whose readers rest now.
+    pub(crate) fn resting(&self) -> u64 {
+        self.shared.resting.load(Relaxed)
+    }
+
+    /// Hands the reading of `conn`'s socket over; the peer was last heard from at
+    /// `heard`. `None` if the thread has stopped (the reader goes on reading).
+    pub(crate) fn rest(
+        &self,
+        conn: &Arc<ConnShared>,
+        (peer, heard): (PeerId, Instant),
+        pong: &Sender<()>,
+        (ping_interval, silence_timeout): (Duration, Duration),
+        lane_full: Box<dyn Fn() -> bool + Send + Sync>,
+    ) -> Option<Resting> {
+        let (back_tx, back) = bounded(1);
+        let since = heard;
+        let rest = Arc::new(Rest {
+            state: AtomicU8::new(IDLER),
+            conn: conn.clone(),
+            peer,
+            pong: pong.clone(),
+            back: back_tx,
+            heard: AtomicU64::new(0),
+            since,
+            silence_timeout,
+            ping_interval,
+            lane_full,
+        });
+        {
+            let mut arriving = self.shared.arriving.lock();
+            arriving.as_mut()?.push(rest.clone());
+        }
+        if self.waker.wake().is_err() {
+            // The thread may never see it: take it back at once.
+            rest.reclaim();
+            return None;
+        }
+        Some(Resting { rest, back })
+    }
+}
+
+impl Resting {
+    /// Sleeps until the socket is handed back or the connection closes, then takes
+    /// the socket back. Returns when the peer was last heard from.
+    pub(crate) fn sleep(self, closed: &Receiver<crate::sync::Never>) -> Instant {
+        let mut sel = Select::new();
+        sel.recv(&self.back);
+        sel.recv(closed);
+        let _ = sel.ready();
+        self.rest.reclaim();
+        self.rest.heard_at()
+    }
+}
+
+impl Rest {
+    /// Takes the socket back for the reader; waits while the resting room reads it
+    /// (non-blocking reads of one socket).
+    fn reclaim(&self) {
+        loop {
+            match self.state.compare_exchange(IDLER, READER, AcqRel, Acquire) {
+                Ok(_) | Err(READER) => break,
+                Err(_) => thread::yield_now(),
+            }
+        }
+        self.conn.turn.ping_elsewhere(false);
+    }
+
+    /// Pings the peer through the writer's lent turn, if a ping is due and the
+    /// writer is parked (if it is not, it pings itself).
+    fn ping_if_due(&self) {
+        let turn = &self.conn.turn;
+        if self.state.load(Acquire) == READER || turn.quiet_for() < self.ping_interval {
+            return;
+        }
+        if let Some(held) = turn.take() {
+            held.write(&self.conn, FrameKind::Ping, &[], bytes::Bytes::new());
+        }
+    }
+
+    fn heard_at(&self) -> Instant {
+        self.since + Duration::from_nanos(self.heard.load(Relaxed))
+    }
+
+    fn heard(&self) {
+        let ns = self.since.elapsed().as_nanos() as u64;
+        self.heard.store(ns, Relaxed);
+    }
+
+    fn fd(&self) -> RawFd {
+        self.conn.stream().tcp().as_raw_fd()
+    }
+
+    /// Reads what arrived if it is only whole pings and pongs. Returns whether the
+    /// reader must have the socket back.
+    ///
+    /// It peeks first (readiness said bytes are there, so the peek does not wait;
+    /// the reader's read timeout bounds it if they are not), and consumes exactly
+    /// what it peeked. Bytes arriving later are a new readiness event.
+    fn read_controls(&self) -> bool {
+        let tcp = self.conn.stream().tcp();
+        let mut buf = [0u8; PEEK];
+        let n = loop {
+            match tcp.peek(&mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        };
+        // The end of the stream, or more than a few pings: the reader's.
+        if n == 0 || n == PEEK {
+            return true;
+        }
+        let mut pings = 0;
+        for frame in buf[..n].chunks(HEADER_LEN) {
+            match decode_header(frame, 0) {
+                Ok(Some(h)) if h.len == 0 && h.kind == FrameKind::Ping => pings += 1,
+                Ok(Some(h)) if h.len == 0 && h.kind == FrameKind::Pong => {}
+                // Data, part of a frame, or nonsense: the reader's to read or refuse.
+                _ => return true,
+            }
+        }
+        if (&*tcp).read_exact(&mut buf[..n]).is_err() {
+            return true;
+        }
+        self.heard();
+        let wire = &self.conn.counters.inb.wire_bytes;
+        wire.fetch_add(n as u64, Relaxed);
+        if pings > 0 {
+            // One pong answers them all.
+            let _ = self.pong.try_send(());
+        }
+        false
+    }
+}
+
+/// A rest being polled, by its token.
+struct Polled {
+    rest: Arc<Rest>,
+    fd: RawFd,
+}
+
+fn run(mut poll: Poll, shared: &IdleShared) {
+    let mut events = Events::with_capacity(1024);
+    let mut polled: HashMap<usize, Polled> = HashMap::new();
+    let mut by_fd: HashMap<RawFd, usize> = HashMap::new();
+    let mut next_token = 0usize;
+    let mut scan = SCAN;
+    let mut next_scan = Instant::now() + scan;
+    loop {
+        let timeout = next_scan.saturating_duration_since(Instant::now());
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                log::error!("the idle connections' poll failed: {e}");
+                break;
+            }
+        }
+        let mut woken = false;
+        for event in events.iter() {
+            if event.token() == WAKE {
+                woken = true;
+                continue;
+            }
+            let token = event.token().0;
+            if let Some(p) = polled.get(&token) {
+                if serve(&p.rest) {
+                    forget(&poll, &mut polled, &mut by_fd, token, shared);
+                }
+            }
+        }
+        if woken {
+            // `None`: the node is stopping.
+            let Some(arriving) = shared.arriving.lock().as_mut().map(std::mem::take) else {
+                break;
+            };
+            for rest in arriving {
+                let fd = rest.fd();
+                // The same socket, rested before: its old rest is over.
+                if let Some(old) = by_fd.get(&fd).copied() {
+                    forget(&poll, &mut polled, &mut by_fd, old, shared);
+                }
+                let token = next_token;
+                next_token = next_token.wrapping_add(1) % (usize::MAX - 1);
+                let registered =
+                    poll.registry()
+                        .register(&mut SourceFd(&fd), Token(token), Interest::READABLE);
+                if let Err(e) = registered {
+                    log::warn!("cannot watch an idle connection to {}: {e}", rest.peer);
+                    hand_back(&rest);
+                    continue;
+                }
+                shared.resting.fetch_add(1, Relaxed);
+                // Often enough for the shortest ping interval resting.
+                scan = scan.min(rest.ping_interval / 4);
+                rest.conn.turn.ping_elsewhere(true);
+                by_fd.insert(fd, token);
+                polled.insert(token, Polled { rest, fd });
+            }
+        }
+        if Instant::now() >= next_scan {
+            next_scan = Instant::now() + scan;
+            for p in polled.values() {
+                p.rest.ping_if_due();
+            }
+            let done: Vec<usize> = polled
+                .iter()
+                .filter(|(_, p)| p.rest.state.load(Acquire) == READER || due_back(&p.rest))
+                .map(|(&token, _)| token)
+                .collect();
+            for token in done {
+                forget(&poll, &mut polled, &mut by_fd, token, shared);
+            }
+        }
+    }
+    // Whatever rests is handed back: no reader sleeps on a thread that has gone.
+    let arriving = shared.arriving.lock().take();
+    for rest in arriving.into_iter().flatten() {
+        hand_back(&rest);
+    }
+    for (_, p) in polled.drain() {
+        let _ = poll.registry().deregister(&mut SourceFd(&p.fd));
+        shared.resting.fetch_sub(1, Relaxed);
+        hand_back(&p.rest);
+    }
+}
+
+/// Whether a rest must end for the reader to act: the peer silent too long, or the
+/// private lane to it full.
+fn due_back(rest: &Rest) -> bool {
+    rest.heard_at().elapsed() >= rest.silence_timeout || (rest.lane_full)()
+}
+
+/// Reads what arrived on a rested socket; whether the reader must have it back.
+fn serve(rest: &Rest) -> bool {
+    if rest
+        .state
+        .compare_exchange(IDLER, BUSY, AcqRel, Acquire)
+        .is_err()
+    {
+        // The reader took it back.
+        return true;
+    }
+    let back = rest.read_controls();
+    rest.state.store(if back { READER } else { IDLER }, Release);
+    if back {
+        let _ = rest.back.try_send(());
+    }
+    back
+}
+
+fn hand_back(rest: &Rest) {
+    rest.conn.turn.ping_elsewhere(false);
+    rest.state.store(READER, Release);
+    let _ = rest.back.try_send(());
+}
+
+/// Stops polling a rest, handing the socket back if the reader does not have it.
+fn forget(
+    poll: &Poll,
+    polled: &mut HashMap<usize, Polled>,
+    by_fd: &mut HashMap<RawFd, usize>,
+    token: usize,
+    shared: &IdleShared,
+) {
+    let Some(p) = polled.remove(&token) else {
+        return;
+    };
+    by_fd.remove(&p.fd);
+    let _ = poll.registry().deregister(&mut SourceFd(&p.fd));
+    shared.resting.fetch_sub(1, Relaxed);
+    p.rest.conn.turn.ping_elsewhere(false);
+    // The reader may be reading it already; a hand-back then changes nothing.
+    if p.rest.state.load(Acquire) != READER {
+        // Never while it is BUSY: only this thread makes it so.
+        hand_back(&p.rest);
+    }
+}

@@ -1,0 +1,128 @@
+//! An idle plaintext connection's reader rests: the node's idle thread watches its
+//! socket, reads the peer's pings and pongs, and hands the socket back for anything
+//! else. A resting connection still answers pings, delivers what arrives in order,
+//! declares a silent peer dead, and closes at once when asked.
+
+mod util;
+
+use std::time::Duration;
+
+use util::raw::{frame, RawPeer, GOSSIP, PING, PONG};
+use util::{config, event, finishes, node_with, recv, wait_until};
+use wirelane::{Config, DisconnectReason, Event, Lane, Node, PeerId};
+
+/// No pings from the node during the test; a read timeout of a quarter second.
+fn quiet() -> Config {
+    config()
+        .ping_interval(Duration::from_secs(60))
+        .silence_timeout(Duration::from_secs(240))
+}
+
+fn resting(node: &Node) -> u64 {
+    node.stats().resting
+}
+
+#[test]
+fn a_resting_connection_answers_pings_and_delivers_in_order() {
+    let node = node_with(1, quiet());
+    let mut peer = RawPeer::handshake(node.local_addr(), 2, 1);
+    for round in 0u32..20 {
+        wait_until("the connection rests", || resting(&node) == 1);
+        if round % 2 == 0 {
+            peer.send(&frame(PING, &[]));
+            peer.read_until(PONG);
+            // A ping is read by the idle thread: the reader is not woken for it.
+            assert_eq!(resting(&node), 1, "a ping woke the reader");
+        }
+        // Two frames in one write, then one more: the reader gets them all.
+        let mut both = frame(GOSSIP, &round.to_be_bytes());
+        both.extend(frame(GOSSIP, &(round + 1000).to_be_bytes()));
+        peer.send(&both);
+        for expected in [round, round + 1000] {
+            let m = recv(node.incoming());
+            assert_eq!(m.lane, Lane::Gossip);
+            assert_eq!(&m.payload[..], &expected.to_be_bytes());
+        }
+    }
+    node.shutdown();
+}
+
+#[test]
+fn a_silent_peer_is_declared_dead_while_its_connection_rests() {
+    let node = node_with(
+        1,
+        config()
+            .ping_interval(Duration::from_millis(200))
+            .silence_timeout(Duration::from_millis(1500)),
+    );
+    // Reads nothing and answers nothing.
+    let _peer = RawPeer::handshake(node.local_addr(), 2, 1);
+    wait_until("the connection rests", || resting(&node) == 1);
+    let gone = event(&node, "the silent peer is declared dead", |e| {
+        matches!(e, Event::Disconnected { .. })
+    });
+    match gone {
+        Event::Disconnected { reason, .. } => assert!(
+            matches!(reason, DisconnectReason::Dead),
+            "ended for another reason: {reason}"
+        ),
+        _ => unreachable!(),
+    }
+    assert_eq!(resting(&node), 0);
+    node.shutdown();
+}
+
+#[test]
+fn a_resting_connection_closes_when_asked() {
+    let node = node_with(1, quiet());
+    let mut peer = RawPeer::handshake(node.local_addr(), 2, 1);
+    wait_until("the connection rests", || resting(&node) == 1);
+    node.disconnect(PeerId(2));
+    // The peer gets the node's goodbye and the end of the stream; the node hears
+    // the peer's end, and the close is over.
+    peer.expect_closed();
+    drop(peer);
+    event(&node, "the connection ends", |e| {
+        matches!(e, Event::Disconnected { .. })
+    });
+    wait_until("nothing rests", || resting(&node) == 0);
+    let node = std::sync::Arc::new(node);
+    finishes("shutdown", Duration::from_secs(30), {
+        let node = node.clone();
+        move || node.shutdown()
+    });
+}
+
+#[test]
+fn shutdown_wakes_resting_readers() {
+    let node = std::sync::Arc::new(node_with(1, quiet()));
+    let peers: Vec<_> = (2..6)
+        .map(|id| RawPeer::handshake(node.local_addr(), id, 1))
+        .collect();
+    wait_until("every connection rests", || resting(&node) == 4);
+    finishes("shutdown", Duration::from_secs(30), {
+        let node = node.clone();
+        move || node.shutdown()
+    });
+    assert_eq!(resting(&node), 0);
+    drop(peers);
+}
+
+#[test]
+fn a_resting_connection_keeps_pinging_its_peer() {
+    let node = node_with(
+        1,
+        config()
+            .ping_interval(Duration::from_millis(100))
+            .silence_timeout(Duration::from_secs(240)),
+    );
+    let mut peer = RawPeer::handshake(node.local_addr(), 2, 1);
+    for _ in 0..5 {
+        wait_until("the connection rests", || resting(&node) == 1);
+        // The pong is read by the idle thread too; pings keep coming.
+        peer.read_until(PING);
+        peer.send(&frame(PONG, &[]));
+    }
+    assert!(node.is_connected(PeerId(2)));
+    node.shutdown();
+}
