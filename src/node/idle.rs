@@ -12,6 +12,12 @@
 //! private lane to the peer that has filled (the reader watches for a slow peer).
 //! A close wakes the reader too, through the connection's close signal.
 //!
+//! It also pings for the rested connections, through the writer's lent turn, so
+//! that their writers sleep too. Each rest is looked at when its next ping or the
+//! end of its peer's silence timeout is due (a heap of due times), not on a tick:
+//! an idle connection costs this thread a ping written, a pong read and one look
+//! per ping interval, and its reader and writer nothing.
+//!
 //! Who reads is decided by one atomic per rest, never a lock: only the thread that
 //! moved it to [`BUSY`] or holds it as [`READER`] touches the socket. The reader
 //! taking its socket back waits at most for this thread's non-blocking reads of
@@ -21,7 +27,8 @@
 //! Only plaintext connections rest: over TLS a ping cannot be told from data
 //! without the session's keys, which the reader owns.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -52,21 +59,30 @@ const READER: u8 = 2;
 /// Bytes peeked at once: a few pings' and pongs' worth. More is not idle.
 const PEEK: usize = 8 * HEADER_LEN;
 
-/// How often rested connections are checked for silence and for a full lane.
-const SCAN: Duration = Duration::from_millis(250);
+/// The grid rests' due times are rounded up to (or a quarter of the shortest
+/// ping interval, if that is less).
+const GRID: Duration = Duration::from_millis(250);
 
 /// The node's handle on its resting room.
 pub(crate) struct Idle {
     shared: Arc<IdleShared>,
-    waker: Waker,
     handle: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct IdleShared {
-    /// Rests handed over and not yet polled; `None` once the thread has ended.
-    arriving: Mutex<Option<Vec<Arc<Rest>>>>,
+    /// Rests handed over or taken back and not yet seen by the thread; `None` once
+    /// it has stopped.
+    lists: Mutex<Option<Lists>>,
+    waker: Waker,
     /// Connections resting now.
     resting: AtomicU64,
+}
+
+#[derive(Default)]
+struct Lists {
+    arriving: Vec<Arc<Rest>>,
+    /// Taken back by their readers: no longer to be polled.
+    leaving: Vec<Arc<Rest>>,
 }
 
 /// The loop's part, moved to its thread.
@@ -96,6 +112,7 @@ pub(crate) struct Rest {
 pub(crate) struct Resting {
     rest: Arc<Rest>,
     back: Receiver<()>,
+    idle: Arc<IdleShared>,
 }
 
 pub(crate) fn new() -> io::Result<(Idle, IdleLoop)> {
@@ -104,10 +121,10 @@ pub(crate) fn new() -> io::Result<(Idle, IdleLoop)> {
     Ok((
         Idle {
             shared: Arc::new(IdleShared {
-                arriving: Mutex::new(Some(Vec::new())),
+                lists: Mutex::new(Some(Lists::default())),
+                waker,
                 resting: AtomicU64::new(0),
             }),
-            waker,
             handle: Mutex::new(None),
         },
         IdleLoop { poll },
@@ -129,11 +146,11 @@ impl Idle {
     /// Stops the thread and joins it; every reader still resting gets its socket
     /// back. Idempotent.
     pub(crate) fn stop(&self) {
-        let arriving = self.shared.arriving.lock().take();
-        for rest in arriving.into_iter().flatten() {
+        let lists = self.shared.lists.lock().take();
+        for rest in lists.into_iter().flat_map(|l| l.arriving) {
             hand_back(&rest);
         }
-        stop_poll_thread(&self.waker, &self.handle, "idle");
+        stop_poll_thread(&self.shared.waker, &self.handle, "idle");
     }
 
     /// Connections whose readers rest now.
@@ -166,15 +183,19 @@ impl Idle {
             lane_full,
         });
         {
-            let mut arriving = self.shared.arriving.lock();
-            arriving.as_mut()?.push(rest.clone());
+            let mut lists = self.shared.lists.lock();
+            lists.as_mut()?.arriving.push(rest.clone());
         }
-        if self.waker.wake().is_err() {
+        if self.shared.waker.wake().is_err() {
             // The thread may never see it: take it back at once.
             rest.reclaim();
             return None;
         }
-        Some(Resting { rest, back })
+        Some(Resting {
+            rest,
+            back,
+            idle: self.shared.clone(),
+        })
     }
 }
 
@@ -186,34 +207,61 @@ impl Resting {
         sel.recv(&self.back);
         sel.recv(closed);
         let _ = sel.ready();
-        self.rest.reclaim();
+        if self.rest.reclaim() {
+            // Taken back before the thread handed it: it stops polling the socket.
+            if let Some(lists) = self.idle.lists.lock().as_mut() {
+                lists.leaving.push(self.rest.clone());
+            }
+            let _ = self.idle.waker.wake();
+        }
         self.rest.heard_at()
     }
 }
 
 impl Rest {
     /// Takes the socket back for the reader; waits while the resting room reads it
-    /// (non-blocking reads of one socket).
-    fn reclaim(&self) {
-        loop {
+    /// (reads of what is already there). Returns whether the reader took it, rather
+    /// than the thread handing it back.
+    fn reclaim(&self) -> bool {
+        let took = loop {
             match self.state.compare_exchange(IDLER, READER, AcqRel, Acquire) {
-                Ok(_) | Err(READER) => break,
+                Ok(_) => break true,
+                Err(READER) => break false,
                 Err(_) => thread::yield_now(),
             }
-        }
+        };
         self.conn.turn.ping_elsewhere(false);
+        took
     }
 
     /// Pings the peer through the writer's lent turn, if a ping is due and the
     /// writer is parked (if it is not, it pings itself).
     fn ping_if_due(&self) {
         let turn = &self.conn.turn;
-        if self.state.load(Acquire) == READER || turn.quiet_for() < self.ping_interval {
+        if turn.quiet_for() < self.ping_interval {
             return;
         }
         if let Some(held) = turn.take() {
             held.write(&self.conn, FrameKind::Ping, &[], bytes::Bytes::new());
         }
+    }
+
+    /// When this rest needs looking at next: its next ping, or the end of the
+    /// peer's silence timeout; never sooner than an eighth of a ping interval (a
+    /// writer that is not parked pings itself meanwhile). Rounded up to a grid
+    /// from `epoch`, so that many rests come due at once: one wake-up of this
+    /// thread writes all their pings, and their pongs come back together.
+    fn next_due(&self, now: Instant, epoch: Instant) -> Instant {
+        let quiet = self.conn.turn.quiet_for();
+        let ping = now + self.ping_interval.saturating_sub(quiet);
+        let silence = self.heard_at() + self.silence_timeout;
+        let at = ping.min(silence).max(now + self.ping_interval / 8);
+        let grid = GRID.min(self.ping_interval / 4).as_nanos().max(1);
+        let steps = at
+            .saturating_duration_since(epoch)
+            .as_nanos()
+            .div_ceil(grid);
+        epoch + Duration::from_nanos((steps * grid) as u64)
     }
 
     fn heard_at(&self) -> Instant {
@@ -288,14 +336,16 @@ struct Polled {
 
 fn run(mut poll: Poll, shared: &IdleShared) {
     let mut events = Events::with_capacity(1024);
-    let mut polled: HashMap<usize, Polled> = HashMap::new();
-    let mut by_fd: HashMap<RawFd, usize> = HashMap::new();
+    let mut rests = Rests::default();
+    // Each rest's next look, earliest first; entries of rests gone are skipped.
+    let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
     let mut next_token = 0usize;
-    let mut scan = SCAN;
-    let mut next_scan = Instant::now() + scan;
+    let epoch = Instant::now();
     loop {
-        let timeout = next_scan.saturating_duration_since(Instant::now());
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+        let timeout = due
+            .peek()
+            .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
+        if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
                 log::error!("the idle connections' poll failed: {e}");
                 break;
@@ -308,22 +358,28 @@ fn run(mut poll: Poll, shared: &IdleShared) {
                 continue;
             }
             let token = event.token().0;
-            if let Some(p) = polled.get(&token) {
+            if let Some(p) = rests.polled.get(&token) {
                 if serve(&p.rest) {
-                    forget(&poll, &mut polled, &mut by_fd, token, shared);
+                    rests.forget(&poll, token, shared);
                 }
             }
         }
         if woken {
             // `None`: the node is stopping.
-            let Some(arriving) = shared.arriving.lock().as_mut().map(std::mem::take) else {
+            let Some(lists) = shared.lists.lock().as_mut().map(std::mem::take) else {
                 break;
             };
-            for rest in arriving {
+            for rest in lists.leaving {
+                if let Some(token) = rests.token_of(&rest) {
+                    rests.forget(&poll, token, shared);
+                }
+            }
+            let now = Instant::now();
+            for rest in lists.arriving {
                 let fd = rest.fd();
                 // The same socket, rested before: its old rest is over.
-                if let Some(old) = by_fd.get(&fd).copied() {
-                    forget(&poll, &mut polled, &mut by_fd, old, shared);
+                if let Some(old) = rests.by_fd.get(&fd).copied() {
+                    rests.forget(&poll, old, shared);
                 }
                 let token = next_token;
                 next_token = next_token.wrapping_add(1) % (usize::MAX - 1);
@@ -336,37 +392,70 @@ fn run(mut poll: Poll, shared: &IdleShared) {
                     continue;
                 }
                 shared.resting.fetch_add(1, Relaxed);
-                // Often enough for the shortest ping interval resting.
-                scan = scan.min(rest.ping_interval / 4);
                 rest.conn.turn.ping_elsewhere(true);
-                by_fd.insert(fd, token);
-                polled.insert(token, Polled { rest, fd });
+                due.push(Reverse((rest.next_due(now, epoch), token)));
+                rests.by_fd.insert(fd, token);
+                rests.polled.insert(token, Polled { rest, fd });
             }
         }
-        if Instant::now() >= next_scan {
-            next_scan = Instant::now() + scan;
-            for p in polled.values() {
-                p.rest.ping_if_due();
+        let now = Instant::now();
+        while let Some(&Reverse((at, token))) = due.peek() {
+            if at > now {
+                break;
             }
-            let done: Vec<usize> = polled
-                .iter()
-                .filter(|(_, p)| p.rest.state.load(Acquire) == READER || due_back(&p.rest))
-                .map(|(&token, _)| token)
-                .collect();
-            for token in done {
-                forget(&poll, &mut polled, &mut by_fd, token, shared);
+            due.pop();
+            let Some(p) = rests.polled.get(&token) else {
+                continue;
+            };
+            if p.rest.state.load(Acquire) == READER || due_back(&p.rest) {
+                rests.forget(&poll, token, shared);
+                continue;
             }
+            p.rest.ping_if_due();
+            due.push(Reverse((p.rest.next_due(now, epoch), token)));
         }
     }
     // Whatever rests is handed back: no reader sleeps on a thread that has gone.
-    let arriving = shared.arriving.lock().take();
-    for rest in arriving.into_iter().flatten() {
+    let lists = shared.lists.lock().take();
+    for rest in lists.into_iter().flat_map(|l| l.arriving) {
         hand_back(&rest);
     }
-    for (_, p) in polled.drain() {
+    for (_, p) in rests.polled.drain() {
         let _ = poll.registry().deregister(&mut SourceFd(&p.fd));
         shared.resting.fetch_sub(1, Relaxed);
         hand_back(&p.rest);
+    }
+}
+
+/// The rests being polled, by token and by socket.
+#[derive(Default)]
+struct Rests {
+    polled: HashMap<usize, Polled>,
+    by_fd: HashMap<RawFd, usize>,
+}
+
+impl Rests {
+    /// The token of `rest`, if it is still polled.
+    fn token_of(&self, rest: &Arc<Rest>) -> Option<usize> {
+        let token = *self.by_fd.get(&rest.fd())?;
+        let p = self.polled.get(&token)?;
+        Arc::ptr_eq(&p.rest, rest).then_some(token)
+    }
+
+    /// Stops polling a rest, handing the socket back if the reader does not have it.
+    fn forget(&mut self, poll: &Poll, token: usize, shared: &IdleShared) {
+        let Some(p) = self.polled.remove(&token) else {
+            return;
+        };
+        self.by_fd.remove(&p.fd);
+        let _ = poll.registry().deregister(&mut SourceFd(&p.fd));
+        shared.resting.fetch_sub(1, Relaxed);
+        p.rest.conn.turn.ping_elsewhere(false);
+        // The reader may be reading it already; a hand-back then changes nothing.
+        if p.rest.state.load(Acquire) != READER {
+            // Never while it is BUSY: only this thread makes it so.
+            hand_back(&p.rest);
+        }
     }
 }
 
@@ -398,26 +487,4 @@ fn hand_back(rest: &Rest) {
     rest.conn.turn.ping_elsewhere(false);
     rest.state.store(READER, Release);
     let _ = rest.back.try_send(());
-}
-
-/// Stops polling a rest, handing the socket back if the reader does not have it.
-fn forget(
-    poll: &Poll,
-    polled: &mut HashMap<usize, Polled>,
-    by_fd: &mut HashMap<RawFd, usize>,
-    token: usize,
-    shared: &IdleShared,
-) {
-    let Some(p) = polled.remove(&token) else {
-        return;
-    };
-    by_fd.remove(&p.fd);
-    let _ = poll.registry().deregister(&mut SourceFd(&p.fd));
-    shared.resting.fetch_sub(1, Relaxed);
-    p.rest.conn.turn.ping_elsewhere(false);
-    // The reader may be reading it already; a hand-back then changes nothing.
-    if p.rest.state.load(Acquire) != READER {
-        // Never while it is BUSY: only this thread makes it so.
-        hand_back(&p.rest);
-    }
 }
