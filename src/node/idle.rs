@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Select, Sender};
+use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
@@ -203,10 +203,18 @@ impl Resting {
     /// Sleeps until the socket is handed back or the connection closes, then takes
     /// the socket back. Returns when the peer was last heard from.
     pub(crate) fn sleep(self, closed: &Receiver<crate::sync::Never>) -> Instant {
-        let mut sel = Select::new();
-        sel.recv(&self.back);
-        sel.recv(closed);
-        let _ = sel.ready();
+        loop {
+            let mut sel = Select::new();
+            sel.recv(&self.back);
+            sel.recv(closed);
+            let _ = sel.ready();
+            // `ready` may return when nothing is: sleep again unless something is.
+            let handed_back = self.back.try_recv().is_ok();
+            let closing = matches!(closed.try_recv(), Err(TryRecvError::Disconnected));
+            if handed_back || closing || self.rest.state.load(Acquire) == READER {
+                break;
+            }
+        }
         if self.rest.reclaim() {
             // Taken back before the thread handed it: it stops polling the socket.
             if let Some(lists) = self.idle.lists.lock().as_mut() {
