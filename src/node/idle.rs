@@ -242,11 +242,12 @@ impl Rest {
         took
     }
 
-    /// Pings the peer through the writer's lent turn, if a ping is due and the
-    /// writer is parked (if it is not, it pings itself).
-    fn ping_if_due(&self) {
+    /// Pings the peer through the writer's lent turn, if a ping is due within a
+    /// step of the grid (or `now` says so) and the writer is parked (if it is
+    /// not, it pings itself).
+    fn ping_if_due(&self, now: bool) {
         let turn = &self.conn.turn;
-        if turn.quiet_for() < self.ping_interval {
+        if !now && turn.quiet_for() < self.ping_interval.saturating_sub(self.grid()) {
             return;
         }
         if let Some(held) = turn.take() {
@@ -256,20 +257,30 @@ impl Rest {
 
     /// When this rest needs looking at next: its next ping, or the end of the
     /// peer's silence timeout; never sooner than an eighth of a ping interval (a
-    /// writer that is not parked pings itself meanwhile). Rounded up to a grid
-    /// from `epoch`, so that many rests come due at once: one wake-up of this
-    /// thread writes all their pings, and their pongs come back together.
+    /// writer that is not parked pings itself meanwhile). On a grid from `epoch`,
+    /// so that many rests come due at once: one wake-up of this thread writes all
+    /// their pings, and their pongs come back together. A ping is looked at up to
+    /// a step early and rounded up, so it never goes out later than the interval.
     fn next_due(&self, now: Instant, epoch: Instant) -> Instant {
         let quiet = self.conn.turn.quiet_for();
-        let ping = now + self.ping_interval.saturating_sub(quiet);
+        let ping = now
+            + self
+                .ping_interval
+                .saturating_sub(quiet)
+                .saturating_sub(self.grid());
         let silence = self.heard_at() + self.silence_timeout;
         let at = ping.min(silence).max(now + self.ping_interval / 8);
-        let grid = GRID.min(self.ping_interval / 4).as_nanos().max(1);
+        let grid = self.grid().as_nanos().max(1);
         let steps = at
             .saturating_duration_since(epoch)
             .as_nanos()
             .div_ceil(grid);
         epoch + Duration::from_nanos((steps * grid) as u64)
+    }
+
+    /// The step of the grid rests are looked at on.
+    fn grid(&self) -> Duration {
+        GRID.min(self.ping_interval / 4)
     }
 
     fn heard_at(&self) -> Instant {
@@ -340,6 +351,9 @@ impl Rest {
 struct Polled {
     rest: Arc<Rest>,
     fd: RawFd,
+    /// Whether the rest's first look, which pings whatever the interval says, is
+    /// still to come.
+    first: bool,
 }
 
 fn run(mut poll: Poll, shared: &IdleShared) {
@@ -401,9 +415,18 @@ fn run(mut poll: Poll, shared: &IdleShared) {
                 }
                 shared.resting.fetch_add(1, Relaxed);
                 rest.conn.turn.ping_elsewhere(true);
-                due.push(Reverse((rest.next_due(now, epoch), token)));
+                // Rests that begin together (after a connect storm, say) would
+                // ping together for ever, in one burst that takes a core from
+                // whatever else runs: each first ping goes out early, in one of
+                // eight slots of the interval, and the later ones follow it.
+                let slot = rest.ping_interval * (1 + (token % 8) as u32) / 8;
+                due.push(Reverse((
+                    (now + slot).min(rest.next_due(now, epoch)),
+                    token,
+                )));
                 rests.by_fd.insert(fd, token);
-                rests.polled.insert(token, Polled { rest, fd });
+                let first = true;
+                rests.polled.insert(token, Polled { rest, fd, first });
             }
         }
         let now = Instant::now();
@@ -412,14 +435,14 @@ fn run(mut poll: Poll, shared: &IdleShared) {
                 break;
             }
             due.pop();
-            let Some(p) = rests.polled.get(&token) else {
+            let Some(p) = rests.polled.get_mut(&token) else {
                 continue;
             };
             if p.rest.state.load(Acquire) == READER || due_back(&p.rest) {
                 rests.forget(&poll, token, shared);
                 continue;
             }
-            p.rest.ping_if_due();
+            p.rest.ping_if_due(std::mem::take(&mut p.first));
             due.push(Reverse((p.rest.next_due(now, epoch), token)));
         }
     }
