@@ -20,8 +20,8 @@
 //!
 //! Who reads is decided by one atomic per rest, never a lock: only the thread that
 //! moved it to [`BUSY`] or holds it as [`READER`] touches the socket. The reader
-//! taking its socket back waits at most for this thread's non-blocking reads of
-//! one socket. A frame is only ever consumed whole by this thread: it peeks first,
+//! taking its socket back waits at most for this thread's reads of what is
+//! already in one socket. A frame is only ever consumed whole by this thread: it peeks first,
 //! and leaves anything but a whole ping or pong in the socket for the reader.
 //!
 //! Only plaintext connections rest: over TLS a ping cannot be told from data
