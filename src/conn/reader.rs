@@ -25,12 +25,29 @@ use crate::config::Config;
 use crate::conn::request::{Answer, Inquiry, Outbound, Replies, UnknownReply};
 use crate::event::{DisconnectReason, Event, Lane};
 use crate::id::PeerId;
-#[cfg(unix)]
-use crate::node::idle::Idle;
 use crate::stats::RequestCounters;
 use crate::sync::{Never, QueueWatch};
 use crate::wire::frame::{FrameError, FrameKind, REPLY_PREFIX, REQUEST_PREFIX};
 use crate::wire::reader::{FrameReader, NextError};
+
+/// Where an idle reader's socket is watched while the reader sleeps: the node's
+/// idle thread (`crate::node::idle`), named here as a trait so that this layer does
+/// not name the node's.
+#[cfg(unix)]
+pub(crate) trait RestRoom: Sync {
+    /// Hands the reading of `conn`'s socket over (the peer last heard from at the
+    /// instant given) and sleeps until it comes back or the connection closes.
+    /// Returns when the peer was last heard from; `None` if the socket could not
+    /// be handed over (the reader goes on reading).
+    fn rest(
+        &self,
+        conn: &Arc<ConnShared>,
+        heard: (PeerId, Instant),
+        pong: &Sender<()>,
+        timers: (std::time::Duration, std::time::Duration),
+        lane_full: Box<dyn Fn() -> bool + Send + Sync>,
+    ) -> Option<Instant>;
+}
 
 /// Everything the read loop needs, borrowed from the connection thread.
 pub(crate) struct Reader<'a> {
@@ -48,7 +65,7 @@ pub(crate) struct Reader<'a> {
     pub(crate) budgets: &'a Arc<Budgets>,
     /// Where the reader rests while the connection is idle (plaintext only).
     #[cfg(unix)]
-    pub(crate) idle: Option<&'a Idle>,
+    pub(crate) idle: Option<&'a dyn RestRoom>,
     /// For reporting a slow peer.
     pub(crate) events: &'a EventSink,
     pub(crate) delivery: Delivery<'a>,
@@ -194,14 +211,13 @@ impl Reader<'_> {
             return None;
         }
         let (private, budgets) = (self.private.clone(), self.budgets.clone());
-        let resting = idle.rest(
+        idle.rest(
             self.conn,
             (self.peer, silence.last()),
             self.pong,
             (self.config.ping_interval, self.config.silence_timeout),
             Box::new(move || private.is_full() || budgets.private.is_full()),
-        )?;
-        Some(resting.sleep(&self.conn.closed_rx))
+        )
     }
 
     /// Acts on one frame: data to the application, a ping answered, a close.

@@ -42,6 +42,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
+use crate::conn::reader::RestRoom;
 use crate::conn::shared::ConnShared;
 use crate::id::PeerId;
 use crate::node::acceptor::stop_poll_thread;
@@ -109,7 +110,7 @@ pub(crate) struct Rest {
 }
 
 /// What a resting reader holds: its rest, and the channel it sleeps on.
-pub(crate) struct Resting {
+struct Resting {
     rest: Arc<Rest>,
     back: Receiver<()>,
     idle: Arc<IdleShared>,
@@ -160,7 +161,7 @@ impl Idle {
 
     /// Hands the reading of `conn`'s socket over; the peer was last heard from at
     /// `heard`. `None` if the thread has stopped (the reader goes on reading).
-    pub(crate) fn rest(
+    fn hand_over(
         &self,
         conn: &Arc<ConnShared>,
         (peer, heard): (PeerId, Instant),
@@ -199,10 +200,24 @@ impl Idle {
     }
 }
 
+impl RestRoom for Idle {
+    fn rest(
+        &self,
+        conn: &Arc<ConnShared>,
+        heard: (PeerId, Instant),
+        pong: &Sender<()>,
+        timers: (Duration, Duration),
+        lane_full: Box<dyn Fn() -> bool + Send + Sync>,
+    ) -> Option<Instant> {
+        let resting = self.hand_over(conn, heard, pong, timers, lane_full)?;
+        Some(resting.sleep(&conn.closed_rx))
+    }
+}
+
 impl Resting {
     /// Sleeps until the socket is handed back or the connection closes, then takes
     /// the socket back. Returns when the peer was last heard from.
-    pub(crate) fn sleep(self, closed: &Receiver<crate::sync::Never>) -> Instant {
+    fn sleep(self, closed: &Receiver<crate::sync::Never>) -> Instant {
         loop {
             let mut sel = Select::new();
             sel.recv(&self.back);

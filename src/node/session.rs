@@ -21,6 +21,8 @@ use crate::conn::deliver::Delivery;
 use crate::conn::handshake;
 use crate::conn::lane::LaneRx;
 use crate::conn::reader::Reader;
+#[cfg(unix)]
+use crate::conn::reader::RestRoom;
 use crate::conn::request::reply_lane;
 use crate::conn::shared::ConnShared;
 use crate::conn::sink::{EventSink, Outlets};
@@ -232,7 +234,7 @@ pub(crate) fn run(
             private: &private_watch,
             budgets: &budgets,
             #[cfg(unix)]
-            idle: node.idle.as_ref(),
+            idle: node.idle.as_ref().map(|idle| idle as &dyn RestRoom),
             events: &outlets.events,
             replies,
             peer_max_frame,
