@@ -9,13 +9,17 @@ use std::time::Duration;
 
 use util::raw::{frame, RawPeer, GOSSIP, PING, PONG};
 use util::{config, event, finishes, node_with, recv, wait_until};
-use wirelane::{Config, DisconnectReason, Event, Lane, Node, PeerId};
+use wirelane::{DisconnectReason, Event, Lane, Node, PeerId};
 
-/// No pings from the node during the test; a read timeout of a quarter second.
-fn quiet() -> Config {
-    config()
-        .ping_interval(Duration::from_secs(60))
-        .silence_timeout(Duration::from_secs(240))
+/// A node pinging every `ping`, declaring a peer dead after `silence`; a read
+/// timeout of a quarter second.
+fn pinging(ping: Duration, silence: Duration) -> Node {
+    node_with(1, config().ping_interval(ping).silence_timeout(silence))
+}
+
+/// No pings from the node during the test.
+fn quiet() -> Node {
+    pinging(Duration::from_secs(60), Duration::from_secs(240))
 }
 
 fn resting(node: &Node) -> u64 {
@@ -24,7 +28,7 @@ fn resting(node: &Node) -> u64 {
 
 #[test]
 fn a_resting_connection_answers_pings_and_delivers_in_order() {
-    let node = node_with(1, quiet());
+    let node = quiet();
     let mut peer = RawPeer::handshake(node.local_addr(), 2, 1);
     for round in 0u32..20 {
         wait_until("the connection rests", || resting(&node) == 1);
@@ -57,12 +61,7 @@ fn a_resting_connection_answers_pings_and_delivers_in_order() {
 
 #[test]
 fn a_silent_peer_is_declared_dead_while_its_connection_rests() {
-    let node = node_with(
-        1,
-        config()
-            .ping_interval(Duration::from_millis(200))
-            .silence_timeout(Duration::from_millis(1500)),
-    );
+    let node = pinging(Duration::from_millis(200), Duration::from_millis(1500));
     // Reads nothing and answers nothing.
     let _peer = RawPeer::handshake(node.local_addr(), 2, 1);
     wait_until("the connection rests", || resting(&node) == 1);
@@ -82,7 +81,7 @@ fn a_silent_peer_is_declared_dead_while_its_connection_rests() {
 
 #[test]
 fn a_resting_connection_closes_when_asked() {
-    let node = node_with(1, quiet());
+    let node = quiet();
     let mut peer = RawPeer::handshake(node.local_addr(), 2, 1);
     wait_until("the connection rests", || resting(&node) == 1);
     node.disconnect(PeerId(2));
@@ -103,7 +102,7 @@ fn a_resting_connection_closes_when_asked() {
 
 #[test]
 fn shutdown_wakes_resting_readers() {
-    let node = std::sync::Arc::new(node_with(1, quiet()));
+    let node = std::sync::Arc::new(quiet());
     let peers: Vec<_> = (2..6)
         .map(|id| RawPeer::handshake(node.local_addr(), id, 1))
         .collect();
@@ -118,12 +117,7 @@ fn shutdown_wakes_resting_readers() {
 
 #[test]
 fn a_resting_connection_keeps_pinging_its_peer() {
-    let node = node_with(
-        1,
-        config()
-            .ping_interval(Duration::from_millis(100))
-            .silence_timeout(Duration::from_secs(240)),
-    );
+    let node = pinging(Duration::from_millis(100), Duration::from_secs(240));
     let mut peer = RawPeer::handshake(node.local_addr(), 2, 1);
     for _ in 0..5 {
         wait_until("the connection rests", || resting(&node) == 1);
