@@ -31,7 +31,7 @@ use crate::wire::frame::{FrameError, FrameKind, REPLY_PREFIX, REQUEST_PREFIX};
 use crate::wire::reader::{FrameReader, NextError};
 
 /// Where an idle reader's socket is watched while the reader sleeps: the node's
-/// idle thread (`crate::node::idle`), named here as a trait so that this layer does
+/// idle thread, named here as a trait so that this layer does
 /// not name the node's.
 #[cfg(unix)]
 pub(crate) trait RestRoom: Sync {
@@ -198,7 +198,7 @@ impl Reader<'_> {
     }
 
     /// Sleeps while the connection is idle, its socket watched by the node's idle
-    /// thread (`crate::node::idle`), which reads pings and pongs and hands the
+    /// thread, which reads pings and pongs and hands the
     /// socket back for anything else. Returns when the peer was last heard from,
     /// or `None` if the connection cannot rest: over TLS, in the middle of a frame,
     /// closing, or with the private lane to the peer full (the reader watches that

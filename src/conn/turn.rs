@@ -69,7 +69,7 @@ pub(crate) struct Turn {
     /// Whether a sender wrote while the writer was parked (so no ping is due).
     wrote: AtomicBool,
     /// Whether the node's idle thread pings while the writer is parked, the
-    /// connection resting (`crate::node::idle`): the writer then sleeps without a
+    /// connection resting: the writer then sleeps without a
     /// ping timer.
     pinged_elsewhere: AtomicBool,
     /// When a frame was last written, in nanoseconds from `base`.

@@ -185,7 +185,7 @@ impl Writer {
                         continue;
                     }
                     // While the connection rests, the idle thread pings through the
-                    // lent turn (`crate::node::idle`).
+                    // lent turn.
                     let timeout = match self.conn.turn.pinged_elsewhere() {
                         true => PINGED_ELSEWHERE,
                         false => timeout,
