@@ -322,10 +322,12 @@ fn undelivered(
         conn: conn.id,
         messages,
     };
-    if events.emit_or_wait(event) {
-        let handed_back = &conn.counters.out.private.undelivered;
-        handed_back.fetch_add(n as u64, Relaxed);
-    } else {
+    // Counted before the event can be seen: an application that reads the node's
+    // counters once it has the messages back finds them counted.
+    let handed_back = &conn.counters.out.private.undelivered;
+    handed_back.fetch_add(n as u64, Relaxed);
+    if !events.emit_or_wait(event) {
+        handed_back.fetch_sub(n as u64, Relaxed);
         conn.counters.out.private.drop_n(n as u64);
         log::error!(
             "{}: lost {n} private message(s) for {peer}: the event queue stayed full until shutdown",
