@@ -19,7 +19,7 @@ use super::deliver::Delivery;
 use super::lane::Budgets;
 use super::shared::ConnShared;
 use super::sink::EventSink;
-use super::timers::{Silence, SlowWatch};
+use super::timers::{ReadSpin, Silence, SlowWatch};
 use super::window;
 use crate::config::Config;
 use crate::conn::request::{Answer, Inquiry, Outbound, Replies, UnknownReply};
@@ -134,8 +134,10 @@ impl Reader<'_> {
         }
         let mut silence = Silence::new(Instant::now(), self.config.silence_timeout);
         let mut slow = SlowWatch::new(self.config.slow_peer_after);
+        let mut spin = ReadSpin::new(self.config.read_spin);
         loop {
             // Deliver every complete frame already buffered.
+            let mut brought_data = false;
             let stop = loop {
                 let next = frames.next(|kind, len| self.delivery.credit(kind, len, &mut silence));
                 let (kind, payload) = match next {
@@ -144,6 +146,7 @@ impl Reader<'_> {
                     Err(NextError::Frame(e)) => break Some(DisconnectReason::Protocol(e.into())),
                     Err(NextError::Refused(reason)) => break Some(reason),
                 };
+                brought_data |= kind.is_data();
                 if let Err(reason) = self.handle(kind, payload) {
                     break Some(reason);
                 }
@@ -151,6 +154,9 @@ impl Reader<'_> {
             self.delivery.flush();
             if let Some(reason) = stop.or_else(|| self.linger_capped(frames)) {
                 return reason;
+            }
+            if brought_data {
+                self.look_for_bytes(&mut spin);
             }
 
             // Whatever this reads is parsed before the loop looks at the linger again,
@@ -195,6 +201,31 @@ impl Reader<'_> {
                 }
             }
         }
+    }
+
+    /// Before the read that sleeps, looks for the next bytes for a while (see
+    /// [`Config::read_spin`]), giving way to other threads between looks: the
+    /// next message of a conversation often comes sooner than the kernel would
+    /// wake this thread for it. Holds nothing while it looks.
+    fn look_for_bytes(&self, spin: &mut ReadSpin) {
+        let Some(limit) = spin.next() else {
+            return;
+        };
+        if self.stream.holds_unread() {
+            // The read returns at once anyway; the look proves nothing.
+            return;
+        }
+        let until = Instant::now() + limit;
+        let found = loop {
+            if self.stream.readable_now() {
+                break true;
+            }
+            if Instant::now() >= until {
+                break false;
+            }
+            std::thread::yield_now();
+        };
+        spin.found(found);
     }
 
     /// Sleeps while the connection is idle, its socket watched by the node's idle

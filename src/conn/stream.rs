@@ -134,6 +134,36 @@ impl Stream {
         }
     }
 
+    /// Whether a TLS session holds data that a read would return without the
+    /// socket. Never for plaintext.
+    pub(crate) fn holds_unread(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.holds_unread();
+        }
+        false
+    }
+
+    /// Whether the socket has bytes, the end of the stream or an error waiting:
+    /// whether a read of it would return at once. Never waits. Off Unix always
+    /// `true`, so that a reader there never looks before it sleeps.
+    pub(crate) fn readable_now(&self) -> bool {
+        #[cfg(unix)]
+        {
+            let mut byte = [std::mem::MaybeUninit::uninit()];
+            let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+            match socket2::SockRef::from(&self.tcp).recv_with_flags(&mut byte, flags) {
+                Err(e) => !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ),
+                Ok(_) => true,
+            }
+        }
+        #[cfg(not(unix))]
+        true
+    }
+
     /// Never called: [`Stream::can_send_now`] is `false` off Unix.
     #[cfg(not(unix))]
     pub(crate) fn send_now(&self, _bufs: &[IoSlice<'_>]) -> io::Result<usize> {

@@ -1,6 +1,7 @@
 //! The connection's clocks, as small state types that are told the time: when the
-//! peer was last heard from, how long a graceful close may linger, and how long the
-//! peer's private lane has stayed full. Their threads read the clock and pass
+//! peer was last heard from, how long a graceful close may linger, how long the
+//! peer's private lane has stayed full, and whether the reader looks for bytes
+//! before it sleeps. Their threads read the clock and pass
 //! `now` in, so every rule here is tested without sleeping.
 
 use std::time::{Duration, Instant};
@@ -156,6 +157,55 @@ impl SlowWatch {
     }
 }
 
+/// Most failed looks in a row that lengthen the back-off: after them the reader
+/// skips 2^6 - 1 = 63 chances between looks.
+const SPIN_BACKOFF_MAX: u32 = 6;
+
+/// Whether a reader out of bytes, after a read that brought data, looks for more
+/// for a while before it sleeps (see [`Config::read_spin`]). Each look that finds
+/// nothing doubles the chances skipped before the next, up to 63; one that finds
+/// bytes ends the back-off.
+///
+/// [`Config::read_spin`]: crate::Config::read_spin
+pub(crate) struct ReadSpin {
+    limit: Duration,
+    failures: u32,
+    skip: u32,
+}
+
+impl ReadSpin {
+    pub(crate) fn new(limit: Duration) -> ReadSpin {
+        ReadSpin {
+            limit,
+            failures: 0,
+            skip: 0,
+        }
+    }
+
+    /// How long to look this time, if at all.
+    pub(crate) fn next(&mut self) -> Option<Duration> {
+        if self.limit.is_zero() {
+            return None;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return None;
+        }
+        Some(self.limit)
+    }
+
+    /// What the look found.
+    pub(crate) fn found(&mut self, bytes: bool) {
+        if bytes {
+            self.failures = 0;
+            self.skip = 0;
+        } else {
+            self.failures = (self.failures + 1).min(SPIN_BACKOFF_MAX);
+            self.skip = (1 << self.failures) - 1;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +273,26 @@ mod tests {
         assert_eq!(watch.observe(false, t0 + 501 * MS), None);
         assert_eq!(watch.observe(true, t0 + 600 * MS), None);
         assert_eq!(watch.observe(true, t0 + 700 * MS), Some(100 * MS));
+    }
+
+    #[test]
+    fn failed_looks_back_off_and_a_found_one_ends_the_back_off() {
+        let looks = |spin: &mut ReadSpin, chances: usize| {
+            (0..chances).filter(|_| spin.next().is_some()).count()
+        };
+        let mut spin = ReadSpin::new(MS);
+        assert_eq!(looks(&mut spin, 10), 10, "no failure yet: every chance");
+        // Failures in a row: 1, 3, 7, ... chances skipped after each, up to 63.
+        for skipped in [1, 3, 7, 15, 31, 63, 63, 63] {
+            assert_eq!(spin.next(), Some(MS));
+            spin.found(false);
+            assert_eq!(looks(&mut spin, skipped), 0);
+        }
+        assert_eq!(spin.next(), Some(MS));
+        spin.found(true);
+        assert_eq!(looks(&mut spin, 10), 10, "found: no more skipping");
+        // Zero never looks.
+        let mut never = ReadSpin::new(Duration::ZERO);
+        assert_eq!(looks(&mut never, 100), 0);
     }
 }

@@ -257,6 +257,18 @@ impl Session {
         Ok(Certified { peer, fingerprint })
     }
 
+    /// Whether the session holds data a read would return without the socket:
+    /// plaintext, or ciphertext read and not yet decrypted. A session that has
+    /// failed says yes, so that the read reports it.
+    pub(crate) fn holds_unread(&self) -> bool {
+        let mut state = self.state.lock();
+        !state.inbox.data().is_empty()
+            || state
+                .conn
+                .process_new_packets()
+                .map_or(true, |io| io.plaintext_bytes_to_read() > 0)
+    }
+
     /// Reads plaintext: what the session holds, or else what the socket has.
     ///
     /// One lock before each socket read and one after: the reader's lock is what a

@@ -81,6 +81,15 @@ pub enum FrameKind {
 }
 
 impl FrameKind {
+    /// Whether the frame carries the application's data (a message, a request or
+    /// a reply), rather than keeping the connection itself going.
+    pub(crate) fn is_data(self) -> bool {
+        matches!(
+            self,
+            FrameKind::Gossip | FrameKind::Private | FrameKind::Request | FrameKind::Reply
+        )
+    }
+
     fn to_u8(self) -> u8 {
         match self {
             FrameKind::Hello => 1,
