@@ -115,7 +115,8 @@
 //! thread-pool server embeds a node. With the `prometheus` feature, `metrics`
 //! exports a node's counters and histograms to a `prometheus_client` registry.
 
-#![forbid(unsafe_code)]
+// One exception, `sync/futex_room.rs`: a `prctl` with integer arguments.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 // The public vocabulary.

@@ -1,14 +1,17 @@
 //! Small pieces every layer uses: a signal type, gauges, the log limiter, deadlines,
-//! byte budgets, and the bounded queues of the lanes. A leaf: it names nothing else
+//! byte budgets, the bounded queues of the lanes, and room in the kernel's futex
+//! hash for the connection threads. A leaf: it names nothing else
 //! of the crate.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod budget;
+mod futex_room;
 mod queue;
 
 pub(crate) use budget::{Budget, Credit, Interrupted, WaitBudget};
+pub(crate) use futex_room::FutexRoom;
 pub(crate) use queue::{queue, QueueRx, QueueTx, QueueWatch};
 
 /// A type with no values: channels of `Never` carry no message and are used only for

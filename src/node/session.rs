@@ -31,7 +31,7 @@ use crate::conn::writer::{Flow, Writer};
 use crate::error::{HandshakeError, Limit};
 use crate::event::{DisconnectReason, Event};
 use crate::id::{Fingerprint, PeerId};
-use crate::sync::Never;
+use crate::sync::{FutexRoom, Never};
 use crate::wire::reader::FrameReader;
 
 /// How `connect` learns the outcome of the handshake it started.
@@ -378,11 +378,13 @@ fn spawn_writer(
         unreachable!("a fresh channel with a live receiver has room");
     }
     let theirs = parts.clone();
+    let room = FutexRoom::for_one_more();
     let spawned = thread::Builder::new()
         .name(format!("wl{}-w{}", node.id.0, conn.id.get()))
         .stack_size(node.config.thread_stack_size)
         .spawn(move || {
             let _done = done;
+            let _room = room;
             if let Ok(writer) = theirs.recv() {
                 let conn = writer.conn.clone();
                 match contain(&conn, "writer", || writer.run()) {

@@ -30,7 +30,7 @@ use crate::node::idle::Idle;
 use crate::node::redial::Redial;
 use crate::node::table::PeerTable;
 use crate::stats::{Counters, NodeStats, RequestCounters};
-use crate::sync::{Budget, WaitBudget};
+use crate::sync::{Budget, FutexRoom, WaitBudget};
 use crate::sync::{LogLimit, Never};
 use crate::timing::Timings;
 use crate::wire::pool::BufPool;
@@ -297,11 +297,13 @@ impl NodeShared {
         }
         let node = self.clone();
         let thread_alive = alive.clone();
+        let room = FutexRoom::for_one_more();
         let spawned = thread::Builder::new()
             .name(format!("wl{}-r{}", self.id.0, id.get()))
             .stack_size(self.config.thread_stack_size)
             .spawn(move || {
                 let _alive = thread_alive;
+                let _room = room;
                 session::run(node, conn, stream, outlets, origin);
             });
         let handle = match spawned {
