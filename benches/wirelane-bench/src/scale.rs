@@ -75,6 +75,11 @@ pub struct Args {
     /// pings would be declared dead within it.
     #[arg(long, default_value = "12", value_parser = crate::cli::seconds)]
     idle_secs: Duration,
+    /// The hub's ping interval, instead of the default `Config`'s 2 s; its silence
+    /// timeout is five times it, as in the default. An idle connection costs the
+    /// node a ping written and a pong read per interval.
+    #[arg(long, value_parser = crate::cli::seconds)]
+    ping: Option<Duration>,
     /// Handshakes the child runs at once during the connect storm; at most the
     /// node's `max_handshakes` (64), which drops the oldest handshake beyond it.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=64))]
@@ -119,9 +124,12 @@ pub fn run(args: &Args, quiet: bool, out: Output) -> anyhow::Result<ExitCode> {
     // The default Config but for the connection limit, which would refuse peers
     // beyond 4,096, and lanes that grow with what they hold: the two settings a
     // node with many idle peers should change.
-    let config = Config::default()
+    let mut config = Config::default()
         .max_connections(conns + 16)
         .lanes_grow(!args.fixed_lanes);
+    if let Some(ping) = args.ping {
+        config = config.ping_interval(ping).silence_timeout(ping * 5);
+    }
     let hub = Node::bind(HUB, "127.0.0.1:0", config.clone())?;
 
     // The client alone first, so that the figure with idle peers has its reference
@@ -328,10 +336,11 @@ fn notes(
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
     let mut notes = vec![
         format!(
-            "the hub: Config::default() but max_connections = {} (the default, 4096, refuses more peers) and lanes_grow = {}; \
+            "the hub: Config::default() but max_connections = {} (the default, 4096, refuses more peers) and lanes_grow = {}{}; \
              ping_interval {:?}, silence_timeout {:?}, thread_stack_size {} KiB (reserved address space; only touched pages are resident)",
             config.max_connections,
             config.lanes_grow,
+            if args.ping.is_some() { " (and the ping interval of --ping)" } else { "" },
             config.ping_interval,
             config.silence_timeout,
             config.thread_stack_size / 1024
