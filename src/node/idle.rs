@@ -21,8 +21,9 @@
 //! Who reads is decided by one atomic per rest, never a lock: only the thread that
 //! moved it to [`BUSY`] or holds it as [`READER`] touches the socket. The reader
 //! taking its socket back waits at most for this thread's reads of what is
-//! already in one socket. A frame is only ever consumed whole by this thread: it peeks first,
-//! and leaves anything but a whole ping or pong in the socket for the reader.
+//! already in one socket, and the hand-back that follows them. A frame is only
+//! ever consumed whole by this thread: it peeks first, and leaves anything but a
+//! whole ping or pong in the socket for the reader.
 //!
 //! Only plaintext connections rest: over TLS a ping cannot be told from data
 //! without the session's keys, which the reader owns.
@@ -499,7 +500,7 @@ impl Rests {
         p.rest.conn.turn.ping_elsewhere(false);
         // The reader may be reading it already; a hand-back then changes nothing.
         if p.rest.state.load(Acquire) != READER {
-            // Never while it is BUSY: only this thread makes it so.
+            // BUSY only if `serve` left it so for this: only this thread makes it BUSY.
             hand_back(&p.rest);
         }
     }
@@ -512,6 +513,9 @@ fn due_back(rest: &Rest) -> bool {
 }
 
 /// Reads what arrived on a rested socket; whether the reader must have it back.
+/// If so, the socket stays [`BUSY`] for the caller to hand back once the rest is
+/// no longer counted, so that `NodeStats::resting` never counts a rest whose
+/// reader is already awake.
 fn serve(rest: &Rest) -> bool {
     if rest
         .state
@@ -522,9 +526,8 @@ fn serve(rest: &Rest) -> bool {
         return true;
     }
     let back = rest.read_controls();
-    rest.state.store(if back { READER } else { IDLER }, Release);
-    if back {
-        let _ = rest.back.try_send(());
+    if !back {
+        rest.state.store(IDLER, Release);
     }
     back
 }
