@@ -3,8 +3,8 @@
 //! A thread that waits on a channel, a lock or a park waits on a futex, and Linux
 //! files waiting futexes in a hash table: waking a thread walks the chain of its
 //! bucket. Since Linux 6.16 a process gets a table of its own, sized for its CPUs
-//! rather than its threads: 16 buckets on a two-core machine. A node holds two
-//! threads per connection, nearly all of them waiting, so with 10,000 connections
+//! rather than its threads: 16 buckets on a two-core machine. Each connection has
+//! two threads, nearly all of the time waiting, so with 10,000 connections
 //! each wake-up of a busy connection walked a chain of about 1,250 sleepers, and one
 //! active connection among 10,000 idle ones kept 12% of its throughput alone
 //! (`docs/performance.md`, "The futex hash").
@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 /// Threads counted below this many fit the table the kernel gives any process.
 const FEW: usize = 64;
 
-/// Connection threads alive in the process, over all its nodes.
+/// Connection threads alive in the process.
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 /// The largest table asked for so far (or being asked for).
 static ASKED: AtomicUsize = AtomicUsize::new(0);
