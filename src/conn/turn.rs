@@ -186,6 +186,13 @@ impl Turn {
         self.pinged_elsewhere.load(Acquire)
     }
 
+    /// Whether the parked writer has lent the turn (a sender may hold it now):
+    /// its lanes were empty when it parked, and it takes the turn back as soon as
+    /// something is queued.
+    pub(crate) fn lent(&self) -> bool {
+        self.state.load(Relaxed) != WRITER
+    }
+
     /// How long nothing has been written, as of the writer's lending or a sender's
     /// write; meaningful while the turn is lent.
     pub(crate) fn quiet_for(&self) -> Duration {
