@@ -259,11 +259,11 @@ impl Rest {
     }
 
     /// Pings the peer through the writer's lent turn, if a ping is due within a
-    /// step of the grid (or `now` says so) and the writer is parked (if it is
-    /// not, it pings itself).
-    fn ping_if_due(&self, now: bool) {
+    /// step of the grid (or `anyway`: a rest's first look) and the writer is
+    /// parked (if it is not, it pings itself).
+    fn ping_if_due(&self, anyway: bool) {
         let turn = &self.conn.turn;
-        if !now && turn.quiet_for() < self.ping_interval.saturating_sub(self.grid()) {
+        if !anyway && turn.quiet_for() < self.ping_interval.saturating_sub(self.grid()) {
             return;
         }
         if let Some(held) = turn.take() {
