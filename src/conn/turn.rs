@@ -193,11 +193,15 @@ impl Turn {
         self.state.load(Relaxed) != WRITER
     }
 
-    /// How long nothing has been written, as of the writer's lending or a sender's
+    /// When a frame was last written, as of the writer's lending or a sender's
     /// write; meaningful while the turn is lent.
+    pub(crate) fn last_write(&self) -> Instant {
+        self.base + Duration::from_nanos(self.last_write.load(Relaxed))
+    }
+
+    /// How long nothing has been written (see [`Turn::last_write`]).
     pub(crate) fn quiet_for(&self) -> Duration {
-        let now = self.nanos(Instant::now());
-        Duration::from_nanos(now.saturating_sub(self.last_write.load(Relaxed)))
+        self.last_write().elapsed()
     }
 
     /// Takes the turn if the writer is parked with nothing to write and the

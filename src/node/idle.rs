@@ -258,12 +258,12 @@ impl Rest {
         took
     }
 
-    /// Pings the peer through the writer's lent turn, if a ping is due within a
-    /// step of the grid (or `anyway`: a rest's first look) and the writer is
-    /// parked (if it is not, it pings itself).
+    /// Pings the peer through the writer's lent turn, if a ping is due (or
+    /// `anyway`: a rest's first look) and the writer is parked (if it is not, it
+    /// pings itself).
     fn ping_if_due(&self, anyway: bool) {
         let turn = &self.conn.turn;
-        if !anyway && turn.quiet_for() < self.ping_interval.saturating_sub(self.grid()) {
+        if !anyway && turn.quiet_for() < self.ping_interval {
             return;
         }
         if let Some(held) = turn.take() {
@@ -275,15 +275,12 @@ impl Rest {
     /// peer's silence timeout; never sooner than an eighth of a ping interval (a
     /// writer that is not parked pings itself meanwhile). On a grid from `epoch`,
     /// so that many rests come due at once: one wake-up of this thread writes all
-    /// their pings, and their pongs come back together. A ping is looked at up to
-    /// a step early and rounded up, so it never goes out later than the interval.
+    /// their pings, and their pongs come back together. A ping goes out at the
+    /// first step at or after it is due: never before the interval, at most a step
+    /// after it (the peer's silence timeout is several intervals). Rounding down
+    /// instead would ping about an eighth more often.
     fn next_due(&self, now: Instant, epoch: Instant) -> Instant {
-        let quiet = self.conn.turn.quiet_for();
-        let ping = now
-            + self
-                .ping_interval
-                .saturating_sub(quiet)
-                .saturating_sub(self.grid());
+        let ping = self.conn.turn.last_write() + self.ping_interval;
         let silence = self.heard_at() + self.silence_timeout;
         let at = ping.min(silence).max(now + self.ping_interval / 8);
         let grid = self.grid().as_nanos().max(1);
