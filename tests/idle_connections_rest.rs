@@ -55,6 +55,52 @@ fn a_resting_connection_answers_pings_and_delivers_in_order() {
 }
 
 #[test]
+fn bytes_read_while_resting_reach_the_reader_in_order() {
+    let node = quiet();
+    let mut peer = RawPeer::handshake(node.local_addr(), 2, 1);
+    let gossip = |n: u32, len: usize| {
+        let mut payload = n.to_be_bytes().to_vec();
+        payload.resize(len, n as u8);
+        frame(GOSSIP, &payload)
+    };
+    let expect = |n: u32, len: usize| {
+        let m = recv(node.incoming());
+        assert_eq!(m.lane, Lane::Gossip);
+        assert_eq!(&m.payload[..4], &n.to_be_bytes(), "message {n} in order");
+        assert_eq!(m.payload.len(), len);
+    };
+
+    // A ping and data in one write: the ping is answered, the data delivered.
+    wait_until("the connection rests", || resting(&node) == 1);
+    let mut bytes = frame(PING, &[]);
+    bytes.extend(gossip(1, 8));
+    bytes.extend(frame(PING, &[]));
+    bytes.extend(gossip(2, 4));
+    peer.send(&bytes);
+    expect(1, 8);
+    expect(2, 4);
+    peer.read_until(PONG);
+
+    // More than the idle thread reads at once, then more frames behind it.
+    wait_until("the connection rests", || resting(&node) == 1);
+    let mut bytes = gossip(3, 1000);
+    bytes.extend(gossip(4, 4));
+    peer.send(&bytes);
+    expect(3, 1000);
+    expect(4, 4);
+
+    // Part of a header read while resting, the rest of the frame sent once the
+    // reader has the socket back.
+    wait_until("the connection rests", || resting(&node) == 1);
+    let bytes = gossip(5, 100);
+    peer.send(&bytes[..3]);
+    wait_until("the reader has its socket back", || resting(&node) == 0);
+    peer.send(&bytes[3..]);
+    expect(5, 100);
+    node.shutdown();
+}
+
+#[test]
 fn a_silent_peer_is_declared_dead_while_its_connection_rests() {
     let node = pinging(Duration::from_millis(200), Duration::from_millis(1500));
     // Reads nothing and answers nothing.

@@ -37,8 +37,7 @@ use crate::wire::reader::{FrameReader, NextError};
 pub(crate) trait RestRoom: Sync {
     /// Hands the reading of `conn`'s socket over (the peer last heard from at the
     /// instant given) and sleeps until it comes back or the connection closes.
-    /// Returns when the peer was last heard from; `None` if the socket could not
-    /// be handed over (the reader goes on reading).
+    /// `None` if the socket could not be handed over (the reader goes on reading).
     fn rest(
         &self,
         conn: &Arc<ConnShared>,
@@ -46,7 +45,17 @@ pub(crate) trait RestRoom: Sync {
         pong: &Sender<()>,
         timers: (std::time::Duration, std::time::Duration),
         lane_full: Box<dyn Fn() -> bool + Send + Sync>,
-    ) -> Option<Instant>;
+    ) -> Option<Woken>;
+}
+
+/// What a reader gets back with its socket after a rest.
+#[cfg(unix)]
+pub(crate) struct Woken {
+    /// When the peer was last heard from.
+    pub(crate) heard: Instant,
+    /// Bytes read from the socket during the rest and not consumed there (the
+    /// start of a data frame, say): they come before anything still in the socket.
+    pub(crate) unread: Vec<u8>,
 }
 
 /// Everything the read loop needs, borrowed from the connection thread.
@@ -194,8 +203,13 @@ impl Reader<'_> {
                     }
                     #[cfg(unix)]
                     if idle {
-                        if let Some(heard) = self.rest(frames, &silence) {
-                            silence.heard(heard);
+                        if let Some(woken) = self.rest(frames, &silence) {
+                            silence.heard(woken.heard);
+                            let mut unread = &woken.unread[..];
+                            while !unread.is_empty() {
+                                // A slice's read never fails.
+                                let _ = frames.read(&mut unread);
+                            }
                         }
                     }
                 }
@@ -230,12 +244,11 @@ impl Reader<'_> {
 
     /// Sleeps while the connection is idle, its socket watched by the node's idle
     /// thread, which reads pings and pongs and hands the
-    /// socket back for anything else. Returns when the peer was last heard from,
-    /// or `None` if the connection cannot rest: over TLS, in the middle of a frame,
-    /// closing, or with the private lane to the peer full (the reader watches that
-    /// on every tick).
+    /// socket back for anything else. `None` if the connection cannot rest: over
+    /// TLS, in the middle of a frame, closing, or with the private lane to the peer
+    /// full (the reader watches that on every tick).
     #[cfg(unix)]
-    fn rest(&self, frames: &FrameReader, silence: &Silence) -> Option<Instant> {
+    fn rest(&self, frames: &FrameReader, silence: &Silence) -> Option<Woken> {
         let idle = self.idle?;
         let full = self.private.is_full() || self.budgets.private.is_full();
         if full || frames.in_frame() || self.stream.is_tls() || self.conn.is_closing() {

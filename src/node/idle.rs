@@ -21,9 +21,9 @@
 //! Who reads is decided by one atomic per rest, never a lock: only the thread that
 //! moved it to [`BUSY`] or holds it as [`READER`] touches the socket. The reader
 //! taking its socket back waits at most for this thread's reads of what is
-//! already in one socket, and the hand-back that follows them. A frame is only
-//! ever consumed whole by this thread: it peeks first, and leaves anything but a
-//! whole ping or pong in the socket for the reader.
+//! already in one socket, and the hand-back that follows them. This thread reads a
+//! few frames' worth at once; if that is anything but whole pings and pongs, the
+//! bytes go to the reader with the socket, to be parsed before anything it reads.
 //!
 //! Only plaintext connections rest: over TLS a ping cannot be told from data
 //! without the session's keys, which the reader owns.
@@ -43,7 +43,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
-use crate::conn::reader::RestRoom;
+use crate::conn::reader::{RestRoom, Woken};
 use crate::conn::shared::ConnShared;
 use crate::id::PeerId;
 use crate::node::acceptor::stop_poll_thread;
@@ -58,8 +58,8 @@ const BUSY: u8 = 1;
 /// The reader has the socket (back).
 const READER: u8 = 2;
 
-/// Bytes peeked at once: a few pings' and pongs' worth. More is not idle.
-const PEEK: usize = 8 * HEADER_LEN;
+/// Bytes read at once: a few pings' and pongs' worth. More is not idle.
+const AT_ONCE: usize = 8 * HEADER_LEN;
 
 /// The grid rests' due times are rounded up to (or a quarter of the shortest
 /// ping interval, if that is less).
@@ -108,6 +108,9 @@ pub(crate) struct Rest {
     ping_interval: Duration,
     /// Whether the private lane to the peer is full.
     lane_full: Box<dyn Fn() -> bool + Send + Sync>,
+    /// Bytes read from the socket that were not this thread's to consume: the
+    /// reader's, with the socket.
+    unread: Mutex<Vec<u8>>,
 }
 
 /// What a resting reader holds: its rest, and the channel it sleeps on.
@@ -183,6 +186,7 @@ impl Idle {
             silence_timeout,
             ping_interval,
             lane_full,
+            unread: Mutex::new(Vec::new()),
         });
         {
             let mut lists = self.shared.lists.lock();
@@ -209,7 +213,7 @@ impl RestRoom for Idle {
         pong: &Sender<()>,
         timers: (Duration, Duration),
         lane_full: Box<dyn Fn() -> bool + Send + Sync>,
-    ) -> Option<Instant> {
+    ) -> Option<Woken> {
         let resting = self.hand_over(conn, heard, pong, timers, lane_full)?;
         Some(resting.sleep(&conn.closed_rx))
     }
@@ -217,8 +221,8 @@ impl RestRoom for Idle {
 
 impl Resting {
     /// Sleeps until the socket is handed back or the connection closes, then takes
-    /// the socket back. Returns when the peer was last heard from.
-    fn sleep(self, closed: &Receiver<crate::sync::Never>) -> Instant {
+    /// the socket back, with whatever this thread read and left for the reader.
+    fn sleep(self, closed: &Receiver<crate::sync::Never>) -> Woken {
         loop {
             let mut sel = Select::new();
             sel.recv(&self.back);
@@ -238,7 +242,10 @@ impl Resting {
             }
             let _ = self.idle.waker.wake();
         }
-        self.rest.heard_at()
+        Woken {
+            heard: self.rest.heard_at(),
+            unread: std::mem::take(&mut *self.rest.unread.lock()),
+        }
     }
 }
 
@@ -309,17 +316,18 @@ impl Rest {
         self.conn.stream().tcp().as_raw_fd()
     }
 
-    /// Reads what arrived if it is only whole pings and pongs. Returns whether the
-    /// reader must have the socket back.
+    /// Reads what arrived and answers its pings if it is only whole pings and
+    /// pongs; otherwise leaves the bytes for the reader. Returns whether the reader
+    /// must have the socket back.
     ///
-    /// It peeks first (readiness said bytes are there, so the peek does not wait;
-    /// the reader's read timeout bounds it if they are not), and consumes exactly
-    /// what it peeked. Bytes arriving later are a new readiness event.
+    /// Readiness said bytes are there, so the read does not wait (the reader's
+    /// read timeout bounds it if they are not). Fewer bytes than asked for is all
+    /// there was: bytes arriving later are a new readiness event.
     fn read_controls(&self) -> bool {
         let tcp = self.conn.stream().tcp();
-        let mut buf = [0u8; PEEK];
+        let mut buf = [0u8; AT_ONCE];
         let n = loop {
-            match tcp.peek(&mut buf) {
+            match (&*tcp).read(&mut buf) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
@@ -333,30 +341,41 @@ impl Rest {
                 Err(_) => return true,
             }
         };
-        // The end of the stream, or more than a few pings: the reader's.
-        if n == 0 || n == PEEK {
-            return true;
-        }
-        let mut pings = 0;
-        for frame in buf[..n].chunks(HEADER_LEN) {
-            match decode_header(frame, 0) {
-                Ok(Some(h)) if h.len == 0 && h.kind == FrameKind::Ping => pings += 1,
-                Ok(Some(h)) if h.len == 0 && h.kind == FrameKind::Pong => {}
-                // Data, part of a frame, or nonsense: the reader's to read or refuse.
-                _ => return true,
-            }
-        }
-        if (&*tcp).read_exact(&mut buf[..n]).is_err() {
+        // The end of the stream: the reader's to read again.
+        if n == 0 {
             return true;
         }
         self.heard();
         let wire = &self.conn.counters.inb.wire_bytes;
         wire.fetch_add(n as u64, Relaxed);
+        let mut pings = 0;
+        // More than a few frames is not idle; data, part of a frame or nonsense is
+        // the reader's to read or refuse.
+        let controls = n < AT_ONCE
+            && buf[..n]
+                .chunks(HEADER_LEN)
+                .all(|frame| match decode_header(frame, 0) {
+                    Ok(Some(h)) if h.len == 0 && h.kind == FrameKind::Ping => {
+                        pings += 1;
+                        true
+                    }
+                    Ok(Some(h)) => h.len == 0 && h.kind == FrameKind::Pong,
+                    _ => false,
+                });
+        if !controls {
+            *self.unread.lock() = buf[..n].to_vec();
+            return true;
+        }
         if pings > 0 {
             // One pong answers them all.
-            let _ = self.pong.try_send(());
+            self.pong();
         }
         false
+    }
+
+    /// Answers the peer's pings: asks the writer.
+    fn pong(&self) {
+        let _ = self.pong.try_send(());
     }
 }
 
