@@ -55,6 +55,28 @@ fn a_resting_connection_answers_pings_and_delivers_in_order() {
 }
 
 #[test]
+fn a_resting_connection_answers_pings_without_waking_its_writer() {
+    let node = quiet();
+    let mut peer = RawPeer::handshake(node.local_addr(), 2, 1);
+    let by_others = || {
+        node.peer_stats(PeerId(2))
+            .expect("connected")
+            .written_by_senders
+    };
+    for i in 0..3 {
+        wait_until("the connection rests", || resting(&node) == 1);
+        let before = by_others();
+        peer.send(&frame(PING, &[]));
+        peer.read_until(PONG);
+        // The idle thread wrote the pong through the parked writer's lent turn.
+        wait_until(&format!("pong {i} is written by the idle thread"), || {
+            by_others() > before
+        });
+    }
+    node.shutdown();
+}
+
+#[test]
 fn bytes_read_while_resting_reach_the_reader_in_order() {
     let node = quiet();
     let mut peer = RawPeer::handshake(node.local_addr(), 2, 1);

@@ -6,14 +6,14 @@
 //! peers those wake-ups are most of a node's work. So a reader whose read timed
 //! out with nothing buffered hands its socket's reading to this thread and sleeps
 //! on a channel. This thread polls all the rested sockets at once (`mio`), reads
-//! the pings and pongs itself, asks the connection's writer for a pong where one
-//! is owed, and wakes the reader for anything else: a data frame, part of a frame,
+//! the pings and pongs itself, answers the pings, and wakes the reader for
+//! anything else: a data frame, part of a frame,
 //! the end of the stream, an error, a peer silent for the silence timeout, or a
 //! private lane to the peer that has filled (the reader watches for a slow peer).
 //! A close wakes the reader too, through the connection's close signal.
 //!
-//! It also pings for the rested connections, through the writer's lent turn, so
-//! that their writers sleep too. Each rest is looked at when its next ping or the
+//! It writes the rested connections' pings and pongs through the writer's lent
+//! turn, as a sender writes its frame, so that their writers sleep too. Each rest is looked at when its next ping or the
 //! end of its peer's silence timeout is due (a heap of due times), not on a tick:
 //! an idle connection costs this thread a ping written, a pong read and one look
 //! per ping interval, and its reader and writer nothing.
@@ -373,9 +373,17 @@ impl Rest {
         false
     }
 
-    /// Answers the peer's pings: asks the writer.
+    /// Answers the peer's pings: through the writer's lent turn if it is parked,
+    /// as a ping is written, sparing it a wake-up; else by asking it.
     fn pong(&self) {
-        let _ = self.pong.try_send(());
+        match self.conn.turn.take() {
+            Some(held) => {
+                held.write(&self.conn, FrameKind::Pong, &[], bytes::Bytes::new());
+            }
+            None => {
+                let _ = self.pong.try_send(());
+            }
+        }
     }
 }
 
