@@ -13,10 +13,11 @@
 //! A close wakes the reader too, through the connection's close signal.
 //!
 //! It writes the rested connections' pings and pongs through the writer's lent
-//! turn, as a sender writes its frame, so that their writers sleep too. Each rest is looked at when its next ping or the
-//! end of its peer's silence timeout is due (a heap of due times), not on a tick:
-//! an idle connection costs this thread a ping written, a pong read and one look
-//! per ping interval, and its reader and writer nothing.
+//! turn, as a sender writes its frame, so that their writers sleep too. Each rest
+//! is looked at when its next ping or the end of its peer's silence timeout is
+//! due (on a grid of due times, many rests to a step), not on a tick: an idle
+//! connection costs this thread a ping written, a pong read and one look per ping
+//! interval, and its reader and writer nothing.
 //!
 //! Who reads is decided by one atomic per rest, never a lock: only the thread that
 //! moved it to [`BUSY`] or holds it as [`READER`] touches the socket. The reader
@@ -28,8 +29,7 @@
 //! Only plaintext connections rest: over TLS a ping cannot be told from data
 //! without the session's keys, which the reader owns.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -280,22 +280,12 @@ impl Rest {
 
     /// When this rest needs looking at next: its next ping, or the end of the
     /// peer's silence timeout; never sooner than an eighth of a ping interval (a
-    /// writer that is not parked pings itself meanwhile). On a grid from `epoch`,
-    /// so that many rests come due at once: one wake-up of this thread writes all
-    /// their pings, and their pongs come back together. A ping goes out at the
-    /// first step at or after it is due: never before the interval, at most a step
-    /// after it (the peer's silence timeout is several intervals). Rounding down
-    /// instead would ping about an eighth more often.
-    fn next_due(&self, now: Instant, epoch: Instant) -> Instant {
+    /// writer that is not parked pings itself meanwhile). [`Rests::schedule`]
+    /// rounds it up to the grid.
+    fn next_due(&self, now: Instant) -> Instant {
         let ping = self.conn.turn.last_write() + self.ping_interval;
         let silence = self.heard_at() + self.silence_timeout;
-        let at = ping.min(silence).max(now + self.ping_interval / 8);
-        let grid = self.grid().as_nanos().max(1);
-        let steps = at
-            .saturating_duration_since(epoch)
-            .as_nanos()
-            .div_ceil(grid);
-        epoch + Duration::from_nanos((steps * grid) as u64)
+        ping.min(silence).max(now + self.ping_interval / 8)
     }
 
     /// The step of the grid rests are looked at on.
@@ -387,10 +377,11 @@ impl Rest {
     }
 }
 
-/// A rest being polled, by its token.
+/// A rest being polled.
 struct Polled {
     rest: Arc<Rest>,
-    fd: RawFd,
+    /// Tells this rest's looks from those of an earlier rest of the same socket.
+    serial: u64,
     /// Whether the rest's first look, which pings whatever the interval says, is
     /// still to come.
     first: bool,
@@ -398,16 +389,10 @@ struct Polled {
 
 fn run(mut poll: Poll, shared: &IdleShared) {
     let mut events = Events::with_capacity(1024);
-    let mut rests = Rests::default();
-    // Each rest's next look, earliest first; entries of rests gone are skipped.
-    let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
-    let mut next_token = 0usize;
-    let epoch = Instant::now();
+    let mut rests = Rests::new(Instant::now());
+    let mut serial = 0u64;
     loop {
-        let timeout = due
-            .peek()
-            .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
-        if let Err(e) = poll.poll(&mut events, timeout) {
+        if let Err(e) = poll.poll(&mut events, rests.until_due(Instant::now())) {
             if e.kind() != io::ErrorKind::Interrupted {
                 log::error!("the idle connections' poll failed: {e}");
                 break;
@@ -419,11 +404,9 @@ fn run(mut poll: Poll, shared: &IdleShared) {
                 woken = true;
                 continue;
             }
-            let token = event.token().0;
-            if let Some(p) = rests.polled.get(&token) {
-                if serve(&p.rest) {
-                    rests.forget(&poll, token, shared);
-                }
+            let fd = event.token().0;
+            if rests.get(fd).is_some_and(|p| serve(&p.rest)) {
+                rests.forget(&poll, fd, shared);
             }
         }
         if woken {
@@ -432,22 +415,22 @@ fn run(mut poll: Poll, shared: &IdleShared) {
                 break;
             };
             for rest in lists.leaving {
-                if let Some(token) = rests.token_of(&rest) {
-                    rests.forget(&poll, token, shared);
+                if let Some(fd) = rests.fd_of(&rest) {
+                    rests.forget(&poll, fd, shared);
                 }
             }
             let now = Instant::now();
             for rest in lists.arriving {
-                let fd = rest.fd();
+                let raw = rest.fd();
+                let Ok(fd) = usize::try_from(raw) else {
+                    hand_back(&rest);
+                    continue;
+                };
                 // The same socket, rested before: its old rest is over.
-                if let Some(old) = rests.by_fd.get(&fd).copied() {
-                    rests.forget(&poll, old, shared);
-                }
-                let token = next_token;
-                next_token = next_token.wrapping_add(1) % (usize::MAX - 1);
+                rests.forget(&poll, fd, shared);
                 let registered =
                     poll.registry()
-                        .register(&mut SourceFd(&fd), Token(token), Interest::READABLE);
+                        .register(&mut SourceFd(&raw), Token(fd), Interest::READABLE);
                 if let Err(e) = registered {
                     log::warn!("cannot watch an idle connection to {}: {e}", rest.peer);
                     hand_back(&rest);
@@ -455,35 +438,40 @@ fn run(mut poll: Poll, shared: &IdleShared) {
                 }
                 shared.resting.fetch_add(1, Relaxed);
                 rest.conn.turn.ping_elsewhere(true);
+                serial += 1;
                 // Rests that begin together (after a connect storm, say) would
                 // ping together for ever, in one burst that takes a core from
                 // whatever else runs: each first ping goes out early, in one of
                 // eight slots of the interval, and the later ones follow it.
-                let slot = rest.ping_interval * (1 + (token % 8) as u32) / 8;
-                due.push(Reverse((
-                    (now + slot).min(rest.next_due(now, epoch)),
-                    token,
-                )));
-                rests.by_fd.insert(fd, token);
+                let slot = rest.ping_interval * (1 + (serial % 8) as u32) / 8;
+                let at = (now + slot).min(rest.next_due(now));
+                rests.schedule(at, rest.grid(), fd, serial);
                 let first = true;
-                rests.polled.insert(token, Polled { rest, fd, first });
+                rests.insert(
+                    fd,
+                    Polled {
+                        rest,
+                        serial,
+                        first,
+                    },
+                );
             }
         }
         let now = Instant::now();
-        while let Some(&Reverse((at, token))) = due.peek() {
-            if at > now {
-                break;
+        while let Some(looks) = rests.take_due(now) {
+            for &(fd, serial) in &looks {
+                let Some(p) = rests.get_mut(fd).filter(|p| p.serial == serial) else {
+                    continue;
+                };
+                if p.rest.state.load(Acquire) == READER || due_back(&p.rest) {
+                    rests.forget(&poll, fd, shared);
+                    continue;
+                }
+                p.rest.ping_if_due(std::mem::take(&mut p.first));
+                let (at, grid) = (p.rest.next_due(now), p.rest.grid());
+                rests.schedule(at, grid, fd, serial);
             }
-            due.pop();
-            let Some(p) = rests.polled.get_mut(&token) else {
-                continue;
-            };
-            if p.rest.state.load(Acquire) == READER || due_back(&p.rest) {
-                rests.forget(&poll, token, shared);
-                continue;
-            }
-            p.rest.ping_if_due(std::mem::take(&mut p.first));
-            due.push(Reverse((p.rest.next_due(now, epoch), token)));
+            rests.recycle(looks);
         }
     }
     // Whatever rests is handed back: no reader sleeps on a thread that has gone.
@@ -491,35 +479,107 @@ fn run(mut poll: Poll, shared: &IdleShared) {
     for rest in lists.into_iter().flat_map(|l| l.arriving) {
         hand_back(&rest);
     }
-    for (_, p) in rests.polled.drain() {
-        let _ = poll.registry().deregister(&mut SourceFd(&p.fd));
-        shared.resting.fetch_sub(1, Relaxed);
-        hand_back(&p.rest);
+    for fd in 0..rests.polled.len() {
+        rests.forget(&poll, fd, shared);
     }
 }
 
-/// The rests being polled, by token and by socket.
-#[derive(Default)]
+/// The rests being polled, and when each is looked at next.
+///
+/// A look touches one rest's memory, cold after a ping interval; with thousands
+/// of rests, finding it is part of the cost. So rests are kept by socket
+/// descriptor, which is also their poll token (a socket is registered once at a
+/// time, and stays open while its rest holds it), and looks are kept by grid
+/// step, many to a step.
 struct Rests {
-    polled: HashMap<usize, Polled>,
-    by_fd: HashMap<RawFd, usize>,
+    polled: Vec<Option<Polled>>,
+    /// Looks due, by their time in nanoseconds after `epoch`, on the grid; looks
+    /// of rests gone are skipped by their serial.
+    due: BTreeMap<u64, Vec<(usize, u64)>>,
+    epoch: Instant,
+    /// An emptied list of looks, kept for the next step.
+    spare: Vec<(usize, u64)>,
 }
 
 impl Rests {
-    /// The token of `rest`, if it is still polled.
-    fn token_of(&self, rest: &Arc<Rest>) -> Option<usize> {
-        let token = *self.by_fd.get(&rest.fd())?;
-        let p = self.polled.get(&token)?;
-        Arc::ptr_eq(&p.rest, rest).then_some(token)
+    fn new(epoch: Instant) -> Rests {
+        Rests {
+            polled: Vec::new(),
+            due: BTreeMap::new(),
+            epoch,
+            spare: Vec::new(),
+        }
     }
 
-    /// Stops polling a rest, handing the socket back if the reader does not have it.
-    fn forget(&mut self, poll: &Poll, token: usize, shared: &IdleShared) {
-        let Some(p) = self.polled.remove(&token) else {
+    fn get(&self, fd: usize) -> Option<&Polled> {
+        self.polled.get(fd)?.as_ref()
+    }
+
+    fn get_mut(&mut self, fd: usize) -> Option<&mut Polled> {
+        self.polled.get_mut(fd)?.as_mut()
+    }
+
+    fn insert(&mut self, fd: usize, polled: Polled) {
+        if self.polled.len() <= fd {
+            self.polled.resize_with(fd + 1, || None);
+        }
+        self.polled[fd] = Some(polled);
+    }
+
+    /// The socket of `rest`, if it is still polled.
+    fn fd_of(&self, rest: &Arc<Rest>) -> Option<usize> {
+        let fd = usize::try_from(rest.fd()).ok()?;
+        let p = self.get(fd)?;
+        Arc::ptr_eq(&p.rest, rest).then_some(fd)
+    }
+
+    /// Looks at a rest at `at`, rounded up to a step of `grid` from the epoch, so
+    /// that many rests come due at once: one wake-up of this thread writes all
+    /// their pings, and their pongs come back together. A ping goes out at the
+    /// first step at or after it is due: never before the interval, at most a step
+    /// after it (the peer's silence timeout is several intervals); rounding down
+    /// instead would ping about an eighth more often.
+    fn schedule(&mut self, at: Instant, grid: Duration, fd: usize, serial: u64) {
+        let grid = grid.as_nanos().max(1);
+        let since = at.saturating_duration_since(self.epoch).as_nanos();
+        let step = u64::try_from(since.div_ceil(grid) * grid).unwrap_or(u64::MAX);
+        let spare = &mut self.spare;
+        self.due
+            .entry(step)
+            .or_insert_with(|| std::mem::take(spare))
+            .push((fd, serial));
+    }
+
+    /// How long until the next look is due; `None` if none is.
+    fn until_due(&self, now: Instant) -> Option<Duration> {
+        let (&step, _) = self.due.first_key_value()?;
+        Some((self.epoch + Duration::from_nanos(step)).saturating_duration_since(now))
+    }
+
+    /// The looks of the earliest step, if it is due by `now`.
+    fn take_due(&mut self, now: Instant) -> Option<Vec<(usize, u64)>> {
+        let entry = self.due.first_entry()?;
+        if self.epoch + Duration::from_nanos(*entry.key()) > now {
+            return None;
+        }
+        Some(entry.remove())
+    }
+
+    /// Keeps a list of looks, done with, for a later step.
+    fn recycle(&mut self, mut looks: Vec<(usize, u64)>) {
+        looks.clear();
+        if looks.capacity() > self.spare.capacity() {
+            self.spare = looks;
+        }
+    }
+
+    /// Stops polling the rest of socket `fd`, if there is one, handing the socket
+    /// back if the reader does not have it.
+    fn forget(&mut self, poll: &Poll, fd: usize, shared: &IdleShared) {
+        let Some(p) = self.polled.get_mut(fd).and_then(Option::take) else {
             return;
         };
-        self.by_fd.remove(&p.fd);
-        let _ = poll.registry().deregister(&mut SourceFd(&p.fd));
+        let _ = poll.registry().deregister(&mut SourceFd(&p.rest.fd()));
         shared.resting.fetch_sub(1, Relaxed);
         p.rest.conn.turn.ping_elsewhere(false);
         // The reader may be reading it already; a hand-back then changes nothing.
