@@ -178,16 +178,16 @@ pub struct Config {
     /// connections stay cheap). Larger frames are read straight into their own
     /// allocation. Default 64 KiB.
     pub read_buffer: usize,
-    /// How long a reader that has just delivered data keeps looking for more
-    /// before it sleeps on its socket, giving way to any other thread that wants
-    /// its core between looks. A sleeping reader is woken by the kernel when bytes
-    /// come, which takes tens of microseconds on a virtual machine; on a
-    /// connection that answers back and forth the next message often comes
-    /// sooner, and a looking reader takes it at once. Looks that find nothing back
-    /// off: after failures in a row, the reader skips the next 1, 3, 7, … up to 63
-    /// chances, so a connection whose messages come far apart looks on one in 64
-    /// of them at most; an idle connection never looks. Zero: never look. Default
-    /// 50 µs; at most 10 ms.
+    /// How long a reader that has just delivered data keeps trying to read more
+    /// without waiting before it sleeps on its socket, giving way to any other
+    /// thread that wants its core between tries. A sleeping reader is woken by the
+    /// kernel when bytes come, which takes tens of microseconds on a virtual
+    /// machine; on a connection that answers back and forth the next message
+    /// often comes sooner, and a trying reader takes it at once. Tries that find
+    /// nothing back off: after failures in a row, the reader skips the next 1, 3,
+    /// 7, … up to 63 chances, so a connection whose messages come far apart tries
+    /// on one in 64 of them at most; an idle connection never tries. Zero: never
+    /// try. Default 50 µs; at most 10 ms.
     pub read_spin: Duration,
     /// Stack size of every thread the node starts. Default 256 KiB: the reader and
     /// writer loops are shallow, and thousands of connections must fit in memory.

@@ -146,7 +146,7 @@ impl Stream {
 
     /// Whether the socket has bytes, the end of the stream or an error waiting:
     /// whether a read of it would return at once. Never waits. Off Unix always
-    /// `true`, so that a reader there never looks before it sleeps.
+    /// `true`: a read that never waits is a read there.
     pub(crate) fn readable_now(&self) -> bool {
         #[cfg(unix)]
         {
@@ -162,6 +162,13 @@ impl Stream {
         }
         #[cfg(not(unix))]
         true
+    }
+
+    /// A reader of this stream that never waits: `WouldBlock` when nothing has
+    /// arrived. Over TLS it reads only once bytes are in the socket, and then a
+    /// record begun is read whole, as by [`Read`] on the stream.
+    pub(crate) fn no_wait(&self) -> NoWait<'_> {
+        NoWait(self)
     }
 
     /// Never called: [`Stream::can_send_now`] is `false` off Unix.
@@ -199,6 +206,28 @@ impl Read for &Stream {
             };
         }
         (&self.tcp).read_vectored(bufs)
+    }
+}
+
+/// See [`Stream::no_wait`].
+pub(crate) struct NoWait<'a>(&'a Stream);
+
+impl Read for NoWait<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let stream = self.0;
+        #[cfg(unix)]
+        if !stream.is_tls() {
+            let flags = rustix::net::RecvFlags::DONTWAIT;
+            return match rustix::net::recv(&stream.tcp, buf, flags) {
+                Ok((n, _)) => Ok(n),
+                Err(e) => Err(e.into()),
+            };
+        }
+        if !stream.readable_now() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut waiting = stream;
+        waiting.read(buf)
     }
 }
 

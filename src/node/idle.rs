@@ -310,14 +310,12 @@ impl Rest {
     /// pongs; otherwise leaves the bytes for the reader. Returns whether the reader
     /// must have the socket back.
     ///
-    /// Readiness said bytes are there, so the read does not wait (the reader's
-    /// read timeout bounds it if they are not). Fewer bytes than asked for is all
-    /// there was: bytes arriving later are a new readiness event.
+    /// The read never waits (readiness may be stale). Fewer bytes than asked for
+    /// is all there was: bytes arriving later are a new readiness event.
     fn read_controls(&self) -> bool {
-        let tcp = self.conn.stream().tcp();
         let mut buf = [0u8; AT_ONCE];
         let n = loop {
-            match (&*tcp).read(&mut buf) {
+            match self.conn.stream().no_wait().read(&mut buf) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
