@@ -206,8 +206,10 @@ impl Reader<'_> {
                             silence.heard(woken.heard);
                             let mut unread = &woken.unread[..];
                             while !unread.is_empty() {
-                                // A slice's read never fails.
-                                let _ = frames.read(&mut unread);
+                                // A slice's read never fails, and takes a byte at least.
+                                if !matches!(frames.read(&mut unread), Ok(1..)) {
+                                    break;
+                                }
                             }
                         }
                     }

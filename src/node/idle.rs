@@ -7,9 +7,9 @@
 //! out with nothing buffered hands its socket's reading to this thread and sleeps
 //! on a channel. This thread polls all the rested sockets at once (`mio`), reads
 //! the pings and pongs itself, answers the pings, and wakes the reader for
-//! anything else: a data frame, part of a frame,
-//! the end of the stream, an error, a peer silent for the silence timeout, or a
-//! private lane to the peer that has filled (the reader watches for a slow peer).
+//! anything else: a data frame, part of a frame, the end of the stream, an error,
+//! a peer silent for the silence timeout, or a private lane to the peer that has
+//! filled (the reader watches for a slow peer).
 //! A close wakes the reader too, through the connection's close signal.
 //!
 //! It writes the rested connections' pings and pongs through the writer's lent
