@@ -18,7 +18,7 @@ use util::certs::Ca;
 use util::refusal::refusal;
 use util::{config, connect, node_with, recv};
 use wirelane::tls::TlsConfig;
-use wirelane::{Error, HandshakeError, PeerId, TlsError};
+use wirelane::{Error, HandshakeError, Node, PeerId, TlsError};
 
 /// The application's rule for the nodes it dials: exactly one certificate.
 #[derive(Debug)]
@@ -124,72 +124,70 @@ fn pin(cert: &CertificateDer<'static>) -> Arc<Pinned> {
     })
 }
 
+/// A node with configs of its own making, and what it was made with.
+struct Made {
+    node: Node,
+    /// Its certificate, of `ca`, naming its id.
+    cert: CertificateDer<'static>,
+    /// The verifier of the nodes it dials.
+    verifier: Arc<Pinned>,
+}
+
+/// Node `id` with a certificate of `ca`, dialling only the node whose certificate
+/// is `pinned` (its own if `None`), and asking diallers for a certificate of `ca`
+/// if `ask`.
+fn made(ca: &Ca, id: u64, pinned: Option<&CertificateDer<'static>>, ask: bool) -> Made {
+    let (cert, key) = ca.node(id, false);
+    let verifier = pin(pinned.unwrap_or(&cert));
+    let tls = TlsConfig::from_rustls(
+        client(verifier.clone(), (cert.clone(), key.clone_key())),
+        server(ca, (cert.clone(), key), ask),
+    );
+    Made {
+        node: node_with(id, config().tls(tls)),
+        cert,
+        verifier,
+    }
+}
+
 #[test]
 fn the_applications_own_verifier_decides_whom_a_node_dials() {
     let ca = Ca::new("network ca");
-    let (b_cert, b_key) = ca.node(2, false);
-    let b_tls = TlsConfig::from_rustls(
-        client(pin(&b_cert), ca.node(2, false)),
-        server(&ca, (b_cert.clone(), b_key), true),
-    );
-    let b = node_with(2, config().tls(b_tls));
+    let b = made(&ca, 2, None, true);
 
     // A pins b's certificate: they connect and talk.
-    let pinned_b = pin(&b_cert);
-    let a_tls = TlsConfig::from_rustls(
-        client(pinned_b.clone(), ca.node(1, false)),
-        server(&ca, ca.node(1, false), true),
-    );
-    let a = node_with(1, config().tls(a_tls));
-    connect(&a, &b);
-    assert!(pinned_b.asked.load(Relaxed) > 0, "a's verifier was asked");
-    a.send(PeerId(2), &b"through the application's configs"[..])
+    let a = made(&ca, 1, Some(&b.cert), true);
+    connect(&a.node, &b.node);
+    assert!(a.verifier.asked.load(Relaxed) > 0, "a's verifier was asked");
+    a.node
+        .send(PeerId(2), &b"through the application's configs"[..])
         .expect("send");
     assert_eq!(
-        &recv(b.incoming()).payload[..],
+        &recv(b.node.incoming()).payload[..],
         b"through the application's configs"
     );
 
     // C's certificate is as good as a's, but it pins another one: it refuses b.
     let (other, _) = ca.node(2, false);
-    let pinned_other = pin(&other);
-    let c_tls = TlsConfig::from_rustls(
-        client(pinned_other.clone(), ca.node(3, false)),
-        server(&ca, ca.node(3, false), true),
-    );
-    let c = node_with(3, config().tls(c_tls));
-    match c.connect(b.local_addr()) {
+    let c = made(&ca, 3, Some(&other), true);
+    match c.node.connect(b.node.local_addr()) {
         Err(Error::Handshake(HandshakeError::Tls(_))) => {}
         other => panic!("c dialled b against its own verifier: {other:?}"),
     }
-    assert!(
-        pinned_other.asked.load(Relaxed) > 0,
-        "c's verifier was asked"
-    );
-    assert!(!c.is_connected(PeerId(2)));
-    for node in [a, b, c] {
-        node.shutdown();
+    assert!(c.verifier.asked.load(Relaxed) > 0, "c's verifier was asked");
+    assert!(!c.node.is_connected(PeerId(2)));
+    for m in [a, b, c] {
+        m.node.shutdown();
     }
 }
 
 #[test]
 fn a_server_config_that_asks_for_no_client_certificate_refuses_every_dialler() {
     let ca = Ca::new("network ca");
-    let (cert, key) = ca.node(1, false);
-    let lax = TlsConfig::from_rustls(
-        client(pin(&cert), ca.node(1, false)),
-        server(&ca, (cert.clone(), key), false),
-    );
-    let node = node_with(1, config().tls(lax));
-    let dialler = node_with(
-        2,
-        config().tls(TlsConfig::from_rustls(
-            client(pin(&cert), ca.node(2, false)),
-            server(&ca, ca.node(2, false), true),
-        )),
-    );
-    let seen = refusal(&dialler, &node);
+    let lax = made(&ca, 1, None, false);
+    let dialler = made(&ca, 2, Some(&lax.cert), true);
+    let seen = refusal(&dialler.node, &lax.node);
     assert_eq!(seen.acceptor, HandshakeError::Tls(TlsError::NoIdentity));
-    node.shutdown();
-    dialler.shutdown();
+    lax.node.shutdown();
+    dialler.node.shutdown();
 }
